@@ -1,0 +1,210 @@
+"""The Kafka change log: producing capture's records in order, and reading them back per service.
+
+Owns: every confluent-kafka object splitter uses: the topic (created with one partition by
+default, so an offset is one point in the source's history), the capture producer (idempotent,
+acks=all, delivery reports counted in order so capture knows what is durable), and the worker
+consumer (assigned a partition at an explicit offset; no group rebalancing, because the
+checkpoint in the service database, not Kafka's committed offset, says where to resume; group
+offsets are still committed so standard lag tools work).  Must not: interpret records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from splitter.errors import ConfigurationError, FatalError, RetryableError
+
+log = logging.getLogger(__name__)
+
+# Largest record the producer accepts: big TOASTed values travel whole.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+
+
+def ensure_topic(bootstrap: str, topic: str, *, partitions: int = 1, replication: int = 1,
+                 timeout: float = 30.0) -> None:
+    """Create `topic` if it does not exist; refuse one whose partition count breaks the log's order."""
+    admin = _admin(bootstrap)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=10)
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise RetryableError(f"Kafka at {bootstrap} is unreachable: {exc}") from exc
+            time.sleep(1)
+    existing = metadata.topics.get(topic)
+    if existing is not None and existing.error is None:
+        if len(existing.partitions) != partitions:
+            raise ConfigurationError(
+                f"topic {topic!r} has {len(existing.partitions)} partitions; splitter's change log needs exactly "
+                f"{partitions} (one ordered history of the source)")
+        return
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)])
+    try:
+        futures[topic].result(timeout=timeout)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return
+        raise RetryableError(f"cannot create topic {topic!r} on {bootstrap}: {exc}") from exc
+    # Metadata propagates asynchronously; wait until the partition has a leader.
+    while time.monotonic() < deadline:
+        md = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
+        if md is not None and md.error is None and md.partitions and all(p.leader >= 0 for p in md.partitions.values()):
+            return
+        time.sleep(0.2)
+    raise RetryableError(f"topic {topic!r} was created but has no leader after {timeout:.0f}s")
+
+
+class ChangeLogProducer:
+    """Capture's producer.  `acked` counts records Kafka has acknowledged, in production order."""
+
+    def __init__(self, bootstrap: str, topic: str, extra: dict[str, Any] | None = None) -> None:
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            # Idempotence keeps order and avoids duplicates across internal retries; the in-order
+            # delivery count is what lets capture confirm the slot exactly.
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "message.max.bytes": MAX_RECORD_BYTES,
+            "message.timeout.ms": 0,  # never give up on a record silently: capture waits for the broker
+        }
+        config.update(extra or {})
+        self.topic = topic
+        self._producer = Producer(config)
+        self.produced = 0
+        self.acked = 0
+        self.last_offset = -1
+        self._error: KafkaError | None = None
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            if self._error is None:
+                self._error = err
+            return
+        self.acked += 1
+        offset = msg.offset()
+        if offset is not None and offset > self.last_offset:
+            self.last_offset = offset
+
+    def produce(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
+        self.raise_delivery_error()
+        while True:
+            try:
+                self._producer.produce(self.topic, value=value, key=key or None, headers=list(headers),
+                                       on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                # Local queue full: serve delivery reports until there is room.
+                self._producer.poll(0.1)
+                self.raise_delivery_error()
+        self.produced += 1
+
+    def poll(self, timeout: float = 0.0) -> None:
+        self._producer.poll(timeout)
+        self.raise_delivery_error()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait for every produced record to be acknowledged; False if `timeout` passed first."""
+        remaining = self._producer.flush(timeout)
+        self.raise_delivery_error()
+        return remaining == 0
+
+    def raise_delivery_error(self) -> None:
+        if self._error is not None:
+            err = self._error
+            kind = RetryableError if err.retriable() or not err.fatal() else FatalError
+            raise kind(f"Kafka did not accept a change-log record of topic {self.topic!r}: {err.str()}")
+
+    @property
+    def in_flight(self) -> int:
+        return self.produced - self.acked
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+class ChangeLogConsumer:
+    """A worker's reader of the change log, positioned explicitly."""
+
+    def __init__(self, bootstrap: str, topic: str, group_id: str, partition: int = 0,
+                 extra: dict[str, Any] | None = None) -> None:
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": MAX_RECORD_BYTES,
+            "fetch.wait.max.ms": 50,
+            "queued.min.messages": 20000,
+        }
+        config.update(extra or {})
+        self.topic = topic
+        self.partition = partition
+        self._consumer = Consumer(config)
+
+    def seek(self, next_offset: int | None) -> None:
+        """Read from `next_offset` (None: from the earliest record still kept)."""
+        start = OFFSET_BEGINNING if next_offset is None or next_offset < 0 else next_offset
+        self._consumer.assign([TopicPartition(self.topic, self.partition, start)])
+
+    def read(self, max_records: int, timeout: float) -> list[LogRecord]:
+        try:
+            messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        except KafkaException as exc:
+            raise RetryableError(f"reading topic {self.topic!r} failed: {exc}") from exc
+        out = []
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal() or err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED):
+                    raise FatalError(f"reading topic {self.topic!r} failed: {err.str()}")
+                raise RetryableError(f"reading topic {self.topic!r} failed: {err.str()}")
+            ts = m.timestamp()
+            out.append(LogRecord(m.offset() or 0, m.key(), m.value(), list(m.headers() or ()), ts[1] if ts else 0))
+        return out
+
+    def commit(self, next_offset: int) -> None:
+        """Record progress in Kafka for lag tools (a convenience, never read back by splitter)."""
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self.topic, self.partition, next_offset)],
+                                  asynchronous=True)
+        except KafkaException as exc:
+            log.debug("offset commit for lag tools failed: %s", exc)
+
+    def watermarks(self, timeout: float = 10.0) -> tuple[int, int]:
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, self.partition), timeout=timeout, cached=False)
+        except KafkaException as exc:
+            raise RetryableError(f"cannot read offsets of topic {self.topic!r}: {exc}") from exc
+        return int(low), int(high)
+
+    def close(self) -> None:
+        self._consumer.close()

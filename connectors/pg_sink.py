@@ -1,0 +1,317 @@
+"""The PostgreSQL sink: applies collapsed batches to one service database, with its checkpoint.
+
+Owns: the service database side of exactly-once: the `splitter` schema (checkpoint table),
+the apply session's settings (session_replication_role = replica, replication origin, one
+advisory lock per service so two workers never apply at once), staging text values with COPY,
+running the statements `splitter.sqlrender` renders, and writing the checkpoint in the same
+transaction as the data it covers.  Must not: read Kafka, decide batching, or commit anywhere
+but `commit()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import sql
+
+from splitter import sqlrender
+from splitter.batching import PartialRow, Segment, Step, TableChanges, Truncate
+from splitter.dsn import mask_secrets
+from splitter.envelope import Row
+from splitter.errors import ConfigurationError, FatalError, RetryableError, classify_sqlstate
+from splitter.sqlrender import KIND_DELETE, KIND_PARTIAL, KIND_UPSERT, TargetColumn
+from splitter.topology import Route
+
+log = logging.getLogger(__name__)
+
+STATE_SCHEMA = "splitter"
+FROM_BEGINNING = -1
+
+_STATE_DDL = [
+    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STATE_SCHEMA)),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.checkpoints (
+            service text PRIMARY KEY,
+            topic text NOT NULL,
+            kafka_partition integer NOT NULL,
+            kafka_offset bigint NOT NULL,
+            commit_lsn pg_lsn NOT NULL,
+            source_ts timestamptz,
+            applied_at timestamptz NOT NULL DEFAULT now(),
+            rows_applied bigint NOT NULL DEFAULT 0,
+            transactions_applied bigint NOT NULL DEFAULT 0
+        )"""
+    ).format(sql.Identifier(STATE_SCHEMA)),
+]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a service database is: the last log offset and source commit LSN it holds."""
+
+    topic: str
+    partition: int
+    offset: int  # FROM_BEGINNING when only a backfill has been applied
+    commit_lsn: int
+    source_ts: datetime | None
+    rows_applied: int = 0
+    transactions_applied: int = 0
+
+
+def wrap_db_error(exc: psycopg.Error, what: str, *dsns: str) -> Exception:
+    """A splitter error for a driver error: class from SQLSTATE, message masked of secrets."""
+    kind = classify_sqlstate(getattr(exc, "sqlstate", None))
+    return kind(mask_secrets(f"{what}: {exc}".strip(), *dsns))
+
+
+def connect(dsn: str, what: str, *, autocommit: bool = False, application_name: str = "splitter") -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, application_name=application_name, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise wrap_db_error(exc, f"cannot connect to {what}", dsn) from exc
+
+
+def ensure_state_schema(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        # Serialise concurrent creators (a worker and the backfill may both arrive first).
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("splitter.schema"),))
+        for stmt in _STATE_DDL:
+            conn.execute(stmt)
+
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) - (1 << 31)
+
+
+def read_checkpoint(conn: psycopg.Connection, service: str) -> Checkpoint | None:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT topic, kafka_partition, kafka_offset, commit_lsn::text, source_ts, rows_applied, "
+            "transactions_applied FROM {}.checkpoints WHERE service = %s"
+        ).format(sql.Identifier(STATE_SCHEMA)),
+        (service,),
+    ).fetchone()
+    if row is None:
+        return None
+    from connectors.replication_protocol import str_to_lsn
+
+    return Checkpoint(row[0], row[1], row[2], str_to_lsn(row[3]), row[4], row[5], row[6])
+
+
+def write_checkpoint(conn: psycopg.Connection, service: str, cp: Checkpoint) -> None:
+    from connectors.replication_protocol import lsn_to_str
+
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {}.checkpoints AS c (service, topic, kafka_partition, kafka_offset, commit_lsn, source_ts,
+                   applied_at, rows_applied, transactions_applied)
+               VALUES (%s, %s, %s, %s, %s::pg_lsn, %s, now(), %s, %s)
+               ON CONFLICT (service) DO UPDATE SET topic = EXCLUDED.topic, kafka_partition = EXCLUDED.kafka_partition,
+                   kafka_offset = EXCLUDED.kafka_offset, commit_lsn = EXCLUDED.commit_lsn,
+                   source_ts = coalesce(EXCLUDED.source_ts, c.source_ts), applied_at = now(),
+                   rows_applied = EXCLUDED.rows_applied, transactions_applied = EXCLUDED.transactions_applied"""
+        ).format(sql.Identifier(STATE_SCHEMA)),
+        (service, cp.topic, cp.partition, cp.offset, lsn_to_str(cp.commit_lsn), cp.source_ts,
+         cp.rows_applied, cp.transactions_applied),
+    )
+
+
+def target_columns(conn: psycopg.Connection, route: Route) -> list[TargetColumn]:
+    """The route's target columns as the service database declares them (in topology order)."""
+    rows = conn.execute(
+        """SELECT a.attname, t.oid >= 16384 AS user_defined, format_type(a.atttypid, NULL)
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_type t ON t.oid = a.atttypid
+            WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped""",
+        (route.target_schema, route.target_table),
+    ).fetchall()
+    if not rows:
+        raise ConfigurationError(
+            f"{route.table.origin}: target table {route.target_schema}.{route.target_table} does not exist in "
+            f"database {route.service.database} (service {route.service.name})")
+    declared = {name: (udt, type_name) for name, udt, type_name in rows}
+    out = []
+    for name in route.table.columns:
+        if name not in declared:
+            raise ConfigurationError(
+                f"{route.table.origin}: column {name!r} of {route.target_schema}.{route.target_table} does not exist "
+                f"in database {route.service.database} (service {route.service.name})")
+        udt, type_name = declared[name]
+        out.append(TargetColumn(name, type_name if udt else None))
+    return out
+
+
+class ServiceSink:
+    """An apply session on one service database."""
+
+    def __init__(self, dsn: str, service: str, routes: Sequence[Route], *, topic: str, partition: int = 0) -> None:
+        self.service = service
+        self.topic = topic
+        self.partition = partition
+        self._dsn = dsn
+        self.conn = connect(dsn, f"database of service {service}", application_name=f"splitter-worker-{service}")
+        self._routes_by_source: dict[str, list[Route]] = {}
+        for route in routes:
+            self._routes_by_source.setdefault(f"{route.source_schema}.{route.source_table}", []).append(route)
+        self._staged: set[str] = set()
+        self._dirty_stages: set[str] = set()
+        self.rows_applied = 0
+        self.transactions_applied = 0
+        try:
+            self.conn.autocommit = True
+            ensure_state_schema(self.conn)
+            locked = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(f"splitter.worker.{service}"),))
+            row = locked.fetchone()
+            if not row or not row[0]:
+                raise RetryableError(
+                    f"another worker holds the apply lock of service {service!r} in its database; waiting for it")
+            self.conn.execute("SET session_replication_role = replica")
+            self.conn.execute("SET synchronous_commit = on")
+            self._setup_origin()
+            self.columns = {id(r): target_columns(self.conn, r) for r in routes}
+            self.conn.autocommit = False
+        except psycopg.Error as exc:
+            self.conn.close()
+            raise wrap_db_error(exc, f"cannot prepare the apply session of service {service}", dsn) from exc
+        except Exception:
+            self.conn.close()
+            raise
+        cp = read_checkpoint(self.conn, service)
+        self.conn.rollback()
+        if cp is not None:
+            self.rows_applied, self.transactions_applied = cp.rows_applied, cp.transactions_applied
+
+    def _setup_origin(self) -> None:
+        """Mark this session's writes with a replication origin so they are never captured back."""
+        name = f"splitter_{self.service}"
+        try:
+            with self.conn.transaction():
+                exists = self.conn.execute("SELECT 1 FROM pg_replication_origin WHERE roname = %s", (name,)).fetchone()
+                if not exists:
+                    self.conn.execute("SELECT pg_replication_origin_create(%s)", (name,))
+            self.conn.execute("SELECT pg_replication_origin_session_setup(%s)", (name,))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            log.warning("service %s: cannot use replication origin %s (%s); its writes are not marked",
+                        self.service, name, exc.sqlstate)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def checkpoint(self) -> Checkpoint | None:
+        try:
+            cp = read_checkpoint(self.conn, self.service)
+            self.conn.rollback()
+            return cp
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, f"cannot read the checkpoint of service {self.service}", self._dsn) from exc
+
+    def apply(self, steps: Iterable[Step], checkpoint: Checkpoint, transactions: int) -> None:
+        """Apply `steps` and `checkpoint` in one transaction, and commit it."""
+        try:
+            for step in steps:
+                if isinstance(step, Truncate):
+                    self._truncate(step)
+                else:
+                    self._apply_segment(step)
+            self.transactions_applied += transactions
+            write_checkpoint(self.conn, self.service, Checkpoint(
+                checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
+                checkpoint.source_ts, self.rows_applied, self.transactions_applied))
+            self.conn.commit()
+            self._dirty_stages.clear()
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"service {self.service}: applying changes up to offset {checkpoint.offset} "
+                                     f"failed", self._dsn) from exc
+        except Exception:
+            self._rollback_quietly()
+            raise
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self.conn.rollback()
+        except psycopg.Error:
+            pass
+        self._dirty_stages.clear()
+        # A failed transaction may have rolled back the CREATE of a stage table too.
+        self._staged.clear()
+
+    def _truncate(self, step: Truncate) -> None:
+        for table in step.tables:
+            for route in self._routes_by_source.get(table, ()):
+                self.conn.execute(sqlrender.truncate_target(route))
+
+    def _apply_segment(self, segment: Segment) -> None:
+        for table, changes in segment.tables.items():
+            routes = self._routes_by_source.get(table)
+            if not routes or changes.is_empty():
+                continue
+            self._stage(changes)
+            for route in routes:
+                self._apply_route(route, changes)
+
+    def _stage(self, changes: TableChanges) -> None:
+        relation = changes.relation
+        name = sqlrender.stage_name(relation)
+        if name not in self._staged:
+            self.conn.execute(sqlrender.create_stage(relation))
+            self._staged.add(name)
+        if name in self._dirty_stages:
+            self.conn.execute(sql.SQL("DELETE FROM pg_temp.{}").format(sql.Identifier(name)))
+        self._dirty_stages.add(name)
+        columns = [c.name for c in relation.columns]
+        keys = relation.key_columns
+        n = 0
+        with self.conn.cursor().copy(sqlrender.copy_into_stage(relation)) as copy:
+            for key in changes.deletes:
+                n += 1
+                copy.write_row(_stage_row(n, KIND_DELETE, None, dict(zip(keys, key, strict=True)), columns, len(keys)))
+            for row in changes.full.values():
+                n += 1
+                copy.write_row(_stage_row(n, KIND_UPSERT, None, row, columns, len(keys)))
+            for partial in changes.partial.values():
+                n += 1
+                copy.write_row(_stage_row(n, KIND_PARTIAL, partial, partial.values, columns, len(keys)))
+        self.rows_applied += len(changes.deletes) + len(changes.full) + len(changes.partial)
+
+    def _apply_route(self, route: Route, changes: TableChanges) -> None:
+        relation = changes.relation
+        columns = self.columns[id(route)]
+        if changes.deletes:
+            self.conn.execute(sqlrender.apply_delete(route, relation, columns))
+        if changes.partial:
+            groups: dict[frozenset[str], int] = {}
+            for partial in changes.partial.values():
+                groups[partial.unchanged] = groups.get(partial.unchanged, 0) + 1
+            for unchanged, count in groups.items():
+                stmt = sqlrender.apply_partial(route, relation, columns, unchanged)
+                if stmt is None:
+                    continue
+                names = sorted(unchanged)
+                cur = self.conn.execute(stmt, (names, names))
+                if cur.rowcount != count:
+                    raise FatalError(
+                        f"service {self.service}: {count - cur.rowcount} update(s) of {route.describe()} with "
+                        f"unchanged TOASTed columns ({', '.join(sorted(unchanged))}) found no row in the target: the "
+                        f"target is missing rows the source has (run `splitter verify --service {self.service}`)")
+        if changes.full:
+            self.conn.execute(sqlrender.apply_upsert(route, relation, columns))
+
+
+def _stage_row(n: int, kind: str, partial: PartialRow | None, values: Mapping[str, str | None] | Row,
+               columns: Sequence[str], n_keys: int) -> tuple[object, ...]:
+    """One COPY row of the staging table (see `sqlrender.stage_columns` for the order)."""
+    unchanged = sorted(partial.unchanged) if partial is not None else None
+    old: Sequence[str | None] = partial.db_key if partial is not None else (None,) * n_keys
+    return (n, kind, unchanged, *(values.get(c) for c in columns), *old)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

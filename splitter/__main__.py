@@ -1,0 +1,3 @@
+from splitter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Connection-string helpers: masking secrets and deriving per-database DSNs.
+
+Owns: every transformation of a DSN splitter performs.  Must not: log or print anything;
+callers put `mask_dsn(...)` output, never the raw DSN, into messages, logs and metrics.
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@]*:)(?P<secret>[^@]*)(?P<tail>@)", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_dsn(dsn: str) -> str:
+    """Return `dsn` with any password replaced by `***` (URL and key=value forms)."""
+    masked = _URL_PASSWORD.sub(r"\g<head>***\g<tail>", dsn)
+    return _KV_PASSWORD.sub(r"\g<head>***", masked)
+
+
+def mask_secrets(text: str, *dsns: str) -> str:
+    """Mask every password of `dsns` that appears anywhere in `text` (error messages from drivers)."""
+    out = mask_dsn(text)
+    for dsn in dsns:
+        try:
+            password = conninfo_to_dict(dsn).get("password")
+        except Exception:  # an unparsable DSN has no password we can find
+            continue
+        if password:
+            out = out.replace(str(password), "***")
+    return out
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    """Return `dsn` pointing at database `dbname`, every other parameter kept."""
+    return make_conninfo(dsn, dbname=dbname)
+
+
+def with_params(dsn: str, **params: str) -> str:
+    """Return `dsn` with extra connection parameters set (for example replication=database)."""
+    return make_conninfo(dsn, **params)

@@ -1,0 +1,206 @@
+"""A service worker: reads the change log, keeps its service's tables, applies whole transactions.
+
+Owns: routing records by header before parsing them, reassembling source transactions (and
+dropping the incomplete copy of a transaction that capture re-sends after a crash), skipping
+records at or below the position already applied (so re-sends and replays change nothing),
+grouping complete transactions into one target transaction, and deciding when to flush.  The
+checkpoint in the service database is the only truth about where to resume.  Must not: write
+SQL (the sink does) or commit part of a source transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from connectors.kafka_log import ChangeLogConsumer, LogRecord
+from connectors.pg_sink import FROM_BEGINNING, Checkpoint, ServiceSink
+from splitter import envelope
+from splitter.batching import Batch
+from splitter.config import Settings
+from splitter.envelope import RelationSchema, RowChange
+from splitter.errors import MalformedMessageError
+
+log = logging.getLogger(__name__)
+
+# An idle service still records how far it has read, so lag reads zero on an idle source.
+POSITION_WRITE_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class _OpenTxn:
+    commit_lsn: int
+    last_sequence: int
+    changes: list[tuple[RowChange, RelationSchema]] = field(default_factory=list)
+
+
+class WorkerStats:
+    """What the status views and metrics read (one writer thread)."""
+
+    def __init__(self) -> None:
+        self.applied_lsn = 0
+        self.applied_offset = -1
+        self.applied_source_ts_ms = 0
+        self.transactions_applied = 0
+        self.rows_applied = 0
+        self.batches = 0
+        self.last_batch_rows = 0
+        self.last_apply_seconds = 0.0
+        self.discarded_partial_transactions = 0
+
+
+class Worker:
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.settings = settings
+        self.service = settings.topology.service(service)
+        self.routes = settings.topology.routes_for(self.service)
+        self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
+        self.stats = WorkerStats()
+        self._relations: dict[bytes, RelationSchema] = {}
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self._batch = Batch()
+        self._batch_txns = 0
+        self._batch_started = 0.0
+        self._open: _OpenTxn | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        s = self.settings
+        sink = ServiceSink(s.target_dsn(self.service.name), self.service.name, self.routes, topic=s.topic)
+        try:
+            cp = self._wait_for_checkpoint(sink, stop)
+            if cp is None:
+                return
+            consumer = ChangeLogConsumer(s.kafka_bootstrap, s.topic, s.group_id(self.service.name),
+                                         extra=dict(s.kafka_extra))
+            try:
+                self._stream(stop, sink, consumer, cp)
+            finally:
+                consumer.close()
+        finally:
+            sink.close()
+
+    def _wait_for_checkpoint(self, sink: ServiceSink, stop: threading.Event) -> Checkpoint | None:
+        announced = False
+        while not stop.is_set():
+            cp = sink.checkpoint()
+            if cp is not None:
+                return cp
+            if not announced:
+                log.info("service %s: waiting for the initial copy to finish", self.service.name)
+                announced = True
+            stop.wait(0.5)
+        return None
+
+    def _stream(self, stop: threading.Event, sink: ServiceSink, consumer: ChangeLogConsumer, cp: Checkpoint) -> None:
+        self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
+        self._applied_lsn = cp.commit_lsn
+        self.stats.applied_lsn, self.stats.applied_offset = cp.commit_lsn, cp.offset
+        self.stats.transactions_applied = sink.transactions_applied
+        self.stats.rows_applied = sink.rows_applied
+        consumer.seek(cp.offset + 1 if cp.offset != FROM_BEGINNING else None)
+        log.info("service %s: applying from offset %s (commit LSN %X)", self.service.name,
+                 cp.offset + 1 if cp.offset >= 0 else "earliest", cp.commit_lsn)
+        last_write = time.monotonic()
+        max_rows, max_wait = self.settings.batch_max_rows, self.settings.batch_max_wait
+        while not stop.is_set():
+            records = consumer.read(2000, timeout=0.02 if self._batch_txns else 0.25)
+            for record in records:
+                self._on_record(record)
+            now = time.monotonic()
+            if (self._batch_txns and (len(self._batch) >= max_rows or not records
+                                     or now - self._batch_started >= max_wait)) or (self._position[0] > self.stats.applied_offset and self._open is None \
+                    and not self._batch_txns and now - last_write >= POSITION_WRITE_INTERVAL):
+                self._flush(sink, consumer)
+                last_write = now
+
+    def _flush(self, sink: ServiceSink, consumer: ChangeLogConsumer) -> None:
+        offset, lsn, ts_ms = self._position
+        started = time.monotonic()
+        source_ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms else None
+        sink.apply(self._batch.steps(), Checkpoint(self.settings.topic, 0, offset, lsn, source_ts), self._batch_txns)
+        consumer.commit(offset + 1)
+        st = self.stats
+        st.last_apply_seconds = time.monotonic() - started
+        st.last_batch_rows = len(self._batch)
+        st.batches += 1
+        st.applied_lsn, st.applied_offset, st.applied_source_ts_ms = lsn, offset, ts_ms
+        st.transactions_applied = sink.transactions_applied
+        st.rows_applied = sink.rows_applied
+        self._applied_lsn = lsn
+        open_txn = self._open
+        self._reset_batch()
+        self._open = open_txn
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _on_record(self, record: LogRecord) -> None:
+        headers = envelope.header_map(record.headers)
+        kind = headers.get(envelope.KIND_HEADER)
+        try:
+            lsn = int(headers[envelope.LSN_HEADER])
+        except (KeyError, ValueError) as exc:
+            raise MalformedMessageError(
+                f"record at offset {record.offset} of {self.settings.topic!r} has no valid {envelope.LSN_HEADER} "
+                f"header: it was not written by splitter capture") from exc
+        if kind == envelope.KIND_ROW:
+            table = headers.get(envelope.TABLE_HEADER)
+            if table not in self._tables or lsn <= self._position[1]:
+                return
+            self._on_row(record, headers, table, lsn)
+        elif kind == envelope.KIND_COMMIT:
+            if lsn <= self._position[1]:
+                return
+            marker = envelope.decode_commit(record.value)
+            if self._open is not None:
+                if self._open.commit_lsn == lsn:
+                    if not self._batch_txns:
+                        self._batch_started = time.monotonic()
+                    for change, relation in self._open.changes:
+                        self._batch.add(change, relation)
+                    self._batch_txns += 1
+                else:
+                    self._discard_open()
+                self._open = None
+            self._position = (record.offset, lsn, marker.ts_ms)
+        elif kind == envelope.KIND_MESSAGE:
+            message = envelope.decode_message(record.value)
+            if message.transactional or lsn <= self._position[1]:
+                return
+            if self._open is not None:
+                self._discard_open()
+            self._position = (record.offset, lsn, message.ts_ms)
+        else:
+            raise MalformedMessageError(
+                f"record at offset {record.offset} of {self.settings.topic!r} has kind {kind!r}: not a splitter record")
+
+    def _on_row(self, record: LogRecord, headers: dict[str, bytes], table: bytes, lsn: int) -> None:
+        change = envelope.decode_row(record.value)
+        if change.commit_lsn != lsn:
+            raise MalformedMessageError(f"record at offset {record.offset}: header LSN {lsn} differs from its "
+                                        f"value's {change.commit_lsn}")
+        open_txn = self._open
+        if open_txn is not None and (open_txn.commit_lsn != lsn or change.sequence <= open_txn.last_sequence):
+            self._discard_open()
+            open_txn = None
+        if open_txn is None:
+            open_txn = self._open = _OpenTxn(lsn, -1)
+        raw_schema = headers.get(envelope.SCHEMA_HEADER)
+        if raw_schema is None:
+            raise MalformedMessageError(f"row record at offset {record.offset} has no schema header")
+        relation = self._relations.get(raw_schema)
+        if relation is None:
+            relation = RelationSchema.from_header(table.decode(), raw_schema)
+            self._relations[raw_schema] = relation
+        open_txn.changes.append((change, relation))
+        open_txn.last_sequence = change.sequence
+
+    def _discard_open(self) -> None:
+        """An incomplete transaction: capture stopped mid-way and sends it again whole."""
+        self.stats.discarded_partial_transactions += 1
+        log.debug("service %s: dropping an incomplete copy of a transaction", self.service.name)
+        self._open = None
