@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
+from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import sqlrender
 from splitter.batching import PartialRow, Segment, Step, TableChanges, Truncate
 from splitter.dsn import mask_secrets
@@ -45,6 +46,18 @@ _STATE_DDL = [
             applied_at timestamptz NOT NULL DEFAULT now(),
             rows_applied bigint NOT NULL DEFAULT 0,
             transactions_applied bigint NOT NULL DEFAULT 0
+        )"""
+    ).format(sql.Identifier(STATE_SCHEMA)),
+    # Requests to hold the worker at a source position (verify, cutover): the worker applies every
+    # transaction committed before pause_at_lsn, nothing after, and reports paused_lsn.
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.control (
+            service text PRIMARY KEY,
+            pause_at_lsn pg_lsn,
+            requested_by text,
+            requested_at timestamptz,
+            paused_lsn pg_lsn,
+            paused_at timestamptz
         )"""
     ).format(sql.Identifier(STATE_SCHEMA)),
 ]
@@ -98,14 +111,10 @@ def read_checkpoint(conn: psycopg.Connection, service: str) -> Checkpoint | None
     ).fetchone()
     if row is None:
         return None
-    from connectors.replication_protocol import str_to_lsn
-
     return Checkpoint(row[0], row[1], row[2], str_to_lsn(row[3]), row[4], row[5], row[6])
 
 
 def write_checkpoint(conn: psycopg.Connection, service: str, cp: Checkpoint) -> None:
-    from connectors.replication_protocol import lsn_to_str
-
     conn.execute(
         sql.SQL(
             """INSERT INTO {}.checkpoints AS c (service, topic, kafka_partition, kafka_offset, commit_lsn, source_ts,
@@ -212,8 +221,25 @@ class ServiceSink:
         except psycopg.Error as exc:
             raise wrap_db_error(exc, f"cannot read the checkpoint of service {self.service}", self._dsn) from exc
 
-    def apply(self, steps: Iterable[Step], checkpoint: Checkpoint, transactions: int) -> None:
-        """Apply `steps` and `checkpoint` in one transaction, and commit it."""
+    def pause_request(self) -> int | None:
+        """The LSN a verify or cutover asked this worker to hold at, if any."""
+        try:
+            row = self.conn.execute(
+                sql.SQL("SELECT pause_at_lsn::text FROM {}.control WHERE service = %s").format(
+                    sql.Identifier(STATE_SCHEMA)), (self.service,)).fetchone()
+            self.conn.rollback()
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"cannot read the control row of service {self.service}", self._dsn) from exc
+        return str_to_lsn(row[0]) if row and row[0] else None
+
+    def apply(self, steps: Iterable[Step], checkpoint: Checkpoint, transactions: int,
+              paused: tuple[int, int] | None = None) -> None:
+        """Apply `steps` and `checkpoint` in one transaction, and commit it.
+
+        `paused` = (requested LSN, held LSN) also reports, in the same transaction, that the worker
+        now holds: the data committed here is exactly the source before the requested LSN.
+        """
         try:
             for step in steps:
                 if isinstance(step, Truncate):
@@ -224,6 +250,11 @@ class ServiceSink:
             write_checkpoint(self.conn, self.service, Checkpoint(
                 checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
                 checkpoint.source_ts, self.rows_applied, self.transactions_applied))
+            if paused is not None:
+                self.conn.execute(
+                    sql.SQL("UPDATE {}.control SET paused_lsn = %s::pg_lsn, paused_at = now() "
+                            "WHERE service = %s AND pause_at_lsn = %s::pg_lsn").format(sql.Identifier(STATE_SCHEMA)),
+                    (lsn_to_str(paused[1]), self.service, lsn_to_str(paused[0])))
             self.conn.commit()
             self._dirty_stages.clear()
         except psycopg.Error as exc:

@@ -155,14 +155,15 @@ class ReplicationConnection:
             raise classify_sqlstate(state)(mask_secrets(f"source replication command failed: {message}", self._dsn))
         return result
 
-    def create_slot(self, slot: str) -> tuple[int, str]:
+    def create_slot(self, slot: str, *, temporary: bool = False) -> tuple[int, str]:
         """Create a pgoutput slot exporting a snapshot; returns (consistent point, snapshot name).
 
         The snapshot stays importable only while this connection runs no other command, so the
-        caller copies everything it needs before calling `start()`.
+        caller copies everything it needs before calling `start()`.  A temporary slot (verify's
+        consistent point) disappears with the connection.
         """
-        result = self._exec(sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')").format(
-            sql.Identifier(slot)))
+        result = self._exec(sql.SQL("CREATE_REPLICATION_SLOT {} {} LOGICAL pgoutput (SNAPSHOT 'export')").format(
+            sql.Identifier(slot), sql.SQL("TEMPORARY" if temporary else "")))
         consistent = result.get_value(0, 1)
         snapshot = result.get_value(0, 2)
         assert consistent is not None and snapshot is not None

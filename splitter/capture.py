@@ -305,7 +305,9 @@ class Capture:
     def _message(self, message: po.LogicalMessage, producer: ChangeLogProducer) -> None:
         if not message.prefix.startswith(MESSAGE_PREFIX):
             return
-        lsn = message.lsn
+        # pgoutput sends a non-transactional message's *end* LSN, which is where the next record (often
+        # a commit) starts; the message covers commits strictly before it, so its position is one less.
+        lsn = message.lsn - 1
         ts_ms = int(time.time() * 1000)
         if message.transactional:
             txn = self._require_txn("transactional message")

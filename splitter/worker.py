@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # An idle service still records how far it has read, so lag reads zero on an idle source.
 POSITION_WRITE_INTERVAL = 1.0
+# How often the control row (hold requests from verify and cutover) is read.
+CONTROL_POLL_INTERVAL = 0.2
 
 
 @dataclass(slots=True)
@@ -97,33 +99,78 @@ class Worker:
         return None
 
     def _stream(self, stop: threading.Event, sink: ServiceSink, consumer: ChangeLogConsumer, cp: Checkpoint) -> None:
-        self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
-        self._applied_lsn = cp.commit_lsn
-        self.stats.applied_lsn, self.stats.applied_offset = cp.commit_lsn, cp.offset
+        self._consumer = consumer
+        self._rewind(cp)
         self.stats.transactions_applied = sink.transactions_applied
         self.stats.rows_applied = sink.rows_applied
-        consumer.seek(cp.offset + 1 if cp.offset != FROM_BEGINNING else None)
         log.info("service %s: applying from offset %s (commit LSN %X)", self.service.name,
                  cp.offset + 1 if cp.offset >= 0 else "earliest", cp.commit_lsn)
-        last_write = time.monotonic()
+        last_write = last_control = time.monotonic()
         max_rows, max_wait = self.settings.batch_max_rows, self.settings.batch_max_wait
+        pause_at: int | None = None
+        holding = False
         while not stop.is_set():
+            now = time.monotonic()
+            if now - last_control >= CONTROL_POLL_INTERVAL:
+                last_control = now
+                requested = sink.pause_request()
+                if requested != pause_at:
+                    pause_at, holding = requested, False
+                    if pause_at is not None:
+                        self._prepare_pause(sink, pause_at)
+            if holding:
+                stop.wait(CONTROL_POLL_INTERVAL / 2)
+                continue
             records = consumer.read(2000, timeout=0.02 if self._batch_txns else 0.25)
             for record in records:
-                self._on_record(record)
+                headers = envelope.header_map(record.headers)
+                lsn = self._record_lsn(record, headers)
+                if pause_at is not None and lsn >= pause_at and lsn > self._position[1]:
+                    # Everything committed before pause_at is in hand (the log is in commit order).
+                    self._flush(sink, paused=(pause_at, max(self._position[1], self._applied_lsn)))
+                    consumer.seek(record.offset)
+                    self._open = None
+                    holding = True
+                    log.info("service %s: holding at %X as requested", self.service.name, pause_at)
+                    break
+                self._on_record(record, headers, lsn)
+            if holding:
+                continue
             now = time.monotonic()
             if (self._batch_txns and (len(self._batch) >= max_rows or not records
                                      or now - self._batch_started >= max_wait)) or (self._position[0] > self.stats.applied_offset and self._open is None \
                     and not self._batch_txns and now - last_write >= POSITION_WRITE_INTERVAL):
-                self._flush(sink, consumer)
+                self._flush(sink)
                 last_write = now
 
-    def _flush(self, sink: ServiceSink, consumer: ChangeLogConsumer) -> None:
+    def _rewind(self, cp: Checkpoint) -> None:
+        """Position everything at the checkpoint the service database holds."""
+        self._reset_batch()
+        self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
+        self._applied_lsn = cp.commit_lsn
+        self.stats.applied_lsn, self.stats.applied_offset = cp.commit_lsn, cp.offset
+        self._consumer.seek(cp.offset + 1 if cp.offset != FROM_BEGINNING else None)
+
+    def _prepare_pause(self, sink: ServiceSink, pause_at: int) -> None:
+        """A hold was requested: make sure nothing at or past `pause_at` gets applied."""
+        if self._position[1] < pause_at:
+            return  # what is in memory is all before the hold point: keep going up to it
+        if self._applied_lsn >= pause_at:
+            # Already applied past the point: report where we hold; the requester asks again later.
+            self._flush(sink, paused=(pause_at, max(self._position[1], self._applied_lsn)))
+            return
+        # The batch in memory crosses the hold point: drop it and read again from the checkpoint.
+        cp = sink.checkpoint()
+        assert cp is not None
+        self._rewind(cp)
+
+    def _flush(self, sink: ServiceSink, paused: tuple[int, int] | None = None) -> None:
         offset, lsn, ts_ms = self._position
         started = time.monotonic()
         source_ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms else None
-        sink.apply(self._batch.steps(), Checkpoint(self.settings.topic, 0, offset, lsn, source_ts), self._batch_txns)
-        consumer.commit(offset + 1)
+        sink.apply(self._batch.steps(), Checkpoint(self.settings.topic, 0, offset, lsn, source_ts),
+                   self._batch_txns, paused=paused)
+        self._consumer.commit(offset + 1)
         st = self.stats
         st.last_apply_seconds = time.monotonic() - started
         st.last_batch_rows = len(self._batch)
@@ -138,15 +185,16 @@ class Worker:
 
     # -- records ------------------------------------------------------------------------------
 
-    def _on_record(self, record: LogRecord) -> None:
-        headers = envelope.header_map(record.headers)
-        kind = headers.get(envelope.KIND_HEADER)
+    def _record_lsn(self, record: LogRecord, headers: dict[str, bytes]) -> int:
         try:
-            lsn = int(headers[envelope.LSN_HEADER])
+            return int(headers[envelope.LSN_HEADER])
         except (KeyError, ValueError) as exc:
             raise MalformedMessageError(
                 f"record at offset {record.offset} of {self.settings.topic!r} has no valid {envelope.LSN_HEADER} "
                 f"header: it was not written by splitter capture") from exc
+
+    def _on_record(self, record: LogRecord, headers: dict[str, bytes], lsn: int) -> None:
+        kind = headers.get(envelope.KIND_HEADER)
         if kind == envelope.KIND_ROW:
             table = headers.get(envelope.TABLE_HEADER)
             if table not in self._tables or lsn <= self._position[1]:
