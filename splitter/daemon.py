@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 import psycopg
 
@@ -89,10 +90,11 @@ class Supervisor:
     """Keeps child processes running until stopped; stops them all with SIGTERM, then SIGKILL."""
 
     def __init__(self, children: Sequence[tuple[str, list[str]]], env: dict[str, str] | None = None,
-                 grace: float = 15.0) -> None:
+                 grace: float = 15.0, output: IO[bytes] | None = None) -> None:
         self._children = [_Child(name, argv) for name, argv in children]
         self._env = env
         self._grace = grace
+        self._output = output
 
     def pids(self) -> dict[str, int]:
         return {c.name: c.process.pid for c in self._children if c.process is not None and c.process.poll() is None}
@@ -112,7 +114,8 @@ class Supervisor:
                         child.next_start = now + delay
                         child.process = None
                     if now >= child.next_start:
-                        child.process = subprocess.Popen(child.argv, env=self._env)
+                        child.process = subprocess.Popen(child.argv, env=self._env, stdout=self._output,
+                                                         stderr=subprocess.STDOUT if self._output else None)
                 stop.wait(0.2)
             return EXIT_OK
         finally:
