@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from splitter.errors import ConfigurationError, FatalError, RetryableError
 
@@ -146,6 +146,18 @@ class LogRecord:
     timestamp_ms: int
 
 
+def _header_list(headers: object) -> list[tuple[str, bytes]]:
+    """Record headers as (name, bytes) pairs, whatever shape the client library hands them in."""
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    out = []
+    for name, value in items:  # type: ignore[attr-defined]
+        if value is not None:
+            out.append((str(name), value if isinstance(value, bytes) else str(value).encode()))
+    return out
+
+
 class ChangeLogConsumer:
     """A worker's reader of the change log, positioned explicitly."""
 
@@ -183,11 +195,12 @@ class ChangeLogConsumer:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
-                if err.fatal() or err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED):
+                unrecoverable = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED)
+                if err.fatal() or err.code() in unrecoverable:
                     raise FatalError(f"reading topic {self.topic!r} failed: {err.str()}")
                 raise RetryableError(f"reading topic {self.topic!r} failed: {err.str()}")
             ts = m.timestamp()
-            out.append(LogRecord(m.offset() or 0, m.key(), m.value(), list(m.headers() or ()), ts[1] if ts else 0))
+            out.append(LogRecord(m.offset() or 0, m.key(), m.value(), _header_list(m.headers()), ts[1] if ts else 0))
         return out
 
     def commit(self, next_offset: int) -> None:

@@ -10,6 +10,7 @@ but `commit()`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -266,10 +267,8 @@ class ServiceSink:
             raise
 
     def _rollback_quietly(self) -> None:
-        try:
+        with contextlib.suppress(psycopg.Error):
             self.conn.rollback()
-        except psycopg.Error:
-            pass
         self._dirty_stages.clear()
         # A failed transaction may have rolled back the CREATE of a stage table too.
         self._staged.clear()

@@ -140,7 +140,7 @@ class ReplicationConnection:
         conninfo = with_params(dsn, replication="database", application_name="splitter-capture")
         self.pgconn = pq.PGconn.connect(conninfo.encode())
         if self.pgconn.status != pq.ConnStatus.OK:
-            message = self.pgconn.get_error_message().decode(errors="replace").strip()
+            message = self.pgconn.get_error_message().strip()
             self.pgconn.finish()
             raise RetryableError(mask_secrets(f"cannot open a replication connection to the source: {message}", dsn))
         self.copy_mode = False
@@ -151,7 +151,7 @@ class ReplicationConnection:
         if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK, pq.ExecStatus.COPY_BOTH):
             sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
             state = sqlstate.decode() if sqlstate else None
-            message = (result.error_message or self.pgconn.error_message).decode(errors="replace").strip()
+            message = (result.get_error_message() or self.pgconn.get_error_message()).strip()
             raise classify_sqlstate(state)(mask_secrets(f"source replication command failed: {message}", self._dsn))
         return result
 
@@ -194,13 +194,13 @@ class ReplicationConnection:
                 return None
         if nbytes == -1:
             result = self.pgconn.get_result()
-            message = result.error_message.decode(errors="replace").strip() if result else ""
+            message = result.get_error_message().strip() if result else ""
             sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE) if result else None
             state = sqlstate.decode() if sqlstate else None
             raise classify_sqlstate(state)(mask_secrets(f"the source ended the replication stream: {message}",
                                                         self._dsn))
         if nbytes < 0:
-            message = self.pgconn.get_error_message().decode(errors="replace").strip()
+            message = self.pgconn.get_error_message().strip()
             raise RetryableError(mask_secrets(f"replication stream from the source failed: {message}", self._dsn))
         return parse_copy_data(bytes(data))
 

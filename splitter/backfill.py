@@ -11,6 +11,7 @@ write.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -116,10 +117,8 @@ def initial_copy(settings: Settings, snapshot: str, consistent_lsn: int, service
         return results
     except Exception:
         for _, target in opened:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 target.rollback()
-            except psycopg.Error:
-                pass
         raise
     finally:
         for source, target in opened:

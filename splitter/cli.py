@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from splitter.config import Settings, build_settings
 from splitter.daemon import (
@@ -46,7 +47,7 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace, **tuning: object) -> Settings:
+def _settings(args: argparse.Namespace, **tuning: Any) -> Settings:
     targets = {}
     for item in args.target_dsn:
         service, sep, dsn = item.partition("=")
@@ -112,7 +113,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from splitter.plan import run_plan
 
     settings = _settings(args)
-    return run_plan(settings, json_output=args.json)
+    return int(run_plan(settings, json_output=args.json))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -162,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     try:
-        return int(args.func(args))
+        code: int = args.func(args)
+        return code
     except ConfigurationError as exc:
         print(f"splitter: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -77,7 +78,7 @@ def build_settings(
     slot: str | None = None,
     publication: str | None = None,
     env: Mapping[str, str] | None = None,
-    **tuning: object,
+    **tuning: Any,
 ) -> Settings:
     env = os.environ if env is None else env
     path = Path(topology_path or env.get("SPLITTER_TOPOLOGY") or "topology.py")
@@ -105,5 +106,5 @@ def build_settings(
         topic=topic or env.get("SPLITTER_TOPIC") or f"{topology.source_database}.changes",
         slot=_check_name(slot or env.get("SPLITTER_SLOT") or "splitter", "--slot"),
         publication=_check_name(publication or env.get("SPLITTER_PUBLICATION") or "splitter", "--publication"),
-        **tuning,  # type: ignore[arg-type]
+        **tuning,
     )

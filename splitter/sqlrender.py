@@ -59,12 +59,12 @@ class TargetColumn:
     cast: str | None = None
 
 
-def qualified(schema: str, table: str) -> sql.Composed:
+def qualified(schema: str, table: str) -> sql.Identifier:
     return sql.Identifier(schema, table)
 
 
 def _expr(route: Route, column: TargetColumn) -> sql.Composable:
-    expression = sql.SQL("({})").format(sql.SQL(route.table.columns[column.name]))
+    expression: sql.Composable = sql.SQL("({})").format(sql.SQL(route.table.columns[column.name]))
     if column.cast:
         expression = sql.SQL("{}::{}").format(expression, checked_type(column.cast))
     return expression
@@ -173,7 +173,7 @@ def apply_upsert(route: Route, relation: RelationSchema, target_columns: Sequenc
         conflict = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in non_key))
     else:
-        conflict = sql.SQL("DO NOTHING")
+        conflict = sql.Composed([sql.SQL("DO NOTHING")])
     return sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) {}").format(
         qualified(route.target_schema, route.target_table),
         sql.SQL(", ").join(sql.Identifier(n) for n in names),

@@ -54,7 +54,7 @@ def split_qualified(name: str, default_schema: str) -> tuple[str, str]:
     raise ConfigurationError(f"{name!r} is not a table name (expected 'table' or 'schema.table')")
 
 
-class _ColumnRefCollector(Visitor):  # type: ignore[misc]
+class _ColumnRefCollector(Visitor):
     """Collects the column names an expression reads, and rejects forms that cannot run per row."""
 
     def __init__(self) -> None:
@@ -63,8 +63,8 @@ class _ColumnRefCollector(Visitor):  # type: ignore[misc]
         self.problems: list[str] = []
 
     def visit_ColumnRef(self, ancestors: object, node: ast.ColumnRef) -> None:
-        fields = node.fields
-        if len(fields) != 1 or not isinstance(fields[0], ast.String):
+        fields = node.fields or ()
+        if len(fields) != 1 or not isinstance(fields[0], ast.String) or fields[0].sval is None:
             self.problems.append("refers to a column by a qualified name or '*'; use the plain source column name")
             return
         self.columns.add(fields[0].sval)
@@ -90,7 +90,7 @@ def parse_expression(expr: str) -> ast.Node:
         raise ConfigurationError(f"expression {expr!r} must be exactly one scalar SQL expression")
     if stmt.fromClause or stmt.whereClause or stmt.groupClause or stmt.limitCount or stmt.sortClause:
         raise ConfigurationError(f"expression {expr!r} must be a scalar expression, not a query")
-    target = stmt.targetList[0]
+    target = stmt.targetList[0]  # type: ignore[index]
     if target.name:
         raise ConfigurationError(f"expression {expr!r} must not carry its own alias")
     return target.val  # type: ignore[no-any-return]

@@ -137,9 +137,13 @@ class Worker:
             if holding:
                 continue
             now = time.monotonic()
-            if (self._batch_txns and (len(self._batch) >= max_rows or not records
-                                     or now - self._batch_started >= max_wait)) or (self._position[0] > self.stats.applied_offset and self._open is None \
-                    and not self._batch_txns and now - last_write >= POSITION_WRITE_INTERVAL):
+            batch_due = self._batch_txns and (len(self._batch) >= max_rows or not records
+                                              or now - self._batch_started >= max_wait)
+            # An idle service still records how far it has read, so its lag reads zero.
+            position_due = (not self._batch_txns and self._open is None
+                            and self._position[0] > self.stats.applied_offset
+                            and now - last_write >= POSITION_WRITE_INTERVAL)
+            if batch_due or position_due:
                 self._flush(sink)
                 last_write = now
 
