@@ -17,15 +17,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 import psycopg
 from psycopg import sql
 
+from connectors import dead_letters
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import sqlrender
-from splitter.batching import PartialRow, Segment, Step, TableChanges, Truncate
+from splitter.batching import Batch, PartialRow, Segment, Step, TableChanges, Truncate
 from splitter.dsn import mask_secrets
-from splitter.envelope import Row
-from splitter.errors import ConfigurationError, FatalError, RetryableError, classify_sqlstate
+from splitter.envelope import RelationSchema, Row, RowChange, decode_row
+from splitter.errors import (
+    ConfigurationError,
+    DataRejectedError,
+    FatalError,
+    RetryableError,
+    classify_sqlstate,
+    is_data_rejection,
+)
 from splitter.sqlrender import KIND_DELETE, KIND_PARTIAL, KIND_UPSERT, TargetColumn
 from splitter.topology import Route
 
@@ -94,7 +103,7 @@ def ensure_state_schema(conn: psycopg.Connection) -> None:
     with conn.transaction():
         # Serialise concurrent creators (a worker and the backfill may both arrive first).
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("splitter.schema"),))
-        for stmt in _STATE_DDL:
+        for stmt in [*_STATE_DDL, *dead_letters.DDL]:
             conn.execute(stmt)
 
 
@@ -235,36 +244,165 @@ class ServiceSink:
         return str_to_lsn(row[0]) if row and row[0] else None
 
     def apply(self, steps: Iterable[Step], checkpoint: Checkpoint, transactions: int,
-              paused: tuple[int, int] | None = None) -> None:
+              paused: tuple[int, int] | None = None,
+              letters: Sequence[dead_letters.DeadLetter] = ()) -> None:
         """Apply `steps` and `checkpoint` in one transaction, and commit it.
 
         `paused` = (requested LSN, held LSN) also reports, in the same transaction, that the worker
         now holds: the data committed here is exactly the source before the requested LSN.
+        `letters` are stored in the same transaction (records the worker could not read).
+        Raises DataRejectedError (nothing applied) when the database refuses a row's data.
         """
         try:
             for step in steps:
-                if isinstance(step, Truncate):
-                    self._truncate(step)
-                else:
-                    self._apply_segment(step)
-            self.transactions_applied += transactions
-            write_checkpoint(self.conn, self.service, Checkpoint(
-                checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
-                checkpoint.source_ts, self.rows_applied, self.transactions_applied))
-            if paused is not None:
-                self.conn.execute(
-                    sql.SQL("UPDATE {}.control SET paused_lsn = %s::pg_lsn, paused_at = now() "
-                            "WHERE service = %s AND pause_at_lsn = %s::pg_lsn").format(sql.Identifier(STATE_SCHEMA)),
-                    (lsn_to_str(paused[1]), self.service, lsn_to_str(paused[0])))
-            self.conn.commit()
-            self._dirty_stages.clear()
+                self._apply_step(step)
+            self._finish(checkpoint, transactions, paused, letters)
         except psycopg.Error as exc:
             self._rollback_quietly()
-            raise wrap_db_error(exc, f"service {self.service}: applying changes up to offset {checkpoint.offset} "
-                                     f"failed", self._dsn) from exc
+            what = f"service {self.service}: applying changes up to offset {checkpoint.offset} failed"
+            if is_data_rejection(exc.sqlstate):
+                raise DataRejectedError(mask_secrets(f"{what}: {exc}", self._dsn), exc.sqlstate) from exc
+            raise wrap_db_error(exc, what, self._dsn) from exc
         except Exception:
             self._rollback_quietly()
             raise
+
+    def apply_isolated(self, units: Sequence[tuple[int, RowChange, RelationSchema]], checkpoint: Checkpoint,
+                       transactions: int, parked: set[tuple[str, tuple[str | None, ...]]],
+                       letters: Sequence[dead_letters.DeadLetter] = ()) -> list[dead_letters.DeadLetter]:
+        """Apply changes one by one; each the database rejects becomes a dead letter, the rest commit.
+
+        A change to a row that already has an open dead letter (`parked`) is dead-lettered behind
+        it unapplied, so a later retry replays that row's changes in their original order.
+        """
+        stored: list[dead_letters.DeadLetter] = list(letters)
+        try:
+            for offset, change, relation in units:
+                key = _source_key(change, relation)
+                if key is not None and (change.table, key) in parked:
+                    stored.append(_letter(offset, change, relation, None,
+                                          "waits behind an earlier dead letter of the same row"))
+                    continue
+                self.conn.execute("SAVEPOINT splitter_row")
+                try:
+                    single = Batch()
+                    single.add(change, relation)
+                    for step in single.steps():
+                        self._apply_step(step)
+                    self.conn.execute("RELEASE SAVEPOINT splitter_row")
+                except psycopg.Error as exc:
+                    if not is_data_rejection(exc.sqlstate):
+                        raise
+                    self.conn.execute("ROLLBACK TO SAVEPOINT splitter_row")
+                    self._staged.clear()  # a stage created inside the savepoint is gone
+                    stored.append(_letter(offset, change, relation, exc.sqlstate, str(exc).strip()))
+                    if key is not None:
+                        parked.add((change.table, key))
+            self._finish(checkpoint, transactions, None, stored)
+            return stored
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"service {self.service}: applying changes one by one failed", self._dsn) from exc
+        except Exception:
+            self._rollback_quietly()
+            raise
+
+    def _apply_step(self, step: Step) -> None:
+        if isinstance(step, Truncate):
+            self._truncate(step)
+        else:
+            self._apply_segment(step)
+
+    def _finish(self, checkpoint: Checkpoint, transactions: int, paused: tuple[int, int] | None,
+                letters: Sequence[dead_letters.DeadLetter]) -> None:
+        self.transactions_applied += transactions
+        write_checkpoint(self.conn, self.service, Checkpoint(
+            checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
+            checkpoint.source_ts, self.rows_applied, self.transactions_applied))
+        dead_letters.insert(self.conn, self.service, letters)
+        if paused is not None:
+            self.conn.execute(
+                sql.SQL("UPDATE {}.control SET paused_lsn = %s::pg_lsn, paused_at = now() "
+                        "WHERE service = %s AND pause_at_lsn = %s::pg_lsn").format(sql.Identifier(STATE_SCHEMA)),
+                (lsn_to_str(paused[1]), self.service, lsn_to_str(paused[0])))
+        self.conn.commit()
+        self._dirty_stages.clear()
+
+    # -- operator requests, performed by the worker in its own session -------------------------
+
+    def pending_request(self) -> dead_letters.Request | None:
+        try:
+            request = dead_letters.pending_request(self.conn, self.service)
+            self.conn.rollback()
+            return request
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"cannot read requests of service {self.service}", self._dsn) from exc
+
+    def parked_keys(self) -> set[tuple[str, tuple[str | None, ...]]]:
+        try:
+            keys = dead_letters.open_keys(self.conn, self.service)
+            self.conn.rollback()
+            return keys
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"cannot read dead letters of service {self.service}", self._dsn) from exc
+
+    def rewind_to(self, request: dead_letters.Request, checkpoint: Checkpoint) -> None:
+        """Replay: move the checkpoint back and close the request, in one transaction."""
+        try:
+            write_checkpoint(self.conn, self.service, checkpoint)
+            dead_letters.finish_request(self.conn, request.id, f"rewound to offset {checkpoint.offset + 1}")
+            self.conn.commit()
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"service {self.service}: replay request failed", self._dsn) from exc
+
+    def resolve_dead_letters(self, request: dead_letters.Request) -> str:
+        """dlq retry (apply in order; those still rejected stay open) or dlq drop, in one transaction."""
+        try:
+            letters = dead_letters.fetch(self.conn, self.service, ids=request.ids)
+            if request.action == "dlq_drop":
+                dead_letters.mark(self.conn, [d.id for d in letters], "dropped")
+                result = f"dropped {len(letters)} dead letter(s)"
+            else:
+                done, failed = self._retry(letters)
+                result = f"retried {len(letters)}: {done} applied, {failed} still rejected"
+            dead_letters.finish_request(self.conn, request.id, result)
+            self.conn.commit()
+            self._dirty_stages.clear()
+            return result
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"service {self.service}: dead-letter request failed", self._dsn) from exc
+
+    def _retry(self, letters: Sequence[dead_letters.StoredDeadLetter]) -> tuple[int, int]:
+        done: list[int] = []
+        blocked: set[tuple[str | None, tuple[str | None, ...]]] = set()
+        for letter in letters:
+            key = (letter.source_table, tuple(letter.source_key or ()))
+            if letter.event is None or "__schema" not in letter.event or key in blocked:
+                blocked.add(key)
+                continue
+            event = dict(letter.event)
+            relation = RelationSchema.from_header(str(letter.source_table), str(event.pop("__schema")).encode())
+            change = decode_row(orjson.dumps(event))
+            self.conn.execute("SAVEPOINT splitter_retry")
+            try:
+                single = Batch()
+                single.add(change, relation)
+                for step in single.steps():
+                    self._apply_step(step)
+                self.conn.execute("RELEASE SAVEPOINT splitter_retry")
+                done.append(letter.id)
+            except psycopg.Error as exc:
+                if not is_data_rejection(exc.sqlstate):
+                    raise
+                self.conn.execute("ROLLBACK TO SAVEPOINT splitter_retry")
+                self._staged.clear()
+                blocked.add(key)  # keep this row's later changes behind it, in order
+        dead_letters.mark(self.conn, done, "retried")
+        return len(done), len(letters) - len(done)
 
     def _rollback_quietly(self) -> None:
         with contextlib.suppress(psycopg.Error):
@@ -341,6 +479,27 @@ def _stage_row(n: int, kind: str, partial: PartialRow | None, values: Mapping[st
     unchanged = sorted(partial.unchanged) if partial is not None else None
     old: Sequence[str | None] = partial.db_key if partial is not None else (None,) * n_keys
     return (n, kind, unchanged, *(values.get(c) for c in columns), *old)
+
+
+def _source_key(change: RowChange, relation: RelationSchema) -> tuple[str | None, ...] | None:
+    image = change.after if change.after is not None else change.before
+    if image is None:
+        return None
+    return tuple(image.get(c) for c in relation.key_columns)
+
+
+def _letter(offset: int, change: RowChange, relation: RelationSchema, sqlstate: str | None,
+            error: str) -> dead_letters.DeadLetter:
+    key = _source_key(change, relation)
+    event = {
+        "before": change.before, "after": change.after, "op": change.op,
+        "unchanged_toast": list(change.unchanged_toast),
+        "source": {"schema": relation.schema, "table": relation.table, "lsn": change.commit_lsn,
+                   "txId": change.xid, "sequence": change.sequence, "ts_ms": change.ts_ms},
+        "__schema": relation.header_bytes().decode(),
+    }
+    return dead_letters.DeadLetter(change.table, change.op, list(key) if key is not None else None, event, None,
+                                   sqlstate, error, offset, change.commit_lsn)
 
 
 def now_utc() -> datetime:

@@ -25,6 +25,22 @@ class FatalError(SplitterError):
     """A fault that retrying cannot fix and that needs an operator (slot lost, data rejected)."""
 
 
+class DataRejectedError(FatalError):
+    """A service database refused a change (SQLSTATE class 22 data exception or 23 integrity violation)."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+# SQLSTATE classes meaning "this row's data is not acceptable here": the row, not the system, is at fault.
+DATA_REJECTION_CLASSES = frozenset({"22", "23"})
+
+
+def is_data_rejection(sqlstate: str | None) -> bool:
+    return bool(sqlstate) and sqlstate[:2] in DATA_REJECTION_CLASSES  # type: ignore[index]
+
+
 class MalformedMessageError(FatalError):
     """Bytes on the wire do not follow the protocol or envelope they claim to."""
 

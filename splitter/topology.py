@@ -105,6 +105,9 @@ def expression_columns(expr: str) -> frozenset[str]:
     return frozenset(collector.columns)
 
 
+ON_ERROR_POLICIES = ("stop", "dead_letter")
+
+
 @dataclass(frozen=True)
 class Table:
     """One target table of a service, filled from one source table.
@@ -147,6 +150,9 @@ class Service:
     database: str
     tables: tuple[Table, ...]
     schema: str = "public"
+    # What the worker does when the service database rejects a change: "stop" (and alert), or
+    # "dead_letter" (isolate the rejected rows into splitter.dead_letters and go on).
+    on_error: str = "stop"
     origin: Origin = field(default_factory=_declaration_origin, compare=False)
 
     def __post_init__(self) -> None:
@@ -238,6 +244,9 @@ def _problems(topology: Topology) -> Iterable[str]:
                 f"already used by service {databases[service.database]!r}"
             )
         databases[service.database] = service.name
+        if service.on_error not in ON_ERROR_POLICIES:
+            yield (f"{service.origin}: service {service.name!r} has on_error={service.on_error!r}; "
+                   f"choose one of {', '.join(ON_ERROR_POLICIES)}")
         targets: set[tuple[str, str]] = set()
         for table in service.tables:
             where = f"{table.origin}: {service.name}.{table.name}"

@@ -16,13 +16,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from connectors.kafka_log import ChangeLogConsumer, LogRecord
+import orjson
+
+from connectors import dead_letters
+from connectors.kafka_log import ChangeLogConsumer, ChangeLogProducer, LogRecord, ensure_topic
 from connectors.pg_sink import FROM_BEGINNING, Checkpoint, ServiceSink
+from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import envelope
 from splitter.batching import Batch
 from splitter.config import Settings
 from splitter.envelope import RelationSchema, RowChange
-from splitter.errors import MalformedMessageError
+from splitter.errors import DataRejectedError, FatalError, MalformedMessageError
+from splitter.topology import expression_columns
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ CONTROL_POLL_INTERVAL = 0.2
 class _OpenTxn:
     commit_lsn: int
     last_sequence: int
-    changes: list[tuple[RowChange, RelationSchema]] = field(default_factory=list)
+    changes: list[tuple[int, RowChange, RelationSchema]] = field(default_factory=list)
 
 
 class WorkerStats:
@@ -52,6 +57,14 @@ class WorkerStats:
         self.last_batch_rows = 0
         self.last_apply_seconds = 0.0
         self.discarded_partial_transactions = 0
+        self.dead_lettered = 0
+        self.retries_by_kind: dict[str, int] = {}
+
+
+def _unit_key(unit: tuple[int, RowChange, RelationSchema]) -> tuple[str, tuple[str | None, ...]]:
+    _, change, relation = unit
+    image = change.after if change.after is not None else (change.before or {})
+    return change.table, tuple(image.get(c) for c in relation.key_columns)
 
 
 class Worker:
@@ -60,12 +73,23 @@ class Worker:
         self.service = settings.topology.service(service)
         self.routes = settings.topology.routes_for(self.service)
         self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
+        # Source columns the topology reads, per source table: a schema change touching them stops the service.
+        self._reads: dict[str, set[str]] = {}
+        for r in self.routes:
+            cols = self._reads.setdefault(f"{r.source_schema}.{r.source_table}", set())
+            for expr in r.table.columns.values():
+                cols |= expression_columns(expr)
         self.stats = WorkerStats()
         self._relations: dict[bytes, RelationSchema] = {}
+        self._last_shape: dict[str, RelationSchema] = {}
+        self._letters: list[dead_letters.DeadLetter] = []
+        self._parked: set[tuple[str, tuple[str | None, ...]]] = set()
+        self._dlq_producer: ChangeLogProducer | None = None
         self._reset_batch()
 
     def _reset_batch(self) -> None:
         self._batch = Batch()
+        self._units: list[tuple[int, RowChange, RelationSchema]] = []
         self._batch_txns = 0
         self._batch_started = 0.0
         self._open: _OpenTxn | None = None
@@ -100,12 +124,14 @@ class Worker:
 
     def _stream(self, stop: threading.Event, sink: ServiceSink, consumer: ChangeLogConsumer, cp: Checkpoint) -> None:
         self._consumer = consumer
+        self._parked = sink.parked_keys()
         self._rewind(cp)
         self.stats.transactions_applied = sink.transactions_applied
         self.stats.rows_applied = sink.rows_applied
         log.info("service %s: applying from offset %s (commit LSN %X)", self.service.name,
                  cp.offset + 1 if cp.offset >= 0 else "earliest", cp.commit_lsn)
-        last_write = last_control = time.monotonic()
+        last_write = time.monotonic()
+        last_control = 0.0  # read requests before anything else
         max_rows, max_wait = self.settings.batch_max_rows, self.settings.batch_max_wait
         pause_at: int | None = None
         holding = False
@@ -113,6 +139,10 @@ class Worker:
             now = time.monotonic()
             if now - last_control >= CONTROL_POLL_INTERVAL:
                 last_control = now
+                request = sink.pending_request()
+                if request is not None:
+                    self._serve_request(sink, request)
+                    continue
                 requested = sink.pause_request()
                 if requested != pause_at:
                     pause_at, holding = requested, False
@@ -124,7 +154,11 @@ class Worker:
             records = consumer.read(2000, timeout=0.02 if self._batch_txns else 0.25)
             for record in records:
                 headers = envelope.header_map(record.headers)
-                lsn = self._record_lsn(record, headers)
+                try:
+                    lsn = self._record_lsn(record, headers)
+                except MalformedMessageError as exc:
+                    self._reject_record(record, exc)
+                    continue
                 if pause_at is not None and lsn >= pause_at and lsn > self._position[1]:
                     # Everything committed before pause_at is in hand (the log is in commit order).
                     self._flush(sink, paused=(pause_at, max(self._position[1], self._applied_lsn)))
@@ -133,7 +167,10 @@ class Worker:
                     holding = True
                     log.info("service %s: holding at %X as requested", self.service.name, pause_at)
                     break
-                self._on_record(record, headers, lsn)
+                try:
+                    self._on_record(record, headers, lsn)
+                except MalformedMessageError as exc:
+                    self._reject_record(record, exc)
             if holding:
                 continue
             now = time.monotonic()
@@ -172,8 +209,28 @@ class Worker:
         offset, lsn, ts_ms = self._position
         started = time.monotonic()
         source_ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms else None
-        sink.apply(self._batch.steps(), Checkpoint(self.settings.topic, 0, offset, lsn, source_ts),
-                   self._batch_txns, paused=paused)
+        checkpoint = Checkpoint(self.settings.topic, 0, offset, lsn, source_ts)
+        letters = self._letters
+        if self._parked and any(_unit_key(u) in self._parked for u in self._units):
+            stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters)
+        else:
+            try:
+                sink.apply(self._batch.steps(), checkpoint, self._batch_txns, paused=paused, letters=letters)
+                stored = list(letters)
+            except DataRejectedError as exc:
+                if self.service.on_error != "dead_letter":
+                    raise FatalError(
+                        f"{exc} (SQLSTATE {exc.sqlstate}). Service {self.service.name} stops here (on_error=stop): "
+                        f"fix the target or the topology and restart, or set on_error='dead_letter' for this "
+                        f"service to isolate rejected rows") from exc
+                self.stats.retries_by_kind["data_rejected"] = self.stats.retries_by_kind.get("data_rejected", 0) + 1
+                log.warning("service %s: batch rejected (SQLSTATE %s); applying it row by row", self.service.name,
+                            exc.sqlstate)
+                stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters)
+        self._letters = []
+        if stored:
+            self.stats.dead_lettered += len(stored)
+            self._publish_dead_letters(stored)
         self._consumer.commit(offset + 1)
         st = self.stats
         st.last_apply_seconds = time.monotonic() - started
@@ -187,7 +244,56 @@ class Worker:
         self._reset_batch()
         self._open = open_txn
 
+    def _publish_dead_letters(self, letters: list[dead_letters.DeadLetter]) -> None:
+        """Copy to the dead-letter topic for alerting and tooling (the table is the record of truth)."""
+        topic = f"{self.settings.topic}.dlq.{self.service.name}"
+        try:
+            if self._dlq_producer is None:
+                ensure_topic(self.settings.kafka_bootstrap, topic)
+                self._dlq_producer = ChangeLogProducer(self.settings.kafka_bootstrap, topic,
+                                                       dict(self.settings.kafka_extra))
+            for letter in letters:
+                value = orjson.dumps({
+                    "service": self.service.name, "table": letter.source_table, "op": letter.op,
+                    "key": letter.source_key, "sqlstate": letter.sqlstate, "error": letter.error,
+                    "offset": letter.kafka_offset, "lsn": lsn_to_str(letter.commit_lsn) if letter.commit_lsn else None,
+                    "event": letter.event,
+                    "raw_value": letter.raw_value.decode(errors="replace") if letter.raw_value else None})
+                self._dlq_producer.produce(b"", value, [("splitter.sqlstate", (letter.sqlstate or "").encode())])
+            self._dlq_producer.flush(10.0)
+        except Exception as exc:  # the rows are safe in splitter.dead_letters; the topic is a copy
+            log.warning("service %s: could not copy %d dead letter(s) to topic %s: %s", self.service.name,
+                        len(letters), topic, exc)
+
+    def _serve_request(self, sink: ServiceSink, request: dead_letters.Request) -> None:
+        if request.action == "replay":
+            assert request.from_offset is not None and request.from_lsn is not None
+            cp = Checkpoint(self.settings.topic, 0, request.from_offset - 1, str_to_lsn(request.from_lsn), None)
+            sink.rewind_to(request, cp)
+            log.info("service %s: replaying from offset %d (transactions after %s)", self.service.name,
+                     request.from_offset, request.from_lsn)
+            self._rewind(cp)
+            return
+        if self._batch_txns:
+            self._flush(sink)
+        result = sink.resolve_dead_letters(request)
+        self._parked = sink.parked_keys()
+        log.info("service %s: %s", self.service.name, result)
+
     # -- records ------------------------------------------------------------------------------
+
+    def _reject_record(self, record: LogRecord, exc: MalformedMessageError) -> None:
+        """A record that is not a valid splitter event: dead letter it, or stop, by the service's policy."""
+        if self.service.on_error != "dead_letter":
+            raise FatalError(f"service {self.service.name}: {exc} (offset {record.offset}); the worker stops here "
+                             f"(on_error=stop). Set on_error='dead_letter' to set such records aside") from exc
+        log.warning("service %s: dead-lettering unreadable record at offset %d: %s", self.service.name,
+                    record.offset, exc)
+        self._letters.append(dead_letters.DeadLetter(
+            None, None, None, dead_letters.event_json(record.value), record.value or b"", None, str(exc),
+            record.offset, None))
+        if self._open is None and not self._batch_txns:
+            self._position = (record.offset, self._position[1], self._position[2])
 
     def _record_lsn(self, record: LogRecord, headers: dict[str, bytes]) -> int:
         try:
@@ -212,8 +318,9 @@ class Worker:
                 if self._open.commit_lsn == lsn:
                     if not self._batch_txns:
                         self._batch_started = time.monotonic()
-                    for change, relation in self._open.changes:
+                    for offset, change, relation in self._open.changes:
                         self._batch.add(change, relation)
+                        self._units.append((offset, change, relation))
                     self._batch_txns += 1
                 else:
                     self._discard_open()
@@ -247,9 +354,33 @@ class Worker:
         relation = self._relations.get(raw_schema)
         if relation is None:
             relation = RelationSchema.from_header(table.decode(), raw_schema)
+            self._check_shape(relation, record.offset)
             self._relations[raw_schema] = relation
-        open_txn.changes.append((change, relation))
+        open_txn.changes.append((record.offset, change, relation))
         open_txn.last_sequence = change.sequence
+
+    def _check_shape(self, relation: RelationSchema, offset: int) -> None:
+        """Schema-change policy: go on unless a column the topology reads is gone or changed type."""
+        name = relation.qualified
+        types = {c.name: c.sql_type for c in relation.columns}
+        missing = sorted(self._reads.get(name, set()) - types.keys())
+        if missing:
+            raise FatalError(
+                f"service {self.service.name}: source table {name} no longer has column(s) {', '.join(missing)} "
+                f"(dropped or renamed; first seen at log offset {offset}), which topology.py reads. Nothing was "
+                f"applied from that change on. Update topology.py for the new shape and restart this worker")
+        previous = self._last_shape.get(name)
+        if previous is not None:
+            before = {c.name: c.sql_type for c in previous.columns}
+            changed = sorted(c for c in self._reads.get(name, set())
+                             if c in before and before[c] != types[c])
+            if changed:
+                details = ", ".join(f"{c} {before[c]} -> {types[c]}" for c in changed)
+                raise FatalError(
+                    f"service {self.service.name}: source table {name} changed the type of {details} (at log offset "
+                    f"{offset}), which topology.py reads. Check the expressions and the target column types, then "
+                    f"restart this worker")
+        self._last_shape[name] = relation
 
     def _discard_open(self) -> None:
         """An incomplete transaction: capture stopped mid-way and sends it again whole."""
