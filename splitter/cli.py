@@ -8,6 +8,7 @@ where `ps` would show passwords).  Must not: hold pipeline logic.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -29,6 +30,10 @@ from splitter.dsn import mask_secrets
 from splitter.errors import ConfigurationError, FatalError, SplitterError
 
 log = logging.getLogger("splitter")
+
+# Modules that add their own subcommands (each exposes add_commands(subparsers, common_parser)).
+OPERATOR_COMMANDS = ("splitter.verify", "splitter.replay", "splitter.dlq", "splitter.status",
+                     "splitter.cutover", "splitter.online_backfill")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -155,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="apply the change log to one service database", parents=[common])
     p.add_argument("--service", required=True)
     p.set_defaults(func=cmd_worker)
+
+    for module in OPERATOR_COMMANDS:
+        try:
+            imported = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        imported.add_commands(sub, common)
     return parser
 
 

@@ -98,10 +98,6 @@ _SOURCE_HISTORY = 600
 _POSITION_WRITE_INTERVAL = 1.0
 
 
-class _Stats(Protocol):
-    """What metrics reads of CaptureStats or WorkerStats (all plain attributes)."""
-
-
 class _Runnable(Protocol):
     @property
     def stats(self) -> Any: ...
@@ -325,33 +321,35 @@ def error_kind(exc: BaseException) -> str:
 class _Counters:
     """Counters that survive the component being rebuilt by a retry.
 
-    Capture counts from zero in every attempt, so its counts are added to what earlier attempts
-    counted.  A worker's row and transaction totals come from its checkpoint (they persist across
-    restarts), so they are taken as they are, never lower than already exported.
+    Most stats count from zero in every attempt, so what earlier attempts counted is added.  A
+    worker's row and transaction totals come from its checkpoint (they persist across restarts):
+    those are taken as they are, and never shown lower than already exported, because a fresh
+    worker reads 0 until it has loaded its checkpoint.
     """
 
-    def __init__(self, accumulate: bool) -> None:
-        self._accumulate = accumulate
+    def __init__(self) -> None:
         self._base: dict[Any, float] = {}
         self._last: dict[Any, float] = {}
+        self._persistent: set[Any] = set()
         self._lock = threading.Lock()
 
     def rebase(self) -> None:
         """A new attempt starts: what the last one counted becomes the base."""
         with self._lock:
-            if self._accumulate:
-                for key, value in self._last.items():
+            for key, value in self._last.items():
+                if key not in self._persistent:
                     self._base[key] = self._base.get(key, 0) + value
-                self._last = {}
+                    self._last[key] = 0
 
-    def value(self, key: Any, current: float) -> float:
+    def value(self, key: Any, current: float, *, persistent: bool = False) -> float:
         with self._lock:
-            if self._accumulate:
-                self._last[key] = current
-                return self._base.get(key, 0) + current
-            shown = max(current, self._last.get(key, 0))
-            self._last[key] = shown
-            return shown
+            if persistent:
+                self._persistent.add(key)
+                shown = max(current, self._last.get(key, 0))
+                self._last[key] = shown
+                return shown
+            self._last[key] = current
+            return self._base.get(key, 0) + current
 
 
 class ComponentMetrics:
@@ -373,7 +371,7 @@ class ComponentMetrics:
         self.clock = SourceClock()
         self.registry = CollectorRegistry(auto_describe=False)
         self._stats: Any = None
-        self._counters = _Counters(accumulate=component == "capture")
+        self._counters = _Counters()
         self._errors = dict.fromkeys(ERROR_KINDS, 0)
         self._poll_errors: dict[str, int] = {}
         self._attempts = 0
@@ -408,23 +406,23 @@ class ComponentMetrics:
             with self._lock:
                 self._attempts += 1
             self.health.entered()
-            stopped = False
-            reason = "stopped"
             try:
                 component = factory()
                 self.attach(component.stats)
                 component.run(_TickingStop(stop, self.health.tick))
-                stopped = stop.is_set()
             except BaseException as exc:
                 kind = error_kind(exc)
-                stopped = kind not in ("retryable",) or stop.is_set()
-                reason = f"{kind} error: {type(exc).__name__}"
-                if isinstance(exc, Exception):
+                if isinstance(exc, Exception):  # not KeyboardInterrupt / SystemExit
                     with self._lock:
                         self._errors[kind] = self._errors.get(kind, 0) + 1
+                retrying = kind == "retryable" and not stop.is_set()
+                self.health.left(f"{kind} error ({type(exc).__name__}){'; retrying' if retrying else ''}",
+                                 stopped=not retrying)
                 raise
-            finally:
-                self.health.left(reason if not stopped or reason != "stopped" else "stopped", stopped)
+            if stop.is_set():
+                self.health.left("stopped", stopped=True)
+            else:
+                self.health.left("the component ended without being asked to; retrying", stopped=False)
 
         return run
 
@@ -456,8 +454,8 @@ class ComponentMetrics:
         with self._lock:
             self._poll_errors[target] = self._poll_errors.get(target, 0) + 1
 
-    def counter(self, key: Any, current: float) -> float:
-        return self._counters.value(key, current)
+    def counter(self, key: Any, current: float, *, persistent: bool = False) -> float:
+        return self._counters.value(key, current, persistent=persistent)
 
     # -- HTTP ------------------------------------------------------------------------------------------------
 
@@ -465,7 +463,7 @@ class ComponentMetrics:
         metrics = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._reply(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
@@ -482,7 +480,7 @@ class ComponentMetrics:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - overrides the base signature
+            def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
                 pass  # one line per scrape is noise; errors surface as failed scrapes in Prometheus
 
         try:
@@ -492,9 +490,9 @@ class ComponentMetrics:
         server.daemon_threads = True
         self._server = server
         self.port = int(server.server_address[1])
+        name = f"metrics-http-{self.component}{'-' + self.service if self.service else ''}"
         self._server_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                               name=f"metrics-http-{self.component}{'-' + self.service if self.service else ''}",
-                                               daemon=True)
+                                               name=name, daemon=True)
         self._server_thread.start()
         log.info("%s%s: metrics on http://%s:%d/metrics", self.component,
                  f"[{self.service}]" if self.service else "", host, self.port)
@@ -844,9 +842,9 @@ class _ComponentCollector(Collector):
             yield _gauge("splitter_worker_kafka_lag_records", "Change-log records after the applied offset",
                          ["service"], (svc, max(0, end - 1 - st.applied_offset)))
         yield _counter("splitter_worker_transactions_applied", "Source transactions applied to the service database",
-                       ["service"], (svc, o.counter("txns", st.transactions_applied)))
+                       ["service"], (svc, o.counter("txns", st.transactions_applied, persistent=True)))
         yield _counter("splitter_worker_rows_applied", "Rows applied to the service database", ["service"],
-                       (svc, o.counter("rows", st.rows_applied)))
+                       (svc, o.counter("rows", st.rows_applied, persistent=True)))
         yield _counter("splitter_worker_batches", "Target transactions committed", ["service"],
                        (svc, o.counter("batches", st.batches)))
         yield _counter("splitter_worker_discarded_partial_transactions",
