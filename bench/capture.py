@@ -94,7 +94,7 @@ def run(settings: Settings, rows: int, profile_dir: Path | None) -> dict[str, An
             first_record = time.monotonic() - started
         time.sleep(0.01)
     split_s = time.monotonic() - started
-    profile = profiler.stop() if profiler else None
+    profile = profiler.stop(only="Capture.run") if profiler else None
     stop.set()
     thread.join(30)
     if errors:

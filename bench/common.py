@@ -31,6 +31,8 @@ from splitter.topology import Topology, load_topology
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY_PATH = ROOT / "topology.py"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Lag reported for a position older than the first sample (so, at least as old as the sampling).
+LAG_UNKNOWN = 3600.0
 
 
 def pg_bin(name: str) -> str:
@@ -122,7 +124,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SPLITTER_TOPIC": settings.topic,
         "SPLITTER_SLOT": settings.slot,
         "SPLITTER_PUBLICATION": settings.publication,
-        "SPLITTER_LOG_LEVEL": "WARNING",
+        "SPLITTER_LOG_LEVEL": "INFO",
     })
     for service, dsn in settings.target_dsns.items():
         env[f"SPLITTER_TARGET_DSN_{service.upper()}"] = dsn
@@ -201,7 +203,7 @@ class LsnClock:
             return 0.0
         i = bisect.bisect_right(self.lsns, applied)  # first sample with lsn > applied
         if i == 0:
-            return t - self.times[0]
+            return LAG_UNKNOWN  # the position is older than the first sample: behind by more than we know
         l0, l1, t0, t1 = self.lsns[i - 1], self.lsns[i], self.times[i - 1], self.times[i]
         passed = t0 + (t1 - t0) * (applied - l0) / (l1 - l0) if l1 > l0 else t1
         return max(0.0, t - passed)
@@ -276,7 +278,7 @@ class Profiler:
     def available(self) -> bool:
         return self.proc is not None
 
-    def stop(self) -> dict[str, Any] | None:
+    def stop(self, only: str | None = None) -> dict[str, Any] | None:
         if self.proc is None:
             return None
         self.proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
@@ -285,30 +287,44 @@ class Profiler:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return None
-        return summarise_raw(self.out) if self.out.exists() else None
+        return summarise_raw(self.out, only=only) if self.out.exists() else None
 
 
-def _short(frame: str) -> str:
-    # "func (path/to/file.py:123)" -> "func (file.py:123)"
+def _function(frame: str) -> str:
+    # "func (path/to/file.py:123)" -> "func (file.py)": one entry per function, not per line
+    name, _, where = frame.partition(" (")
+    return f"{name} ({Path(where.rstrip(')')).name.partition(':')[0]})" if where else name
+
+
+def _line(frame: str) -> str:
     name, _, where = frame.partition(" (")
     return f"{name} ({Path(where.rstrip(')')).name})" if where else name
 
 
-def summarise_raw(path: Path, top: int = 12) -> dict[str, Any]:
-    """Top frames of a py-spy raw (collapsed stacks) file: self time and inclusive time, in %."""
+_PLUMBING = ("(threading.py)", "(<frozen runpy>)", "(__main__.py)", "(daemon.py)", "(cli.py)")
+
+
+def summarise_raw(path: Path, top: int = 12, only: str | None = None) -> dict[str, Any]:
+    """Top frames of a py-spy raw (collapsed stacks) file, in % of samples.
+
+    `self`: where the CPU was when sampled (per source line); `inclusive`: share of samples each
+    function was on the stack (per function, thread/daemon plumbing left out).  `only` keeps the
+    stacks that contain a frame with that text (e.g. the capture thread of an in-process run).
+    """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        if not stack or not count.isdigit() or (only and only not in stack):
             continue
         n = int(count)
-        frames = [_short(f) for f in stack.split(";")]
+        frames = stack.split(";")
         total += n
-        own[frames[-1]] += n
-        for f in set(frames):
-            inclusive[f] += n
+        own[_line(frames[-1])] += n
+        for f in {_function(f) for f in frames}:
+            if not f.endswith(_PLUMBING):
+                inclusive[f] += n
     if not total:
         return {"samples": 0, "self": [], "inclusive": []}
     return {

@@ -21,7 +21,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from connectors import dead_letters
+from connectors import backfill_store, dead_letters
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import sqlrender
 from splitter.batching import Batch, PartialRow, Segment, Step, TableChanges, Truncate
@@ -103,7 +103,7 @@ def ensure_state_schema(conn: psycopg.Connection) -> None:
     with conn.transaction():
         # Serialise concurrent creators (a worker and the backfill may both arrive first).
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("splitter.schema"),))
-        for stmt in [*_STATE_DDL, *dead_letters.DDL]:
+        for stmt in [*_STATE_DDL, *dead_letters.DDL, *backfill_store.DDL]:
             conn.execute(stmt)
 
 
@@ -165,6 +165,18 @@ def target_columns(conn: psycopg.Connection, route: Route) -> list[TargetColumn]
         udt, type_name = declared[name]
         out.append(TargetColumn(name, type_name if udt else None))
     return out
+
+
+@dataclass(frozen=True)
+class ChunkDone:
+    """A backfill chunk applied in this transaction (its progress is recorded with it)."""
+
+    job_id: int
+    chunk: int
+    copied: int
+    skipped: int
+    last_key: Sequence[str | None] | None
+    final: bool
 
 
 class ServiceSink:
@@ -245,7 +257,8 @@ class ServiceSink:
 
     def apply(self, steps: Iterable[Step], checkpoint: Checkpoint, transactions: int,
               paused: tuple[int, int] | None = None,
-              letters: Sequence[dead_letters.DeadLetter] = ()) -> None:
+              letters: Sequence[dead_letters.DeadLetter] = (),
+              chunks: Sequence[ChunkDone] = ()) -> None:
         """Apply `steps` and `checkpoint` in one transaction, and commit it.
 
         `paused` = (requested LSN, held LSN) also reports, in the same transaction, that the worker
@@ -256,7 +269,7 @@ class ServiceSink:
         try:
             for step in steps:
                 self._apply_step(step)
-            self._finish(checkpoint, transactions, paused, letters)
+            self._finish(checkpoint, transactions, paused, letters, chunks)
         except psycopg.Error as exc:
             self._rollback_quietly()
             what = f"service {self.service}: applying changes up to offset {checkpoint.offset} failed"
@@ -269,7 +282,8 @@ class ServiceSink:
 
     def apply_isolated(self, units: Sequence[tuple[int, RowChange, RelationSchema]], checkpoint: Checkpoint,
                        transactions: int, parked: set[tuple[str, tuple[str | None, ...]]],
-                       letters: Sequence[dead_letters.DeadLetter] = ()) -> list[dead_letters.DeadLetter]:
+                       letters: Sequence[dead_letters.DeadLetter] = (),
+                       chunks: Sequence[ChunkDone] = ()) -> list[dead_letters.DeadLetter]:
         """Apply changes one by one; each the database rejects becomes a dead letter, the rest commit.
 
         A change to a row that already has an open dead letter (`parked`) is dead-lettered behind
@@ -298,7 +312,7 @@ class ServiceSink:
                     stored.append(_letter(offset, change, relation, exc.sqlstate, str(exc).strip()))
                     if key is not None:
                         parked.add((change.table, key))
-            self._finish(checkpoint, transactions, None, stored)
+            self._finish(checkpoint, transactions, None, stored, chunks)
             return stored
         except psycopg.Error as exc:
             self._rollback_quietly()
@@ -314,7 +328,10 @@ class ServiceSink:
             self._apply_segment(step)
 
     def _finish(self, checkpoint: Checkpoint, transactions: int, paused: tuple[int, int] | None,
-                letters: Sequence[dead_letters.DeadLetter]) -> None:
+                letters: Sequence[dead_letters.DeadLetter], chunks: Sequence[ChunkDone] = ()) -> None:
+        for chunk in chunks:
+            backfill_store.chunk_applied(self.conn, chunk.job_id, chunk.chunk, chunk.copied, chunk.skipped,
+                                         chunk.last_key, chunk.final)
         self.transactions_applied += transactions
         write_checkpoint(self.conn, self.service, Checkpoint(
             checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
@@ -338,6 +355,29 @@ class ServiceSink:
         except psycopg.Error as exc:
             self._rollback_quietly()
             raise wrap_db_error(exc, f"cannot read requests of service {self.service}", self._dsn) from exc
+
+    def backfill_chunk(self, job_id: int, chunk: int) -> tuple[backfill_store.Job | None, list[dict[str, object]]]:
+        """The job and rows of one backfill chunk (read in the apply session, committed by `apply`)."""
+        try:
+            found = backfill_store.job(self.conn, job_id)
+            rows = backfill_store.take_chunk(self.conn, job_id, chunk) if found else []
+            self.conn.rollback()
+            return found, rows
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"cannot read backfill chunk {chunk} of job {job_id}", self._dsn) from exc
+
+    def set_routes(self, routes: Sequence[Route]) -> None:
+        """Take a reloaded topology's routes (a table added while streaming)."""
+        self._routes_by_source = {}
+        for route in routes:
+            self._routes_by_source.setdefault(f"{route.source_schema}.{route.source_table}", []).append(route)
+        try:
+            self.columns = {id(r): target_columns(self.conn, r) for r in routes}
+            self.conn.rollback()
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"cannot read the tables of service {self.service}", self._dsn) from exc
 
     def parked_keys(self) -> set[tuple[str, tuple[str | None, ...]]]:
         try:

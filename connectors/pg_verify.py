@@ -48,6 +48,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -93,6 +94,7 @@ _TGT_CHUNKS = "splitter_verify_target_chunks"
 _BAD_CHUNKS = "splitter_verify_differing_chunks"
 
 C = sql.SQL(' COLLATE "C"')
+_FETCH_ROWS = 5000  # rows per round trip when streaming the rows of differing chunks
 
 
 # --- the statements --------------------------------------------------------------------------------
@@ -386,8 +388,8 @@ class TargetSession:
         for name in (_SRC_CHUNKS, _TGT_CHUNKS, _BAD_CHUNKS):
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(name)))
 
-    def rows(self, plan: TablePlan) -> Iterator[tuple[int, tuple[str | None, ...]]]:
-        """The target rows of the differing chunks as (chunk, column texts), streamed."""
+    def rows(self, plan: TablePlan) -> Iterator[tuple[Any, ...]]:
+        """The target rows of the differing chunks as (chunk, *column texts), streamed."""
         return _stream(self.conn, target_rows(plan), None, f"reading {plan.route.describe()} in the target",
                        self._dsn)
 
@@ -402,21 +404,23 @@ class TargetSession:
 
 
 def source_rows_of(source: SourceSession, plan: TablePlan,
-                   chunks: Sequence[int]) -> Iterator[tuple[int, tuple[str | None, ...]]]:
-    """The source rows of `chunks` as (chunk, column texts), streamed."""
+                   chunks: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+    """The source rows of `chunks` as (chunk, *column texts), streamed."""
     return _stream(source.conn, source_rows(plan), (list(chunks),),
                    f"reading {plan.route.describe()} in the source", source._dsn)
 
 
 def _stream(conn: psycopg.Connection, query: sql.Composed, params: tuple[object, ...] | None, what: str,
-            dsn: str) -> Iterator[tuple[int, tuple[str | None, ...]]]:
-    # A server-side cursor: rows arrive in batches of `itersize`, never the whole result at once.
+            dsn: str) -> Iterator[tuple[Any, ...]]:
+    # A server-side cursor: rows arrive in batches, never the whole result at once.
     try:
         with conn.cursor(name="splitter_verify_rows") as cur:
-            cur.itersize = 2000
             cur.execute(query, params)
-            for row in cur:
-                yield int(row[0]), tuple(row[1:])
+            while True:
+                batch = cur.fetchmany(_FETCH_ROWS)
+                if not batch:
+                    break
+                yield from batch
     except psycopg.Error as exc:
         raise _classified(exc, what, dsn) from exc
 

@@ -40,6 +40,7 @@ class Settings:
     status_interval: float = 1.0
     metrics_port: int | None = None
     kafka_extra: Mapping[str, str] = field(default_factory=dict)
+    topology_path: str | None = None  # where `topology` came from, for reloads (a table added while running)
 
     def target_dsn(self, service: str) -> str:
         self.topology.service(service)  # raises naming the known services
@@ -100,6 +101,7 @@ def build_settings(
         raise ConfigurationError(f"--target-dsn names unknown service(s): {', '.join(sorted(given))}")
     return Settings(
         topology=topology,
+        topology_path=str(path.resolve()),
         source_dsn=source,
         kafka_bootstrap=bootstrap,
         target_dsns=targets,

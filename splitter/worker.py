@@ -10,6 +10,7 @@ SQL (the sink does) or commit part of a source transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,19 +21,20 @@ import orjson
 
 from connectors import dead_letters
 from connectors.kafka_log import ChangeLogConsumer, ChangeLogProducer, LogRecord, ensure_topic
-from connectors.pg_sink import FROM_BEGINNING, Checkpoint, ServiceSink
+from connectors.pg_sink import FROM_BEGINNING, Checkpoint, ChunkDone, ServiceSink
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import envelope
 from splitter.batching import Batch
 from splitter.config import Settings
 from splitter.envelope import RelationSchema, RowChange
 from splitter.errors import DataRejectedError, FatalError, MalformedMessageError
-from splitter.topology import expression_columns
+from splitter.topology import Route, expression_columns, load_topology
 
 log = logging.getLogger(__name__)
 
 # An idle service still records how far it has read, so lag reads zero on an idle source.
 POSITION_WRITE_INTERVAL = 1.0
+BACKFILL_PREFIX = "splitter.backfill"
 # How often the control row (hold requests from verify and cutover) is read.
 CONTROL_POLL_INTERVAL = 0.2
 
@@ -61,6 +63,37 @@ class WorkerStats:
         self.retries_by_kind: dict[str, int] = {}
 
 
+def _columns_read(routes: list[Route]) -> dict[str, set[str]]:
+    reads: dict[str, set[str]] = {}
+    for r in routes:
+        cols = reads.setdefault(f"{r.source_schema}.{r.source_table}", set())
+        for expr in r.table.columns.values():
+            cols |= expression_columns(expr)
+    return reads
+
+
+@dataclass(slots=True)
+class _Window:
+    """An open backfill chunk: between its low and high watermark, the keys the stream changed."""
+
+    job_id: int
+    chunk: int
+    table: bytes
+    low_offset: int
+    keys: set[tuple[str | None, ...]] = field(default_factory=set)
+
+    def track(self, change: RowChange, headers: dict[str, bytes]) -> None:
+        raw = headers.get(envelope.SCHEMA_HEADER)
+        if raw is None:
+            return
+        relation = RelationSchema.from_header(self.table.decode(), raw)
+        for image in (change.before, change.after):
+            if image is not None:
+                self.keys.add(tuple(image.get(k) for k in relation.key_columns))
+        if change.op == "t":
+            self.keys.add(("*truncate*",))
+
+
 def _unit_key(unit: tuple[int, RowChange, RelationSchema]) -> tuple[str, tuple[str | None, ...]]:
     _, change, relation = unit
     image = change.after if change.after is not None else (change.before or {})
@@ -74,11 +107,9 @@ class Worker:
         self.routes = settings.topology.routes_for(self.service)
         self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
         # Source columns the topology reads, per source table: a schema change touching them stops the service.
-        self._reads: dict[str, set[str]] = {}
-        for r in self.routes:
-            cols = self._reads.setdefault(f"{r.source_schema}.{r.source_table}", set())
-            for expr in r.table.columns.values():
-                cols |= expression_columns(expr)
+        self._reads = _columns_read(self.routes)
+        self._window: _Window | None = None
+        self._sink: ServiceSink | None = None
         self.stats = WorkerStats()
         self._relations: dict[bytes, RelationSchema] = {}
         self._last_shape: dict[str, RelationSchema] = {}
@@ -90,6 +121,7 @@ class Worker:
     def _reset_batch(self) -> None:
         self._batch = Batch()
         self._units: list[tuple[int, RowChange, RelationSchema]] = []
+        self._chunks: list[ChunkDone] = []
         self._batch_txns = 0
         self._batch_started = 0.0
         self._open: _OpenTxn | None = None
@@ -124,6 +156,7 @@ class Worker:
 
     def _stream(self, stop: threading.Event, sink: ServiceSink, consumer: ChangeLogConsumer, cp: Checkpoint) -> None:
         self._consumer = consumer
+        self._sink = sink
         self._parked = sink.parked_keys()
         self._rewind(cp)
         self.stats.transactions_applied = sink.transactions_applied
@@ -207,15 +240,20 @@ class Worker:
 
     def _flush(self, sink: ServiceSink, paused: tuple[int, int] | None = None) -> None:
         offset, lsn, ts_ms = self._position
+        if self._window is not None:
+            # Reading must restart at the open chunk's low watermark, to note its changed keys again.
+            offset = min(offset, self._window.low_offset - 1)
         started = time.monotonic()
         source_ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms else None
         checkpoint = Checkpoint(self.settings.topic, 0, offset, lsn, source_ts)
+        chunks = self._chunks
         letters = self._letters
         if self._parked and any(_unit_key(u) in self._parked for u in self._units):
-            stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters)
+            stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters, chunks)
         else:
             try:
-                sink.apply(self._batch.steps(), checkpoint, self._batch_txns, paused=paused, letters=letters)
+                sink.apply(self._batch.steps(), checkpoint, self._batch_txns, paused=paused, letters=letters,
+                           chunks=chunks)
                 stored = list(letters)
             except DataRejectedError as exc:
                 if self.service.on_error != "dead_letter":
@@ -226,7 +264,8 @@ class Worker:
                 self.stats.retries_by_kind["data_rejected"] = self.stats.retries_by_kind.get("data_rejected", 0) + 1
                 log.warning("service %s: batch rejected (SQLSTATE %s); applying it row by row", self.service.name,
                             exc.sqlstate)
-                stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters)
+                stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters,
+                                             chunks)
         self._letters = []
         if stored:
             self.stats.dead_lettered += len(stored)
@@ -307,6 +346,9 @@ class Worker:
         kind = headers.get(envelope.KIND_HEADER)
         if kind == envelope.KIND_ROW:
             table = headers.get(envelope.TABLE_HEADER)
+            window = self._window
+            if window is not None and table == window.table:
+                window.track(envelope.decode_row(record.value), headers)
             if table not in self._tables or lsn <= self._position[1]:
                 return
             self._on_row(record, headers, table, lsn)
@@ -328,6 +370,8 @@ class Worker:
             self._position = (record.offset, lsn, marker.ts_ms)
         elif kind == envelope.KIND_MESSAGE:
             message = envelope.decode_message(record.value)
+            if message.prefix == BACKFILL_PREFIX and not message.transactional:
+                self._on_watermark(record, message, lsn)
             if message.transactional or lsn <= self._position[1]:
                 return
             if self._open is not None:
@@ -336,6 +380,76 @@ class Worker:
         else:
             raise MalformedMessageError(
                 f"record at offset {record.offset} of {self.settings.topic!r} has kind {kind!r}: not a splitter record")
+
+    # -- online backfill: DBLog watermarks ----------------------------------------------------
+
+    def _on_watermark(self, record: LogRecord, message: envelope.ControlMessage, lsn: int) -> None:
+        """Low watermark: start noting which rows of the table the stream changes.  High: apply the chunk
+        copied in between, minus those rows (the stream carries their newer values), at this point of the log.
+        """
+        try:
+            mark = orjson.loads(message.content)
+            service, table, job_id, chunk, kind = (mark["service"], mark["table"], int(mark["job"]),
+                                                   int(mark["chunk"]), mark["mark"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise MalformedMessageError(f"backfill watermark at offset {record.offset} is not valid: {exc}") from exc
+        if service != self.service.name:
+            return
+        if table.encode() not in self._tables:
+            self._reload_topology(table)
+        if kind == "low":
+            self._window = _Window(job_id, chunk, table.encode(), record.offset)
+            return
+        window = self._window
+        if kind != "high" or window is None or (window.job_id, window.chunk) != (job_id, chunk):
+            return  # a high without its low in this run: the backfill command sends that chunk again
+        self._window = None
+        if lsn <= self._applied_lsn:
+            return  # applied before a restart
+        assert self._sink is not None
+        job, rows = self._sink.backfill_chunk(job_id, chunk)
+        if job is None:
+            return
+        relation = RelationSchema.from_header(table, job.relation_header.encode())
+        self._check_shape(relation, record.offset)
+        keys = relation.key_columns
+        copied = skipped = 0
+        last_key: tuple[str | None, ...] | None = None
+        if not self._batch_txns:
+            self._batch_started = time.monotonic()
+        for row in rows:
+            values = {k: (None if v is None else str(v)) for k, v in row.items()}
+            key = tuple(values.get(k) for k in keys)
+            last_key = key
+            if key in window.keys:
+                skipped += 1
+                continue
+            change = RowChange("r", table, None, values, (), lsn, 0, 0, message.ts_ms)
+            self._batch.add(change, relation)
+            self._units.append((record.offset, change, relation))
+            copied += 1
+        self._batch_txns += 1
+        self._chunks.append(ChunkDone(job_id, chunk, copied, skipped, list(last_key) if last_key else None,
+                                      bool(mark.get("final"))))
+
+    def _reload_topology(self, table: str) -> None:
+        """A backfill names a table this worker does not route: take the current topology file."""
+        path = self.settings.topology_path
+        if path is None:
+            raise FatalError(f"service {self.service.name}: a backfill of {table} arrived but the topology file is "
+                             f"unknown; restart the worker with the new topology")
+        topology = load_topology(path)
+        self.settings = dataclasses.replace(self.settings, topology=topology)
+        self.service = topology.service(self.service.name)
+        self.routes = topology.routes_for(self.service)
+        self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
+        self._reads = _columns_read(self.routes)
+        if table.encode() not in self._tables:
+            raise FatalError(f"service {self.service.name}: a backfill of {table} arrived but {path} does not route "
+                             f"{table} to this service")
+        assert self._sink is not None
+        self._sink.set_routes(self.routes)
+        log.info("service %s: reloaded %s; now routing %s", self.service.name, path, table)
 
     def _on_row(self, record: LogRecord, headers: dict[str, bytes], table: bytes, lsn: int) -> None:
         change = envelope.decode_row(record.value)

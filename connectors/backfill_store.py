@@ -1,0 +1,121 @@
+"""State of online backfills in a service database: the job, its progress, and chunks in flight.
+
+Owns: `splitter.backfills` (one row per backfill job: which table, the source relation shape, chunk
+size, the last key copied, chunks and rows done, status) and `splitter.backfill_rows` (the rows of the
+chunk between its low and high watermark, written by `splitter backfill`, consumed by the worker when it
+reaches the high watermark in the change log).  Must not: decide which rows win (the worker does, from
+the log) or read the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+SCHEMA = sql.Identifier("splitter")
+
+DDL = [
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.backfills (
+            id bigserial PRIMARY KEY,
+            service text NOT NULL,
+            source_table text NOT NULL,
+            relation_header text NOT NULL,
+            chunk_rows integer NOT NULL,
+            last_key jsonb,
+            chunks_done integer NOT NULL DEFAULT 0,
+            rows_copied bigint NOT NULL DEFAULT 0,
+            rows_skipped bigint NOT NULL DEFAULT 0,
+            status text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'cancelled')),
+            started_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )"""
+    ).format(SCHEMA),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.backfill_rows (
+            backfill_id bigint NOT NULL,
+            chunk integer NOT NULL,
+            n integer NOT NULL,
+            row jsonb NOT NULL,
+            PRIMARY KEY (backfill_id, chunk, n)
+        )"""
+    ).format(SCHEMA),
+]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    service: str
+    source_table: str
+    relation_header: str
+    chunk_rows: int
+    last_key: list[str | None] | None
+    chunks_done: int
+    rows_copied: int
+    rows_skipped: int
+    status: str
+
+
+def ensure(conn: psycopg.Connection) -> None:
+    for stmt in DDL:
+        conn.execute(stmt)
+
+
+def running_job(conn: psycopg.Connection, service: str, source_table: str) -> Job | None:
+    row = conn.execute(
+        sql.SQL("SELECT id, service, source_table, relation_header, chunk_rows, last_key, chunks_done, rows_copied, "
+                "rows_skipped, status FROM {}.backfills WHERE service = %s AND source_table = %s "
+                "AND status = 'running' ORDER BY id DESC LIMIT 1").format(SCHEMA), (service, source_table)).fetchone()
+    return Job(*row) if row else None
+
+
+def job(conn: psycopg.Connection, job_id: int) -> Job | None:
+    row = conn.execute(
+        sql.SQL("SELECT id, service, source_table, relation_header, chunk_rows, last_key, chunks_done, rows_copied, "
+                "rows_skipped, status FROM {}.backfills WHERE id = %s").format(SCHEMA), (job_id,)).fetchone()
+    return Job(*row) if row else None
+
+
+def start_job(conn: psycopg.Connection, service: str, source_table: str, relation_header: str,
+              chunk_rows: int) -> Job:
+    row = conn.execute(
+        sql.SQL("INSERT INTO {}.backfills (service, source_table, relation_header, chunk_rows) VALUES (%s, %s, %s, %s) "
+                "RETURNING id").format(SCHEMA), (service, source_table, relation_header, chunk_rows)).fetchone()
+    assert row is not None
+    found = job(conn, int(row[0]))
+    assert found is not None
+    return found
+
+
+def put_chunk(conn: psycopg.Connection, job_id: int, chunk: int, rows: Iterable[dict[str, Any]]) -> int:
+    conn.execute(sql.SQL("DELETE FROM {}.backfill_rows WHERE backfill_id = %s AND chunk = %s").format(SCHEMA),
+                 (job_id, chunk))
+    items = [(job_id, chunk, n, Jsonb(r)) for n, r in enumerate(rows)]
+    with conn.cursor() as cur:
+        cur.executemany(sql.SQL("INSERT INTO {}.backfill_rows (backfill_id, chunk, n, row) VALUES (%s, %s, %s, %s)")
+                        .format(SCHEMA), items)
+    return len(items)
+
+
+def take_chunk(conn: psycopg.Connection, job_id: int, chunk: int) -> list[dict[str, Any]]:
+    rows = conn.execute(sql.SQL("SELECT row FROM {}.backfill_rows WHERE backfill_id = %s AND chunk = %s ORDER BY n")
+                        .format(SCHEMA), (job_id, chunk)).fetchall()
+    return [r[0] for r in rows]
+
+
+def chunk_applied(conn: psycopg.Connection, job_id: int, chunk: int, copied: int, skipped: int,
+                  last_key: Sequence[str | None] | None, final: bool) -> None:
+    """Called by the worker in the transaction that applied the chunk."""
+    conn.execute(sql.SQL("DELETE FROM {}.backfill_rows WHERE backfill_id = %s AND chunk = %s").format(SCHEMA),
+                 (job_id, chunk))
+    conn.execute(
+        sql.SQL("UPDATE {}.backfills SET chunks_done = greatest(chunks_done, %s), rows_copied = rows_copied + %s, "
+                "rows_skipped = rows_skipped + %s, last_key = coalesce(%s, last_key), updated_at = now(), "
+                "status = CASE WHEN %s THEN 'done' ELSE status END WHERE id = %s AND chunks_done < %s").format(SCHEMA),
+        (chunk, copied, skipped, Jsonb(list(last_key)) if last_key is not None else None, final, job_id, chunk))
