@@ -10,6 +10,7 @@ time) samples into lag in seconds, and wraps py-spy to produce top-frame tables.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import platform
 import shutil
@@ -55,10 +56,8 @@ class Servers:
 
     def stop(self) -> None:
         for server in (self.kafka, self.pg):
-            try:
+            with contextlib.suppress(Exception):
                 server.stop()
-            except Exception:
-                pass
 
 
 def start_servers(workdir: Path) -> Servers:

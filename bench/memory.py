@@ -64,7 +64,7 @@ def one_size(servers: Servers, scale: int, logdir: Path) -> dict[str, Any]:
         copy_s = _wait("capture (initial copy)", lambda: src.execute(
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s AND active", (name,)).fetchone()[0] > 0,
             capture, 600)
-        rows, _ = burst(settings.source_dsn, 20 * scale)
+        rows, _ = burst(settings.source_dsn, 2 * scale)
         end = current_lsn(src)
         drain_s = _wait("capture (drain)", lambda: src.execute(
             "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",

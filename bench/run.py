@@ -6,7 +6,7 @@ Order (each stage's state is the next one's starting point):
 2. backfill (bench.backfill): psql COPY pipes vs splitter's initial copy; leaves the "splitter" slot
    and every service's checkpoint behind;
 3. capture (bench.capture): pg_recvlogical vs splitter Capture on two slots holding the same burst;
-4. end to end (bench.e2e): native logical replication, then splitter, stepped rate searches;
+4. end to end (bench.e2e): splitter (from a fresh copy), then native logical replication, stepped searches;
 5. cutover write pause: only if `splitter.cutover` exists;
 6. memory (bench.memory): peak RSS of capture and a worker at --memory-scale and 10x that.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import backfill, capture, e2e, memory
-from bench.common import RESULTS_DIR, create_dataset, machine, settings_for, start_servers
+from bench.common import RESULTS_DIR, create_dataset, machine, settings_for, start_servers, summarise_raw
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-profile", action="store_true", help="skip py-spy profiles")
     p.add_argument("--skip", action="append", default=[], choices=["e2e", "memory"], help="skip a stage")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md's results")
+    p.add_argument("--report-only", action="store_true", help="re-render the table and README from "
+                   "bench/results/latest.json and the raw profiles, without running anything")
     return p.parse_args(argv)
 
 
@@ -123,7 +125,8 @@ def results_md(r: dict[str, Any]) -> str:
            f"Data set: scale {r['args']['scale']} = {sum(r['dataset']['counts'].values())} source rows.", "",
            table(r), ""]
     c, b = r["capture"], r["backfill"]
-    out += [f"Capture: {c['rows']} row changes in {c['transactions']} transactions ({c['wal_bytes'] / 1e6:.1f} MB WAL): "
+    out += [f"Capture: {c['rows']} row changes in {c['transactions']} transactions "
+            f"({c['wal_bytes'] / 1e6:.1f} MB WAL): "
             f"pg_recvlogical {c['pg_recvlogical_seconds']} s, splitter {c['splitter_seconds']} s (first record after "
             f"{c['splitter_first_record_after_s']} s).",
             f"Backfill: {b['rows']} target rows: psql pipes {b['baseline_seconds']} s, splitter initial_copy "
@@ -167,8 +170,33 @@ def update_readme(text: str) -> None:
     README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
+def _raw_profile(name: str) -> tuple[Path, str | None]:
+    """The raw py-spy file behind a profile entry of latest.json (see Profiler users)."""
+    profiles = RESULTS_DIR / "profiles"
+    if "in-process" in name:
+        return profiles / "capture.raw", "Capture.run"
+    if name.endswith(": capture"):
+        return profiles / "e2e-capture.raw", None
+    worker = name.rsplit("worker[", 1)[-1].rstrip("]")
+    return profiles / f"e2e-{worker}.raw", None
+
+
+def report_only() -> int:
+    result = json.loads((RESULTS_DIR / "latest.json").read_text())
+    for name in list(result.get("profiles", {})):
+        raw, only = _raw_profile(name)
+        if raw.exists():
+            result["profiles"][name] = summarise_raw(raw, only=only)
+    (RESULTS_DIR / "latest.json").write_text(json.dumps(result, indent=2, default=str))
+    print(table(result))
+    update_readme(results_md(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        return report_only()
     logging.basicConfig(level=logging.WARNING)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     logdir = RESULTS_DIR / "logs"
@@ -199,21 +227,21 @@ def main(argv: list[str] | None = None) -> int:
         profiles: dict[str, Any] = {"capture burst: Capture (in-process)": result["capture"].pop("profile")}
         if "e2e" not in args.skip:
             rates = [args.rate_start * args.rate_factor**i for i in range(args.steps)]
-            log("end to end: native logical replication")
-            native = e2e.run_native(servers, settings, rates, args.seconds, args.threads, log)
-            log("end to end: splitter")
-            half_of = native["best"]["ops_per_s"] if native["best"] else None
-            split = e2e.run_splitter(settings, rates, half_of, args.seconds, args.threads, logdir, profile_dir, log)
+            log("end to end: splitter (after a fresh, untimed initial copy)")
+            backfill.reset(settings)
+            split = e2e.run_splitter(settings, rates, None, args.seconds, args.threads, logdir, profile_dir, log)
             prof = split.pop("profile", None)
             if prof:
                 rate = prof.pop("rate")
                 for k, v in prof.items():
                     profiles[f"end to end at {rate['asked_ops_per_s']:.0f} ops/s ({rate['rows_per_s']} rows/s, max lag "
                              f"{rate['max_lag_ms']} ms): {k}"] = v
+            log("end to end: native logical replication")
+            native = e2e.run_native(servers, settings, rates, args.seconds, args.threads, log)
             result["e2e"] = {"native": native, "splitter": split}
 
-        result["cutover"] = ("measured" if importlib.util.find_spec("splitter.cutover")
-                             else "n/a (cutover not built yet)")
+        result["cutover"] = ("not measured yet (splitter.cutover exists; bench does not drive it)"
+                             if importlib.util.find_spec("splitter.cutover") else "n/a (cutover not built yet)")
 
         if "memory" not in args.skip:
             small = args.memory_scale or max(100, args.scale // 10)

@@ -9,6 +9,7 @@ change any position a worker uses.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from splitter import envelope
 from splitter.errors import RetryableError
+
+# Longest a single consume() call waits; scan() loops over such slices.
+_SLICE = 0.1
 
 
 @dataclass(frozen=True)
@@ -53,13 +57,20 @@ class LogReader:
         self._consumer.assign([TopicPartition(self.topic, self.partition,
                                               OFFSET_BEGINNING if start is None else start)])
         out: list[LogPoint] = []
+        # consume() returns only when it has num_messages or its timeout passed, even after the
+        # partition-EOF event: ask in short slices and stop at EOF, or after `timeout` with nothing new.
+        idle_until = time.monotonic() + timeout
         while limit is None or len(out) < limit:
+            want = 5000 if limit is None else min(5000, limit - len(out))
             try:
-                batch = self._consumer.consume(num_messages=min(5000, limit or 5000), timeout=timeout)
+                batch = self._consumer.consume(num_messages=want, timeout=_SLICE)
             except KafkaException as exc:
                 raise RetryableError(f"cannot read topic {self.topic!r}: {exc}") from exc
             if not batch:
-                break
+                if time.monotonic() >= idle_until:
+                    break
+                continue
+            idle_until = time.monotonic() + timeout
             done = False
             for m in batch:
                 err = m.error()

@@ -203,7 +203,7 @@ def _assigned(plan: TablePlan, with_values: bool) -> sql.Composed:
     row_cols = sql.SQL(", ").join([*(_k(i) for i in range(nkeys)), sql.SQL("NULL::bigint"), sql.SQL("r"), *row_vals])
     names = sql.SQL(", ").join([*(_k(i) for i in range(nkeys)), sql.SQL("b"), sql.SQL("r"), *row_vals])
     return sql.SQL(
-        "SELECT coalesce(max(b) OVER (ORDER BY {keys}, b NULLS LAST ROWS UNBOUNDED PRECEDING), -1) AS chunk, "
+        "SELECT coalesce(max(b) OVER (ORDER BY {keys}, b NULLS LAST, r ROWS UNBOUNDED PRECEDING), -1) AS chunk, "
         "{names} FROM (SELECT {marker_cols} FROM pg_temp.{src} UNION ALL SELECT {row_cols} FROM ({keyed}) AS t) "
         "AS u ({names})"
     ).format(keys=keys, names=names, marker_cols=marker_cols, src=sql.Identifier(_SRC_CHUNKS),
@@ -227,24 +227,23 @@ def differing_chunks() -> sql.Composed:
 
 
 def target_rows(plan: TablePlan) -> sql.Composed:
-    """The rows of the differing chunks in the target, ordered by (chunk, key)."""
+    """The rows of the differing chunks in the target (chunk numbers as parameter 1, bigint[])."""
     vals = sql.SQL(", ").join(sql.SQL("x.{}").format(_v(i)) for i in range(len(plan.columns)))
+    # Ordered as the window already sorted them (chunk only grows along it), so no second sort.
     return sql.SQL(
-        "SELECT x.chunk, {vals} FROM ({assigned}) AS x JOIN pg_temp.{bad} AS d USING (chunk) "
-        "WHERE x.b IS NULL ORDER BY x.chunk, {keys}, x.r"
-    ).format(vals=vals, assigned=_assigned(plan, with_values=True), bad=sql.Identifier(_BAD_CHUNKS),
-             keys=_key_order(plan, "x."))
+        "SELECT x.chunk, {vals} FROM ({assigned}) AS x "
+        "WHERE x.b IS NULL AND x.chunk = ANY(%s::bigint[]) ORDER BY {keys}, x.b, x.r"
+    ).format(vals=vals, assigned=_assigned(plan, with_values=True), keys=_key_order(plan, "x."))
 
 
 def source_rows(plan: TablePlan) -> sql.Composed:
     """The rows of the differing chunks in the source (chunk numbers as parameter 1, bigint[])."""
     vals = sql.SQL(", ").join(sql.SQL("a.{}").format(_v(i)) for i in range(len(plan.columns)))
-    keys = _key_order(plan)
+    # `= ANY` of a bound array is hashed by PostgreSQL (14+); ordered as the window sorted them.
     return sql.SQL(
         "SELECT a.chunk, {vals} FROM (SELECT s.*, (row_number() OVER (ORDER BY {keys}, r) - 1) / {n} AS chunk "
-        "FROM ({keyed}) AS s) AS a JOIN unnest(%s::bigint[]) AS d (chunk) ON d.chunk = a.chunk "
-        "ORDER BY a.chunk, {akeys}, a.r"
-    ).format(vals=vals, keys=keys, n=sql.Literal(plan.chunk_rows), keyed=_keyed(plan, "source"),
+        "FROM ({keyed}) AS s) AS a WHERE a.chunk = ANY(%s::bigint[]) ORDER BY {akeys}, a.r"
+    ).format(vals=vals, keys=_key_order(plan), n=sql.Literal(plan.chunk_rows), keyed=_keyed(plan, "source"),
              akeys=_key_order(plan, "a."))
 
 
@@ -388,9 +387,9 @@ class TargetSession:
         for name in (_SRC_CHUNKS, _TGT_CHUNKS, _BAD_CHUNKS):
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(name)))
 
-    def rows(self, plan: TablePlan) -> Iterator[tuple[Any, ...]]:
-        """The target rows of the differing chunks as (chunk, *column texts), streamed."""
-        return _stream(self.conn, target_rows(plan), None, f"reading {plan.route.describe()} in the target",
+    def rows(self, plan: TablePlan, chunks: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+        """The target rows of `chunks` as (chunk, *column texts), streamed."""
+        return _stream(self.conn, target_rows(plan), (list(chunks),), f"reading {plan.route.describe()} in the target",
                        self._dsn)
 
     def finish_table(self) -> None:

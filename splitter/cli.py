@@ -49,6 +49,10 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--slot", help="replication slot name (SPLITTER_SLOT, default splitter)")
     g.add_argument("--publication", help="publication name (SPLITTER_PUBLICATION, default splitter)")
     g.add_argument("--log-level", default=os.environ.get("SPLITTER_LOG_LEVEL", "INFO"))
+    # argparse converts a string default with `type`, so a bad SPLITTER_METRICS_PORT is a usage error.
+    g.add_argument("--metrics-port", type=int, default=os.environ.get("SPLITTER_METRICS_PORT") or None,
+                   help="serve /metrics and /healthz on this port (SPLITTER_METRICS_PORT; `run` gives capture this "
+                        "port and worker i port+i)")
     return p
 
 
@@ -81,11 +85,13 @@ def settings_env(settings: Settings, topology_path: str | None) -> dict[str, str
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from splitter.capture import Capture
+    from splitter.metrics import start_metrics
 
     settings = _settings(args)
     stop = threading.Event()
     install_stop_signals(stop)
-    return run_with_retries("capture", lambda ev: Capture(settings).run(ev), stop)
+    with start_metrics(settings, "capture", port=args.metrics_port) as metrics:
+        return run_with_retries("capture", metrics.instrument(lambda: Capture(settings)), stop)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -93,9 +99,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     settings.topology.service(args.service)
+    from splitter.metrics import start_metrics
+
     stop = threading.Event()
     install_stop_signals(stop)
-    return run_with_retries(f"worker[{args.service}]", lambda ev: Worker(settings, args.service).run(ev), stop)
+    with start_metrics(settings, "worker", service=args.service, port=args.metrics_port) as metrics:
+        return run_with_retries(f"worker[{args.service}]",
+                                metrics.instrument(lambda: Worker(settings, args.service)), stop)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -105,9 +115,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in args.service:
             settings.topology.service(name)
         services = list(args.service)
-    children = [("capture", child_argv([], ["capture", "--log-level", args.log_level]))]
-    children += [(f"worker[{s}]", child_argv([], ["worker", "--service", s, "--log-level", args.log_level]))
-                 for s in services]
+    from splitter.cutover_state import completed_services
+
+    retired = completed_services(settings)  # their forward worker is held for good by `splitter complete`
+    services = [s for s in services if s not in retired]
+
+    def port(i: int) -> list[str]:
+        # Each child its own port: capture base+0, the i-th worker base+i (argv: a port is no secret).
+        return [] if args.metrics_port is None else ["--metrics-port", str(args.metrics_port + i)]
+
+    children = [("capture", child_argv([], ["capture", "--log-level", args.log_level, *port(0)]))]
+    children += [(f"worker[{s}]", child_argv([], ["worker", "--service", s, "--log-level", args.log_level,
+                                                  *port(i)]))
+                 for i, s in enumerate(services, start=1)]
+    reverse = ["reverse", "--log-level", args.log_level]
+    for name in args.service or []:
+        reverse += ["--service", name]
+    children.append(("reverse", child_argv([], reverse)))  # idles unless a service has been switched
     stop = threading.Event()
     install_stop_signals(stop)
     log.info("starting capture and %d worker(s): %s", len(services), ", ".join(services))

@@ -75,6 +75,7 @@ from splitter.errors import (
     SplitterError,
     classify_sqlstate,
 )
+from splitter.worker import POSITION_WRITE_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,11 @@ LogEndMode = Literal["watermark", "scan"]
 
 #: Error kinds (`kind` label); each is exported from the start at 0 so rate() and alerts see a series.
 ERROR_KINDS: tuple[str, ...] = ("retryable", "fatal", "configuration", "malformed_message", "unexpected")
-#: Cutover states as DESIGN.md names them; the state-set gauge exports each (1 for the current one).
-CUTOVER_STATES: tuple[str, ...] = ("streaming", "fenced", "caught_up", "verified", "switched", "reverse_streaming",
-                                   "complete", "rolled_back", "aborted")
+#: Cutover states (splitter.cutover_state's names); the state-set gauge exports each, 1 for the current one,
+#: plus any other state a row holds.
+CUTOVER_STATES: tuple[str, ...] = (
+    "streaming", "fenced", "caught_up", "verified", "switching", "switched", "reverse_streaming", "complete",
+    "aborted", "rollback_fenced", "rollback_caught_up", "rollback_verified", "rollback_switching", "rolled_back")
 # Batch sizes in rows, and apply times: buckets span one-row commits to the 5000-row batch limit.
 BATCH_ROWS_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, float("inf"))
 APPLY_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
@@ -93,9 +96,6 @@ APPLY_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 _SAMPLE_TICK = 0.25
 # Source position samples kept for the lag-seconds reference (enough for any sane grace).
 _SOURCE_HISTORY = 600
-# An idle worker writes its position this often (worker.POSITION_WRITE_INTERVAL; kept here so that
-# importing metrics does not import the worker).
-_POSITION_WRITE_INTERVAL = 1.0
 
 
 class _Runnable(Protocol):
@@ -164,7 +164,7 @@ def lag_seconds(applied_lsn: int, applied_ts_ms: int, clock: SourceClock, now: f
 
 
 def caught_up_grace(settings: Settings, poll_interval: float) -> float:
-    return settings.heartbeat_interval + _POSITION_WRITE_INTERVAL + poll_interval
+    return settings.heartbeat_interval + POSITION_WRITE_INTERVAL + poll_interval
 
 
 # -- process-wide progress (backfill, verify, dead letters) -----------------------------------------------
@@ -544,7 +544,6 @@ class _SlotState:
 @dataclass
 class _ServiceState:
     hold_requested: bool | None = None
-    cutover_state: str | None = None
 
 
 _SLOT_SQL = """
@@ -565,6 +564,7 @@ class _Poller(threading.Thread):
         self.owner = owner
         self.slot = _SlotState()
         self.service_state = _ServiceState()
+        self.cutover_states: dict[str, str] | None = None  # capture: service -> state; None: no cutover table
         self.log_end_offset: int | None = None
         self._log_end_mode = log_end
         self._source: psycopg.Connection | None = None
@@ -633,27 +633,26 @@ class _Poller(threading.Thread):
         self.slot = _SlotState(
             confirmed_lsn=str_to_lsn(row[2]) if row[2] else None, restart_lsn=str_to_lsn(row[3]) if row[3] else None,
             active=bool(row[4]), wal_status=row[5], lag_bytes=row[6], retained_bytes=row[7], exists=bool(row[1]))
+        # Cutover states live in the source's splitter schema (splitter.cutover_state owns the table).
+        # Capture exports them for every service: a service whose cutover completed has no worker left.
+        have = conn.execute(f"SELECT to_regclass('{STATE_SCHEMA}.cutover') IS NOT NULL").fetchone()
+        if have and have[0]:
+            rows = conn.execute(f"SELECT service, state::text FROM {STATE_SCHEMA}.cutover").fetchall()
+            self.cutover_states = {service: state for service, state in rows}
+        else:
+            self.cutover_states = None
 
     def _poll_service(self, s: Settings) -> None:
         if self._target is None:
             self._target = connect(s.target_dsn(self.owner.service), f"database of service {self.owner.service} "
                                    "(metrics)", autocommit=True, application_name="splitter-metrics")
         conn = self._target
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-                           (f"{STATE_SCHEMA}.control", f"{STATE_SCHEMA}.cutover")).fetchone()
-        assert row is not None
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{STATE_SCHEMA}.control",)).fetchone()
         state = _ServiceState()
-        if row[0]:
+        if row and row[0]:
             held = conn.execute(f"SELECT pause_at_lsn IS NOT NULL FROM {STATE_SCHEMA}.control WHERE service = %s",
                                 (self.owner.service,)).fetchone()
             state.hold_requested = bool(held and held[0])
-        if row[1]:
-            try:
-                cut = conn.execute(f"SELECT state::text FROM {STATE_SCHEMA}.cutover WHERE service = %s",
-                                   (self.owner.service,)).fetchone()
-            except psycopg.errors.UndefinedColumn:
-                cut = None  # a cutover table of another shape: no state to show
-            state.cutover_state = cut[0] if cut else None
         self.service_state = state
 
     def _poll_log_end(self) -> None:
@@ -774,7 +773,8 @@ class _ComponentCollector(Collector):
 
     def _capture(self, o: ComponentMetrics, latest: SourceSample | None) -> Iterator[Metric]:
         st = o.stats
-        slot = o._poller.slot
+        poller = o._poller
+        slot = poller.slot
         sl = [o.settings.slot]
         if slot.exists:
             yield _gauge("splitter_slot_lag_bytes", "Source WAL not yet confirmed by the slot", ["slot"],
@@ -791,6 +791,13 @@ class _ComponentCollector(Collector):
                              ["slot", "status"],
                              *[([o.settings.slot, s], 1 if slot.wal_status == s else 0)
                                for s in sorted({"reserved", "extended", "unreserved", "lost", slot.wal_status})])
+        cutover = poller.cutover_states
+        if cutover is not None:
+            yield _gauge("splitter_cutover_state", "Each service's cutover state (state set, from splitter.cutover)",
+                         ["service", "state"],
+                         *[([service, s], 1 if s == current else 0)
+                           for service, current in sorted(cutover.items())
+                           for s in dict.fromkeys((*CUTOVER_STATES, current))])
         if st is None:
             return
         by_table_op = dict(st.by_table_op)
@@ -816,10 +823,6 @@ class _ComponentCollector(Collector):
         if state.hold_requested is not None:
             yield _gauge("splitter_worker_hold_requested", "1 while verify or cutover holds the worker", ["service"],
                          (svc, 1 if state.hold_requested else 0))
-        if state.cutover_state is not None:
-            yield _gauge("splitter_cutover_state", "The service's cutover state (state set)", ["service", "state"],
-                         *[([o.service, s], 1 if s == state.cutover_state else 0)
-                           for s in dict.fromkeys((*CUTOVER_STATES, state.cutover_state))])
         st = o.stats
         if st is None or (st.applied_offset < 0 and st.applied_lsn == 0):
             return  # not positioned yet (waiting for its checkpoint)

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from functools import partial
+from typing import Any, TextIO, TypeVar
 
 import psycopg
 from pglast import ast
 from psycopg import sql
 
-from connectors.pg_sink import connect, target_columns
+from connectors.pg_sink import STATE_SCHEMA, connect, target_columns
 from connectors.pg_source import check_slot_usable, relation_schema, slot_info
 from splitter.config import Settings
 from splitter.dsn import mask_dsn, mask_secrets
@@ -57,12 +58,11 @@ INFO = "INFO"
 _SEVERITY_RANK = {ERROR: 0, WARNING: 1, INFO: 2}
 
 FIRST_USER_OID = 16384  # types below it are built in: the same oid means the same type in every database
-STATE_SCHEMA = "splitter"  # the schema connectors.pg_sink creates in every service database
 _REQUIRED_TARGET_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 # A plan must never hang behind a lock or a slow catalog: LIMIT 0 still takes ACCESS SHARE locks.
-_SESSION_LIMITS = "SET lock_timeout = '5s'; SET statement_timeout = '60s'"
+_SESSION_LIMITS = ("SET lock_timeout = '5s'", "SET statement_timeout = '60s'")
 
 
 # --------------------------------------------------------------------------------------------- findings
@@ -230,6 +230,15 @@ class Unreachable:
     what: str
     dsn: str  # masked
     message: str
+    connected: bool = False  # True: connected, but reading the catalogs failed
+
+    @property
+    def code(self) -> str:
+        return "inspection-failed" if self.connected else "connection-failed"
+
+    def describe(self) -> str:
+        action = "cannot inspect" if self.connected else "cannot connect to"
+        return f"{action} {self.what} at {self.dsn}: {self.message}"
 
 
 # -------------------------------------------------------------------------------- expression analysis
@@ -367,7 +376,8 @@ def conversion_findings(expr: str, result: TypeInfo, target: TypeInfo,
         if values is not None:
             missing = sorted(values - set(t.enum_labels))
             if missing:
-                src = source.columns[column].type.display if column and column in source.columns else "the expression"
+                src = (f"source column {column} ({source.columns[column].type.display})"
+                       if column and column in source.columns else "the expression")
                 out.append((ERROR, "enum-label-missing",
                             f"{src} can hold {', '.join(repr(v) for v in missing)}, which enum {t.display} lacks "
                             f"(its labels: {', '.join(t.enum_labels)}); rows with them would be rejected"))
@@ -479,14 +489,14 @@ def collect_findings(topology: Topology, source: SourceFacts | Unreachable,
     """Every finding for `topology` given what the databases said; ERRORs first, then WARNINGs, INFOs."""
     out = _Collector()
     if isinstance(source, Unreachable):
-        out.add(ERROR, "connection-failed", _unreachable_message(source), table=None)
+        out.add(ERROR, source.code, source.describe())
     else:
         _source_preflight(out, topology, source, slot, publication)
         _unrouted(out, topology, source)
     for service in topology.services:
         target = targets.get(service.name)
         if isinstance(target, Unreachable):
-            out.add(ERROR, "connection-failed", _unreachable_message(target), service=service.name,
+            out.add(ERROR, target.code, target.describe(), service=service.name,
                     origin=str(service.origin))
         elif target is not None:
             _target_preflight(out, service.name, topology.routes_for(service), target)
@@ -494,10 +504,6 @@ def collect_findings(topology: Topology, source: SourceFacts | Unreachable,
             _route_rules(out, route, source if isinstance(source, SourceFacts) else None,
                          target if isinstance(target, TargetFacts) else None)
     return sorted(out.findings, key=lambda f: _SEVERITY_RANK[f.severity])
-
-
-def _unreachable_message(u: Unreachable) -> str:
-    return f"cannot reach {u.what} at {u.dsn}: {u.message}"
 
 
 def _source_preflight(out: _Collector, topology: Topology, source: SourceFacts, slot: str,
@@ -526,23 +532,27 @@ def _source_preflight(out: _Collector, topology: Topology, source: SourceFacts, 
 
     routed = topology.source_tables()
     present = [t for t in routed if t in source.tables]
+    first_route: dict[tuple[str, str], str] = {}
+    for route in topology.routes():
+        first_route.setdefault((route.source_schema, route.source_table), str(route.table.origin))
     for key in present:
         table = source.tables[key]
+        origin = first_route.get(key)
         if "SELECT" not in table.privileges and not role.superuser:
             out.add(ERROR, "no-select", f"source role {role.name!r} cannot SELECT {table.qualified}",
-                    table=table.qualified)
+                    table=table.qualified, origin=origin)
         if table.primary_key is None:
             out.add(ERROR, "no-primary-key",
                     f"source table {table.qualified} has no primary key; splitter keys every change by it",
-                    table=table.qualified)
+                    table=table.qualified, origin=origin)
         if table.replica_identity == "n":
             out.add(ERROR, "replica-identity",
                     f"source table {table.qualified} has REPLICA IDENTITY NOTHING: updates and deletes carry no "
-                    f"key (ALTER TABLE ... REPLICA IDENTITY DEFAULT)", table=table.qualified)
+                    f"key (ALTER TABLE ... REPLICA IDENTITY DEFAULT)", table=table.qualified, origin=origin)
         elif table.replica_identity == "d" and table.primary_key is None:
             out.add(ERROR, "replica-identity",
                     f"source table {table.qualified} has REPLICA IDENTITY DEFAULT but no primary key: updates and "
-                    f"deletes carry no key", table=table.qualified)
+                    f"deletes carry no key", table=table.qualified, origin=origin)
 
     pub = source.publication
     if pub is None:
@@ -682,12 +692,13 @@ def _route_rules(out: _Collector, route: Route, source: SourceFacts | None, targ
             continue
         if tcol is None or src_table is None:
             continue
+        tcol_where = f"{tgt_table.qualified}." if tgt_table else ""
         if src_check is not None and src_check.result is not None:
             for severity, code, message in conversion_findings(expr, src_check.result, tcol.type, src_table):
-                out.add(severity, code, f"{expr!r}: {message}", route=route, column=column)
+                out.add(severity, code, f"{tcol_where}{column} ← {expr}: {message}", route=route, column=column)
         if tcol.not_null and may_be_null(expr, src_table):
             out.add(ERROR, "not-null-from-nullable",
-                    f"{tgt_table.qualified if tgt_table else ''}.{column} is NOT NULL but {expr!r} yields NULL where "
+                    f"{tcol_where}{column} is NOT NULL but {expr!r} yields NULL where "
                     f"source {route.source_schema}.{route.source_table} has NULL (wrap it in coalesce(...))",
                     route=route, column=column)
 
@@ -792,8 +803,10 @@ def describe_routes(topology: Topology, source: SourceFacts | Unreachable,
                     columns.append({"column": name, "expression": None, "source_type": None,
                                     "target_type": tcol.type.display,
                                     "filled_by": "default" if tcol.has_default else "null"})
+        status = "unreachable" if isinstance(target, Unreachable) else "ok" if tgt_table else "missing"
         routes.append({
             "source": f"{route.source_schema}.{route.source_table}",
+            "target_status": status,
             "service": route.service.name,
             "database": route.service.database,
             "target": _route_table_name(route),
@@ -869,8 +882,8 @@ def _read_tables(conn: psycopg.Connection[Any], *, schemas: Sequence[str] = (),
         columns[rel][name] = ColumnFacts(name, _type_info(typoid, typmod, display, typname, nsp, cat, labels),
                                          bool(notnull), bool(hasdef))
     indexes: dict[int, list[IndexFacts]] = {oid: [] for oid in oids}
-    for rel, name, primary, unique, partial, cols in conn.execute(_INDEXES_SQL, (list(oids),)).fetchall():
-        indexes[rel].append(IndexFacts(name, tuple(cols), bool(primary), bool(unique), bool(partial)))
+    for rel, name, primary, unique, is_partial, cols in conn.execute(_INDEXES_SQL, (list(oids),)).fetchall():
+        indexes[rel].append(IndexFacts(name, tuple(cols), bool(primary), bool(unique), bool(is_partial)))
     out = {}
     for oid, schema, table, replident, owned, *privileges in rows:
         granted = frozenset(p for p, on in zip(_REQUIRED_TARGET_PRIVILEGES, privileges, strict=True) if on)
@@ -940,7 +953,8 @@ def _plan_source_expressions(conn: psycopg.Connection[Any], route: Route, relati
 def gather_source(conn: psycopg.Connection[Any], topology: Topology, *, slot: str, publication: str,
                   dsn: str) -> SourceFacts:
     """Everything the rules need from the source database, read only."""
-    conn.execute(_SESSION_LIMITS)
+    for setting in _SESSION_LIMITS:
+        conn.execute(setting)
     row = conn.execute(
         "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int, "
         "(SELECT count(*) FROM pg_replication_slots), current_setting('max_wal_senders')::int, "
@@ -1008,7 +1022,8 @@ def _apply_columns(conn: psycopg.Connection[Any], route: Route, table: TableFact
 def gather_target(conn: psycopg.Connection[Any], service: str, routes: Sequence[Route],
                   relations: Mapping[tuple[str, str], RelationSchema], *, dsn: str) -> TargetFacts:
     """Everything the rules need from one service database, read only."""
-    conn.execute(_SESSION_LIMITS)
+    for setting in _SESSION_LIMITS:
+        conn.execute(setting)
     row = conn.execute(
         "SELECT current_user, r.rolsuper, has_database_privilege(current_database(), 'CREATE'), "
         "has_database_privilege(current_database(), 'TEMP'), n.oid IS NOT NULL, "
@@ -1063,7 +1078,7 @@ class PlanResult:
         return sum(1 for f in self.findings if f.severity == WARNING)
 
 
-def _gather_error(exc: Exception, what: str, dsn: str) -> Unreachable:
+def _gather_error(exc: Exception, what: str, dsn: str, *, connected: bool) -> Unreachable:
     # connect() wraps the driver's error as "cannot connect to <what>: ..."; the driver's own
     # reason is the useful part, and the message we build names the database once.
     cause = exc.__cause__ if isinstance(exc, SplitterError) and isinstance(exc.__cause__, psycopg.Error) else exc
@@ -1071,32 +1086,40 @@ def _gather_error(exc: Exception, what: str, dsn: str) -> Unreachable:
         message = _db_message(cause, dsn)
     else:
         message = " ".join(mask_secrets(str(cause), dsn).split())
-    return Unreachable(what, mask_dsn(dsn), message)
+    return Unreachable(what, mask_dsn(dsn), message, connected)
+
+
+_Facts = TypeVar("_Facts")
+
+
+def _inspect(dsn: str, what: str, read: Callable[[psycopg.Connection[Any]], _Facts]) -> _Facts | Unreachable:
+    """`read` on a fresh read-only-by-convention session, or why the database could not be read."""
+    try:
+        conn = connect(dsn, what, autocommit=True, application_name="splitter-plan")
+    except SplitterError as exc:
+        return _gather_error(exc, what, dsn, connected=False)
+    try:
+        with conn:
+            return read(conn)
+    except (psycopg.Error, SplitterError) as exc:
+        return _gather_error(exc, what, dsn, connected=True)
 
 
 def build_plan(settings: Settings) -> PlanResult:
     """Connect to the source and every service database, gather their facts, and judge them."""
     topology = settings.topology
-    source: SourceFacts | Unreachable
-    what = f"source database {topology.source_database}"
-    try:
-        with connect(settings.source_dsn, what, autocommit=True, application_name="splitter-plan") as conn:
-            source = gather_source(conn, topology, slot=settings.slot, publication=settings.publication,
-                                   dsn=settings.source_dsn)
-    except (psycopg.Error, SplitterError) as exc:
-        source = _gather_error(exc, what, settings.source_dsn)
+    source = _inspect(settings.source_dsn, f"source database {topology.source_database}",
+                      partial(gather_source, topology=topology, slot=settings.slot,
+                              publication=settings.publication, dsn=settings.source_dsn))
     relations = source.relations if isinstance(source, SourceFacts) else {}
 
     targets: dict[str, TargetFacts | Unreachable] = {}
     for service in topology.services:
         dsn = settings.target_dsn(service.name)
-        what = f"database {service.database} of service {service.name}"
-        try:
-            with connect(dsn, what, autocommit=True, application_name="splitter-plan") as conn:
-                targets[service.name] = gather_target(conn, service.name, topology.routes_for(service), relations,
-                                                      dsn=dsn)
-        except (psycopg.Error, SplitterError) as exc:
-            targets[service.name] = _gather_error(exc, what, dsn)
+        targets[service.name] = _inspect(
+            dsn, f"database {service.database} of service {service.name}",
+            partial(gather_target, service=service.name, routes=topology.routes_for(service), relations=relations,
+                    dsn=dsn))
 
     findings = collect_findings(topology, source, targets, slot=settings.slot, publication=settings.publication)
     return PlanResult(describe_routes(topology, source, targets), findings)
@@ -1111,7 +1134,8 @@ def render_text(plan: PlanResult, out: TextIO) -> None:
         rows = []
         for col in route["columns"]:
             expr = col["expression"] if col["expression"] is not None else f"({col.get('filled_by')})"
-            rows.append((col["column"], expr, col["source_type"] or "", col["target_type"] or "<missing>"))
+            unknown = "<unknown>" if route["target_status"] == "unreachable" else "<missing>"
+            rows.append((col["column"], expr, col["source_type"] or "", col["target_type"] or unknown))
         widths = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
         for name, expr, src_type, tgt_type in rows:
             print(f"    {name:<{widths[0]}}  ← {expr:<{widths[1]}}  {src_type:<{widths[2]}} → {tgt_type}", file=out)

@@ -37,7 +37,8 @@ def _declaration_origin() -> Origin:
     """The first stack frame outside this module: the line of topology.py that declared the object."""
     frame = sys._getframe(1)
     here = __file__
-    while frame is not None and frame.f_code.co_filename == here:
+    # Skip this module and the __init__ that dataclasses generates (its filename is "<string>").
+    while frame is not None and frame.f_code.co_filename in (here, "<string>"):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return Origin("<unknown>", 0)

@@ -298,9 +298,9 @@ class Progress:
 class ProgressLine:
     """Renders `Progress` as one rewritten line on a terminal (and nothing when not a TTY)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, min_interval: float = 0.2) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
+    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.2) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty()
         self._last = 0.0
         self._min_interval = min_interval
 
@@ -312,8 +312,8 @@ class ProgressLine:
         pct = f"{min(100.0, 100.0 * p.rows_done / p.rows_total):5.1f}%" if p.rows_total else "  ?  "
         eta = p.eta
         eta_text = f"ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else "ETA --:--"
-        line = (f"verify: table {p.tables_done + 1}/{p.tables_total} {p.table}  {p.rows_done:,}/~{p.rows_total:,} "
-                f"rows {pct}  {eta_text}")
+        line = (f"verify: {p.tables_done}/{p.tables_total} tables done, at {p.table}  "
+                f"{p.rows_done:,}/~{p.rows_total:,} rows {pct}  {eta_text}")
         self.stream.write("\r" + line[:150].ljust(150))
         self.stream.flush()
 
@@ -434,6 +434,8 @@ def _consistent_snapshots(settings: Settings, routes_by_service: dict[str, list[
                     f"{lsn_to_str(seen.pause_at_lsn or 0)}, held {lsn_to_str(seen.paused_lsn or 0)}, checkpoint "
                     f"{lsn_to_str(seen.checkpoint_lsn or 0)}, source point {lsn_to_str(p)})")
             report.held_lsns[service] = seen.checkpoint_lsn
+            # The snapshot is taken: this worker need not wait for the others' or for the comparison.
+            controls.pop(service).release()
         return source, targets
     except BaseException:
         for target in targets.values():
@@ -553,8 +555,8 @@ def verify(settings: Settings, *, services: Sequence[str] | None = None, tables:
 
 def _diff_rows(report: TableReport, plan: TablePlan, source: SourceSession, target: TargetSession,
                differing: list[int], sample: int) -> None:
-    merge_rows(report, plan.column_names, plan.key_index, source_rows_of(source, plan, differing), target.rows(plan),
-               sample)
+    merge_rows(report, plan.column_names, plan.key_index, source_rows_of(source, plan, differing),
+               target.rows(plan, differing), sample)
 
 
 def verify_quiesced(settings: Settings, **kwargs: Any) -> VerifyReport:

@@ -1,0 +1,180 @@
+"""Topology mistakes are refused when topology.py loads, each named with what is wrong and where.
+
+Each case writes a small topology file into tmp_path with one mistake, marked `# <- HERE` on the line
+that declares the faulty object, and loads it with `load_topology` (no server needed).  Unknown source
+tables and columns need the source's catalog: `splitter plan` reports them (tests/integration/test_plan.py);
+here `sqlrender.check_route_against` is checked once on a hand-written relation.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from splitter import cli
+from splitter.envelope import ColumnSchema
+from splitter.errors import ConfigurationError
+from splitter.sqlrender import check_route_against
+from splitter.topology import load_topology
+
+HEADER = "from splitter.topology import Service, Table, Topology\n\n"
+
+# name -> (topology source, what the message must say)
+CASES: dict[str, tuple[str, str]] = {
+    "unknown key column": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", tables=(
+            Table("users", source="users", key=("uid",), columns={"id": "id", "name": "name"}),  # <- HERE
+        )),
+    ),
+)
+""", "user.users: key column 'uid' is not among its columns"),
+    "expression that does not parse": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", tables=(
+            Table("users", source="users", key=("id",), columns={"id": "id", "name": "coalesce(name,"}),  # <- HERE
+        )),
+    ),
+)
+""", "user.users.name: expression 'coalesce(name,' does not parse"),
+    "subquery": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", tables=(
+            Table("users", source="users", key=("id",), columns={  # <- HERE
+                "id": "id", "n": "(SELECT count(*) FROM followers)"}),
+        )),
+    ),
+)
+""", "user.users.n: expression '(SELECT count(*) FROM followers)' contains a subquery"),
+    "two routes into one target table": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", schema="users", tables=(
+            Table("users", source="users", key=("id",), columns={"id": "id"}),
+            Table("users.users", source="profiles", key=("id",), columns={"id": "id"}),  # <- HERE
+        )),
+    ),
+)
+""", "user.users.users: two routes write the same target table users.users"),
+    "bad on_error": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", on_error="ignore", tables=(  # <- HERE
+            Table("users", source="users", key=("id",), columns={"id": "id"}),
+        )),
+    ),
+)
+""", "service 'user' has on_error='ignore'; choose one of stop, dead_letter"),
+}
+
+
+def _write(tmp_path: Path, name: str, body: str) -> tuple[Path, int]:
+    path = tmp_path / f"{re.sub(r'[^a-z]+', '_', name)}.py"
+    text = HEADER + body
+    path.write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines(), start=1) if "# <- HERE" in t)
+    return path, line
+
+
+def _load_error(path: Path) -> str:
+    with pytest.raises(ConfigurationError) as info:
+        load_topology(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_mistake_is_refused_at_load_naming_it(tmp_path: Path, case: str) -> None:
+    body, needle = CASES[case]
+    path, _ = _write(tmp_path, case, body)
+    message = _load_error(path)
+    assert message.startswith("topology is invalid:\n"), message
+    problems = message.splitlines()[1:]
+    assert len(problems) == 1, message
+    # Every problem starts with the place it was declared ("<file>:<line>: "), then says what is wrong.
+    assert re.match(r"  \S+:\d+: ", problems[0]), problems[0]
+    assert needle in problems[0], problems[0]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (splitter/topology.py): _declaration_origin stops at the "
+                                       "dataclass-generated __init__ (file '<string>'), so every origin reads "
+                                       "'<string>:<n>' instead of topology.py's file and line; patch in the report")
+@pytest.mark.parametrize("case", CASES)
+def test_mistake_names_the_file_and_line_that_declared_it(tmp_path: Path, case: str) -> None:
+    body, _ = CASES[case]
+    path, line = _write(tmp_path, case, body)
+    problem = _load_error(path).splitlines()[1]
+    assert problem.startswith(f"  {path}:{line}: "), (problem, f"{path}:{line}")
+
+
+def test_every_problem_is_listed_not_only_the_first(tmp_path: Path) -> None:
+    path, _ = _write(tmp_path, "several", """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("a", database="a_db", on_error="retry", tables=(
+            Table("t", source="t", key=("k",), columns={"id": "id + "}),  # <- HERE
+        )),
+        Service("a", database="a_db", tables=(Table("t", source="t", key=("id",), columns={"id": "id"}),)),
+    ),
+)
+""")
+    message = _load_error(path)
+    for needle in ("on_error='retry'", "key column 'k' is not among its columns", "'id + ' does not parse",
+                   "service 'a' is declared twice", "uses database 'a_db', already used by service 'a'"):
+        assert needle in message, message
+    assert len(message.splitlines()) == 6, message
+
+
+def test_file_that_cannot_run_or_lacks_topology_is_refused(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text(HEADER + "TOPOLOGY = Topology(source_database='src', services=(Service('a'),))\n")
+    message = _load_error(broken)
+    assert str(broken) in message and "cannot load topology: TypeError" in message, message
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    assert "must define TOPOLOGY = Topology(...)" in _load_error(empty)
+    assert "does not exist" in _load_error(tmp_path / "missing.py")
+
+
+def test_cli_reports_a_bad_topology_in_one_message_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body, needle = CASES["subquery"]
+    path, _ = _write(tmp_path, "cli", body)
+    # plan would connect next: the topology is refused before any connection is tried.
+    code = cli.main(["plan", "--topology", str(path), "--source-dsn", "postgresql://u:Secret-9@127.0.0.1:9/src",
+                     "--kafka", "127.0.0.1:9"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith("splitter: configuration error: topology is invalid:") and needle in err, err
+    assert "Traceback" not in err and "Secret-9" not in out + err
+
+
+def test_unknown_source_column_is_named_by_check_route_against(tmp_path: Path) -> None:
+    path, _ = _write(tmp_path, "route", """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", tables=(
+            Table("users", source="users", key=("id",), columns={"id": "id", "nick": "lower(nickname)"}),  # <- HERE
+        )),
+    ),
+)
+""")
+    route = next(load_topology(path).routes())
+    columns = {"id": ColumnSchema("id", "text", True), "name": ColumnSchema("name", "text", False)}
+    problems = check_route_against(route, columns)
+    assert len(problems) == 1, problems
+    assert "expression 'lower(nickname)' reads column(s) nickname that public.users lacks" in problems[0]
+    assert "public.users → user.public.users.nick" in problems[0]
+    assert check_route_against(route, {**columns, "nickname": ColumnSchema("nickname", "text", False)}) == []
+    # A key that reads a column outside the source primary key is refused too.
+    unkeyed = {**columns, "id": ColumnSchema("id", "text", False), "nickname": ColumnSchema("nickname", "text", False)}
+    assert any("not in the source primary key" in p for p in check_route_against(route, unkeyed))
