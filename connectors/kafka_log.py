@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +84,7 @@ class ChangeLogProducer:
             "message.max.bytes": MAX_RECORD_BYTES,
             "message.timeout.ms": 0,  # never give up on a record silently: capture waits for the broker
         }
+        config["on_delivery"] = self._on_delivery  # one callback for all records, not one per produce call
         config.update(extra or {})
         self.topic = topic
         self._producer = Producer(config)
@@ -103,12 +103,13 @@ class ChangeLogProducer:
         if offset is not None and offset > self.last_offset:
             self.last_offset = offset
 
-    def produce(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
-        self.raise_delivery_error()
+    def produce(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        if self._error is not None:
+            self.raise_delivery_error()
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key or None, headers=list(headers),
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(self.topic, value=value, key=key or None,
+                                       headers=headers)  # type: ignore[arg-type]  # list is invariant
                 break
             except BufferError:
                 # Local queue full: serve delivery reports until there is room.

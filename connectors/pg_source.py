@@ -184,7 +184,13 @@ class ReplicationConnection:
     def read(self, timeout: float) -> XLogData | PrimaryKeepalive | None:
         """The next CopyData message, or None if none arrived within `timeout` seconds."""
         nbytes, data = self.pgconn.get_copy_data(1)
-        if nbytes == 0:
+        if nbytes == 0 and timeout <= 0:
+            # Only what already arrived: read the socket without waiting.
+            self.pgconn.consume_input()
+            nbytes, data = self.pgconn.get_copy_data(1)
+            if nbytes == 0:
+                return None
+        elif nbytes == 0:
             ready, _, _ = select.select([self.pgconn.socket], [], [], timeout)
             if not ready:
                 return None

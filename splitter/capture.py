@@ -41,6 +41,8 @@ from splitter.errors import FatalError, MalformedMessageError, RetryableError
 log = logging.getLogger(__name__)
 
 MESSAGE_PREFIX = "splitter."
+# Messages handled per pass of the loop before Kafka delivery reports and the slot position are served.
+DRAIN_BATCH = 2000
 
 
 @dataclass(slots=True)
@@ -141,16 +143,21 @@ class Capture:
         try:
             while not stop.is_set():
                 msg = repl.read(timeout=0.05 if producer.in_flight else 0.2)
-                if msg is None:
-                    pass
-                elif isinstance(msg, PrimaryKeepalive):
-                    self.stats.received_lsn = max(self.stats.received_lsn, msg.wal_end)
-                    if self._txn is None:
-                        self._idle_lsn = max(self._idle_lsn, msg.wal_end)
-                    reply = reply or msg.reply_requested
-                else:
-                    self.stats.received_lsn = max(self.stats.received_lsn, msg.wal_end)
-                    self._handle(decoder.decode(msg.payload), producer)
+                # Drain what libpq already holds before the per-pass work (poll, confirm, status): that
+                # bookkeeping once per burst instead of once per change.
+                for _ in range(DRAIN_BATCH):
+                    if msg is None:
+                        break
+                    if isinstance(msg, PrimaryKeepalive):
+                        self.stats.received_lsn = max(self.stats.received_lsn, msg.wal_end)
+                        if self._txn is None:
+                            self._idle_lsn = max(self._idle_lsn, msg.wal_end)
+                        reply = reply or msg.reply_requested
+                    else:
+                        self._handle(decoder.decode(msg.payload), producer)
+                        if msg.wal_end > self.stats.received_lsn:
+                            self.stats.received_lsn = msg.wal_end
+                    msg = repl.read(timeout=0.0)
                 producer.poll(0)
                 confirmed = self._confirmable(producer, confirmed)
                 now = time.monotonic()

@@ -33,7 +33,7 @@ from splitter.topology import Route, expression_columns, load_topology
 log = logging.getLogger(__name__)
 
 # An idle service still records how far it has read, so lag reads zero on an idle source.
-POSITION_WRITE_INTERVAL = 1.0
+POSITION_WRITE_INTERVAL = 0.25
 BACKFILL_PREFIX = "splitter.backfill"
 # How often the control row (hold requests from verify and cutover) is read.
 CONTROL_POLL_INTERVAL = 0.2
@@ -81,17 +81,27 @@ class _Window:
     table: bytes
     low_offset: int
     keys: set[tuple[str | None, ...]] = field(default_factory=set)
+    # Updates that left TOASTed columns out: they cannot replace the copied row, so they are re-applied
+    # on top of it (setting the same values twice is harmless), in log order.
+    partials: dict[tuple[str | None, ...], list[tuple[RowChange, RelationSchema]]] = field(default_factory=dict)
+    truncated: bool = False
 
     def track(self, change: RowChange, headers: dict[str, bytes]) -> None:
         raw = headers.get(envelope.SCHEMA_HEADER)
         if raw is None:
             return
-        relation = RelationSchema.from_header(self.table.decode(), raw)
-        for image in (change.before, change.after):
-            if image is not None:
-                self.keys.add(tuple(image.get(k) for k in relation.key_columns))
         if change.op == "t":
-            self.keys.add(("*truncate*",))
+            self.truncated = True
+            return
+        relation = RelationSchema.from_header(self.table.decode(), raw)
+        new_key = tuple(change.after.get(k) for k in relation.key_columns) if change.after is not None else None
+        old_key = tuple(change.before.get(k) for k in relation.key_columns) if change.before is not None else None
+        if change.op == "u" and change.unchanged_toast and new_key is not None and old_key in (None, new_key):
+            self.partials.setdefault(new_key, []).append((change, relation))
+            return
+        for key in (old_key, new_key):
+            if key is not None:
+                self.keys.add(key)
 
 
 def _unit_key(unit: tuple[int, RowChange, RelationSchema]) -> tuple[str, tuple[str | None, ...]]:
@@ -110,12 +120,18 @@ class Worker:
         self._reads = _columns_read(self.routes)
         self._window: _Window | None = None
         self._sink: ServiceSink | None = None
+        # Tables being re-copied: the target may lack rows the copy has not reached yet.
+        self._backfilling: set[str] = set()
+        self._backfill_finishing: set[str] = set()
         self.stats = WorkerStats()
         self._relations: dict[bytes, RelationSchema] = {}
         self._last_shape: dict[str, RelationSchema] = {}
         self._letters: list[dead_letters.DeadLetter] = []
         self._parked: set[tuple[str, tuple[str | None, ...]]] = set()
         self._dlq_producer: ChangeLogProducer | None = None
+        # The commit LSN the service database held when a replay was asked for: batches at or below it
+        # re-apply what the database already saw, over a newer state (see ServiceSink.replaying).
+        self._replay_until = 0
         self._reset_batch()
 
     def _reset_batch(self) -> None:
@@ -124,6 +140,7 @@ class Worker:
         self._chunks: list[ChunkDone] = []
         self._batch_txns = 0
         self._batch_started = 0.0
+        self._batch_first_lsn = 0
         self._open: _OpenTxn | None = None
 
     def run(self, stop: threading.Event) -> None:
@@ -158,6 +175,7 @@ class Worker:
         self._consumer = consumer
         self._sink = sink
         self._parked = sink.parked_keys()
+        self._backfilling = sink.running_backfills()
         self._rewind(cp)
         self.stats.transactions_applied = sink.transactions_applied
         self.stats.rows_applied = sink.rows_applied
@@ -172,11 +190,10 @@ class Worker:
             now = time.monotonic()
             if now - last_control >= CONTROL_POLL_INTERVAL:
                 last_control = now
-                request = sink.pending_request()
+                request, requested = sink.poll_control()
                 if request is not None:
                     self._serve_request(sink, request)
                     continue
-                requested = sink.pause_request()
                 if requested != pause_at:
                     pause_at, holding = requested, False
                     if pause_at is not None:
@@ -247,6 +264,8 @@ class Worker:
         source_ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms else None
         checkpoint = Checkpoint(self.settings.topic, 0, offset, lsn, source_ts)
         chunks = self._chunks
+        sink.replaying = 0 < self._batch_first_lsn <= self._replay_until
+        sink.backfilling = self._backfilling | self._backfill_finishing
         letters = self._letters
         if self._parked and any(_unit_key(u) in self._parked for u in self._units):
             stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters, chunks)
@@ -267,6 +286,7 @@ class Worker:
                 stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters,
                                              chunks)
         self._letters = []
+        self._backfill_finishing.clear()
         if stored:
             self.stats.dead_lettered += len(stored)
             self._publish_dead_letters(stored)
@@ -309,6 +329,7 @@ class Worker:
             assert request.from_offset is not None and request.from_lsn is not None
             cp = Checkpoint(self.settings.topic, 0, request.from_offset - 1, str_to_lsn(request.from_lsn), None)
             sink.rewind_to(request, cp)
+            self._replay_until = max(self._replay_until, self._applied_lsn)
             log.info("service %s: replaying from offset %d (transactions after %s)", self.service.name,
                      request.from_offset, request.from_lsn)
             self._rewind(cp)
@@ -360,6 +381,7 @@ class Worker:
                 if self._open.commit_lsn == lsn:
                     if not self._batch_txns:
                         self._batch_started = time.monotonic()
+                        self._batch_first_lsn = lsn
                     for offset, change, relation in self._open.changes:
                         self._batch.add(change, relation)
                         self._units.append((offset, change, relation))
@@ -399,11 +421,15 @@ class Worker:
             self._reload_topology(table)
         if kind == "low":
             self._window = _Window(job_id, chunk, table.encode(), record.offset)
+            self._backfilling.add(table)
             return
         window = self._window
         if kind != "high" or window is None or (window.job_id, window.chunk) != (job_id, chunk):
             return  # a high without its low in this run: the backfill command sends that chunk again
         self._window = None
+        if mark.get("final"):
+            self._backfilling.discard(table)
+            self._backfill_finishing.add(table)
         if lsn <= self._applied_lsn:
             return  # applied before a restart
         assert self._sink is not None
@@ -421,12 +447,15 @@ class Worker:
             values = {k: (None if v is None else str(v)) for k, v in row.items()}
             key = tuple(values.get(k) for k in keys)
             last_key = key
-            if key in window.keys:
+            if window.truncated or key in window.keys:
                 skipped += 1
                 continue
             change = RowChange("r", table, None, values, (), lsn, 0, 0, message.ts_ms)
             self._batch.add(change, relation)
             self._units.append((record.offset, change, relation))
+            for partial, partial_relation in window.partials.get(key, ()):
+                self._batch.add(partial, partial_relation)
+                self._units.append((record.offset, partial, partial_relation))
             copied += 1
         self._batch_txns += 1
         self._chunks.append(ChunkDone(job_id, chunk, copied, skipped, list(last_key) if last_key else None,

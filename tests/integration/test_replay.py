@@ -332,7 +332,7 @@ def test_restored_backup_is_brought_back_to_the_present_by_replay(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
     # The replay is queued before the worker starts, so the worker performs it first, on the restored rows
-    # (queued after the worker caught up by itself, it would re-apply onto the present: see the xfail below).
+    # (queued after the worker caught up by itself, it would re-apply onto the present: see test_replay_over_the_present_state).
     plan = plan_replay(stack.settings, "post", from_offset=backup_offset + 1)
     assert plan.start_offset == backup_offset + 1 and plan.service_records > 0
     assert "queued" in submit(stack.settings, plan, wait=0.0)
@@ -483,8 +483,6 @@ def test_replay_refuses_an_offset_retention_deleted(
     assert plan_replay(settings, "post", from_offset=7).start_offset == 7
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (worker.py/pg_sink.py): a replay over a newer state stops at a partial "
-                                       "(unchanged-TOAST) update of a row that a later change in the log deleted")
 def test_replay_over_the_present_survives_a_partial_update_of_a_row_deleted_later(
         make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
         unique_name: Callable[[str], str], pipelines: list[Pipeline], capsys: pytest.CaptureFixture[str]) -> None:

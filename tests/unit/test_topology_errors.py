@@ -105,9 +105,6 @@ def test_mistake_is_refused_at_load_naming_it(tmp_path: Path, case: str) -> None
     assert needle in problems[0], problems[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (splitter/topology.py): _declaration_origin stops at the "
-                                       "dataclass-generated __init__ (file '<string>'), so every origin reads "
-                                       "'<string>:<n>' instead of topology.py's file and line; patch in the report")
 @pytest.mark.parametrize("case", CASES)
 def test_mistake_names_the_file_and_line_that_declared_it(tmp_path: Path, case: str) -> None:
     body, _ = CASES[case]
