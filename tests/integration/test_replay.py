@@ -332,7 +332,7 @@ def test_restored_backup_is_brought_back_to_the_present_by_replay(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
     # The replay is queued before the worker starts, so the worker performs it first, on the restored rows
-    # (queued after the worker caught up by itself, it would re-apply onto the present: see test_replay_over_the_present_state).
+    # (queued after the worker caught up, it re-applies onto the present: test_replay_over_the_present_state).
     plan = plan_replay(stack.settings, "post", from_offset=backup_offset + 1)
     assert plan.start_offset == backup_offset + 1 and plan.service_records > 0
     assert "queued" in submit(stack.settings, plan, wait=0.0)
