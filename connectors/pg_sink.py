@@ -198,9 +198,6 @@ class ServiceSink:
         # Set while re-applying what the database already saw (a replay): a later change in the log has
         # since deleted or re-keyed rows that partial updates look for, so a miss there is expected.
         self.replaying = False
-        # Source tables being re-copied by `splitter backfill`: rows the copy has not reached yet may be
-        # missing, and the copy brings them with the update already in (see splitter.online_backfill).
-        self.backfilling: set[str] = set()
         try:
             self.conn.autocommit = True
             ensure_state_schema(self.conn)
@@ -390,16 +387,14 @@ class ServiceSink:
             self._rollback_quietly()
             raise wrap_db_error(exc, f"cannot read backfill chunk {chunk} of job {job_id}", self._dsn) from exc
 
-    def running_backfills(self) -> set[str]:
-        try:
-            rows = self.conn.execute(
-                sql.SQL("SELECT DISTINCT source_table FROM {}.backfills WHERE service = %s AND status = 'running'")
-                .format(sql.Identifier(STATE_SCHEMA)), (self.service,)).fetchall()
-            self.conn.rollback()
-        except psycopg.Error as exc:
-            self._rollback_quietly()
-            raise wrap_db_error(exc, f"cannot read backfills of service {self.service}", self._dsn) from exc
-        return {r[0] for r in rows}
+    def _backfill_running(self, route: Route) -> bool:
+        """Is `splitter backfill` re-copying this table?  Then rows it has not reached yet may be missing
+        here, and the copy brings them with this update in (see splitter.online_backfill)."""
+        row = self.conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.backfills WHERE service = %s AND source_table = %s "
+                    "AND status = 'running')").format(sql.Identifier(STATE_SCHEMA)),
+            (self.service, f"{route.source_schema}.{route.source_table}")).fetchone()
+        return bool(row and row[0])
 
     def set_routes(self, routes: Sequence[Route]) -> None:
         """Take a reloaded topology's routes (a table added while streaming)."""
@@ -538,7 +533,7 @@ class ServiceSink:
                     continue
                 names = sorted(unchanged)
                 cur = self.conn.execute(stmt, (names, names))
-                if cur.rowcount != count and f"{route.source_schema}.{route.source_table}" in self.backfilling:
+                if cur.rowcount != count and self._backfill_running(route):
                     log.info("service %s: %d update(s) of %s found no row while the table is re-copied; the copy "
                              "brings them", self.service, count - cur.rowcount, route.describe())
                 elif cur.rowcount != count and self.replaying:

@@ -145,9 +145,8 @@ class Capture:
                 msg = repl.read(timeout=0.05 if producer.in_flight else 0.2)
                 # Drain what libpq already holds before the per-pass work (poll, confirm, status): that
                 # bookkeeping once per burst instead of once per change.
-                for _ in range(DRAIN_BATCH):
-                    if msg is None:
-                        break
+                handled = 0
+                while msg is not None:
                     if isinstance(msg, PrimaryKeepalive):
                         self.stats.received_lsn = max(self.stats.received_lsn, msg.wal_end)
                         if self._txn is None:
@@ -157,7 +156,8 @@ class Capture:
                         self._handle(decoder.decode(msg.payload), producer)
                         if msg.wal_end > self.stats.received_lsn:
                             self.stats.received_lsn = msg.wal_end
-                    msg = repl.read(timeout=0.0)
+                    handled += 1
+                    msg = repl.read(timeout=0.0) if handled < DRAIN_BATCH else None
                 producer.poll(0)
                 confirmed = self._confirmable(producer, confirmed)
                 now = time.monotonic()

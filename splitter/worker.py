@@ -120,9 +120,6 @@ class Worker:
         self._reads = _columns_read(self.routes)
         self._window: _Window | None = None
         self._sink: ServiceSink | None = None
-        # Tables being re-copied: the target may lack rows the copy has not reached yet.
-        self._backfilling: set[str] = set()
-        self._backfill_finishing: set[str] = set()
         self.stats = WorkerStats()
         self._relations: dict[bytes, RelationSchema] = {}
         self._last_shape: dict[str, RelationSchema] = {}
@@ -175,7 +172,6 @@ class Worker:
         self._consumer = consumer
         self._sink = sink
         self._parked = sink.parked_keys()
-        self._backfilling = sink.running_backfills()
         self._rewind(cp)
         self.stats.transactions_applied = sink.transactions_applied
         self.stats.rows_applied = sink.rows_applied
@@ -265,7 +261,6 @@ class Worker:
         checkpoint = Checkpoint(self.settings.topic, 0, offset, lsn, source_ts)
         chunks = self._chunks
         sink.replaying = 0 < self._batch_first_lsn <= self._replay_until
-        sink.backfilling = self._backfilling | self._backfill_finishing
         letters = self._letters
         if self._parked and any(_unit_key(u) in self._parked for u in self._units):
             stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters, chunks)
@@ -286,7 +281,6 @@ class Worker:
                 stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters,
                                              chunks)
         self._letters = []
-        self._backfill_finishing.clear()
         if stored:
             self.stats.dead_lettered += len(stored)
             self._publish_dead_letters(stored)
@@ -421,15 +415,11 @@ class Worker:
             self._reload_topology(table)
         if kind == "low":
             self._window = _Window(job_id, chunk, table.encode(), record.offset)
-            self._backfilling.add(table)
             return
         window = self._window
         if kind != "high" or window is None or (window.job_id, window.chunk) != (job_id, chunk):
             return  # a high without its low in this run: the backfill command sends that chunk again
         self._window = None
-        if mark.get("final"):
-            self._backfilling.discard(table)
-            self._backfill_finishing.add(table)
         if lsn <= self._applied_lsn:
             return  # applied before a restart
         assert self._sink is not None

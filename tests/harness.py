@@ -39,23 +39,24 @@ class PipelineEnv:
     publication: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     log_dir: Path | None = None
+    topology: Path = TOPOLOGY
 
     @property
     def source(self) -> str:
         return self.dsns["bento_social"]
 
     def settings(self, **tuning: Any) -> Settings:
-        topology = load_topology(TOPOLOGY)
+        topology = load_topology(self.topology)
         return build_settings(
-            topology_path=str(TOPOLOGY), source_dsn=self.source, kafka=self.kafka,
+            topology_path=str(self.topology), source_dsn=self.source, kafka=self.kafka,
             target_dsns={s.name: self.dsns[s.database] for s in topology.services},
             topic=self.topic, slot=self.slot, publication=self.publication, env={}, **tuning)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        topology = load_topology(TOPOLOGY)
+        topology = load_topology(self.topology)
         env.update({
-            "SPLITTER_TOPOLOGY": str(TOPOLOGY), "SPLITTER_SOURCE_DSN": self.source, "SPLITTER_KAFKA": self.kafka,
+            "SPLITTER_TOPOLOGY": str(self.topology), "SPLITTER_SOURCE_DSN": self.source, "SPLITTER_KAFKA": self.kafka,
             "SPLITTER_TOPIC": self.topic, "SPLITTER_SLOT": self.slot, "SPLITTER_PUBLICATION": self.publication,
         })
         for s in topology.services:
