@@ -482,3 +482,67 @@ def test_sequences_and_identity_columns_move_past_the_other_side(
     table = reverse_topology(settings, "ev").services[0].tables[0]
     assert dict(table.columns) == {"id": '"id"', "n": '"seq"', "note": '"note"'}
 
+
+
+def test_two_services_cut_over_one_after_the_other_while_others_stream(
+        make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+        unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    env = prepare(make_databases, kafka_server.bootstrap, unique_name, tmp_path, scale=100)
+    env.start_capture()
+    for service in ("auth", "user", "post", "topic", "comment", "notification", "interaction"):
+        env.start_worker(service)
+    assert env.log_dir is not None
+    log = open(env.log_dir / "reverse.log", "ab")  # noqa: SIM115 - owned by the process
+    env.processes["reverse"] = subprocess.Popen(
+        [sys.executable, "-m", "splitter", "reverse", "--service", "post", "--service", "topic"], env=env.env(),
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def others() -> None:  # the services that are not moving keep taking writes in the source
+        rng = random.Random(9)
+        workload = Workload(env.source, seed=19, threads=1)
+        try:
+            with psycopg.connect(env.source, autocommit=True) as conn:
+                while not stop.is_set():
+                    workload.perform(rng.choice(SAFE_KINDS), conn, rng)
+                    time.sleep(0.005)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=others, daemon=True)
+    try:
+        env.wait_caught_up(timeout=120)
+        writer.start()
+        for service in ("post", "topic"):
+            code = run_command(env, "cutover", "--service", service, "--yes", "--max-lag", "10s", "--timeout", "60s")
+            assert code == EXIT_OK, env.logs()
+            with psycopg.connect(env.source, autocommit=True) as conn:
+                row = conn.execute("SELECT state FROM splitter.cutover WHERE service = %s", (service,)).fetchone()
+            assert row == ("reverse_streaming",)
+        # Both new homes take writes, which flow back into bento_social.
+        pid = str(uuid.uuid4())
+        write_post(env.dsns["post_db"], "post.posts", pid, "after both cutovers")
+        with psycopg.connect(env.dsns["topic_db"], autocommit=True) as conn:
+            conn.execute("UPDATE topic.topics SET name = 'Renamed in topic_db' WHERE id = "
+                         "(SELECT id FROM topic.topics ORDER BY id LIMIT 1)")
+        assert wait_for_post(env.source, "posts", pid) == "after both cutovers", env.logs()
+        deadline = time.monotonic() + 60
+        while True:
+            with psycopg.connect(env.source, autocommit=True) as conn:
+                found = conn.execute("SELECT count(*) FROM topics WHERE name = 'Renamed in topic_db'").fetchone()
+            if found == (1,):
+                break
+            assert time.monotonic() < deadline, env.logs()
+            time.sleep(0.3)
+        stop.set()
+        writer.join(60)
+        assert not errors, errors
+        others_services = ["auth", "user", "comment", "notification", "interaction"]
+        env.wait_caught_up(timeout=120, services=others_services)
+        for service in others_services:
+            with psycopg.connect(env.source) as src, psycopg.connect(env.service_dsn(service)) as tgt:
+                expected.assert_service_matches(src, tgt, service)
+    finally:
+        stop.set()
+        env.stop_all()
