@@ -103,7 +103,10 @@ def ensure_state_schema(conn: psycopg.Connection) -> None:
     with conn.transaction():
         # Serialise concurrent creators (a worker and the backfill may both arrive first).
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("splitter.schema"),))
-        for stmt in [*_STATE_DDL, *dead_letters.DDL, *backfill_store.DDL]:
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: skip it
+        # when an operator created the schema beforehand for a role without that privilege.
+        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
+        for stmt in [*_STATE_DDL[1 if exists else 0:], *dead_letters.DDL, *backfill_store.DDL]:
             conn.execute(stmt)
 
 
@@ -140,14 +143,23 @@ def write_checkpoint(conn: psycopg.Connection, service: str, cp: Checkpoint) -> 
     )
 
 
-def target_columns(conn: psycopg.Connection, route: Route) -> list[TargetColumn]:
-    """The route's target columns as the service database declares them (in topology order)."""
+@dataclass(frozen=True)
+class DeclaredColumn:
+    """A target column as the service database's catalog declares it."""
+
+    name: str
+    user_defined: bool  # enums and other types of the service's own (no assignment cast from text)
+    type_name: str  # with its modifier, e.g. character varying(150)
+    base_type: str  # without it, e.g. users.user_status
+
+
+def declared_columns(conn: psycopg.Connection, route: Route) -> list[DeclaredColumn]:
+    """The route's target columns (in topology order) from the catalog; names the missing table or column."""
     rows = conn.execute(
-        """SELECT a.attname, t.oid >= 16384 AS user_defined, format_type(a.atttypid, NULL)
+        """SELECT a.attname, a.atttypid >= 16384, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL)
              FROM pg_attribute a
              JOIN pg_class c ON c.oid = a.attrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_type t ON t.oid = a.atttypid
             WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped""",
         (route.target_schema, route.target_table),
     ).fetchall()
@@ -155,16 +167,20 @@ def target_columns(conn: psycopg.Connection, route: Route) -> list[TargetColumn]
         raise ConfigurationError(
             f"{route.table.origin}: target table {route.target_schema}.{route.target_table} does not exist in "
             f"database {route.service.database} (service {route.service.name})")
-    declared = {name: (udt, type_name) for name, udt, type_name in rows}
+    declared = {r[0]: DeclaredColumn(r[0], bool(r[1]), r[2], r[3]) for r in rows}
     out = []
     for name in route.table.columns:
         if name not in declared:
             raise ConfigurationError(
                 f"{route.table.origin}: column {name!r} of {route.target_schema}.{route.target_table} does not exist "
                 f"in database {route.service.database} (service {route.service.name})")
-        udt, type_name = declared[name]
-        out.append(TargetColumn(name, type_name if udt else None))
+        out.append(declared[name])
     return out
+
+
+def target_columns(conn: psycopg.Connection, route: Route) -> list[TargetColumn]:
+    """The route's target columns as apply needs them: an explicit cast only for user-defined types."""
+    return [TargetColumn(c.name, c.base_type if c.user_defined else None) for c in declared_columns(conn, route)]
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors.pg_sink import connect, wrap_db_error
-from connectors.pg_source import FIRST_USER_OID, advisory_lock_key, relation_schema
+from connectors.pg_sink import connect, declared_columns, wrap_db_error
+from connectors.pg_source import advisory_lock_key, relation_schema
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import sqlrender
 from splitter.dsn import mask_secrets
@@ -334,27 +334,8 @@ class TargetSession:
             raise wrap_db_error(exc, f"cannot open the verify snapshot in service {self.service}", self._dsn) from exc
 
     def columns(self, route: Route) -> list[VerifyColumn]:
-        rows = self.conn.execute(
-            """SELECT a.attname, a.atttypid >= %s, format_type(a.atttypid, a.atttypmod)
-                 FROM pg_attribute a
-                 JOIN pg_class c ON c.oid = a.attrelid
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped""",
-            (FIRST_USER_OID, route.target_schema, route.target_table)).fetchall()
-        if not rows:
-            raise ConfigurationError(
-                f"{route.table.origin}: target table {route.target_schema}.{route.target_table} does not exist in "
-                f"database {route.service.database} (service {route.service.name})")
-        declared = {name: (udt, type_name) for name, udt, type_name in rows}
-        out = []
-        for name in route.table.columns:
-            if name not in declared:
-                raise ConfigurationError(
-                    f"{route.table.origin}: column {name!r} of {route.target_schema}.{route.target_table} does not "
-                    f"exist in database {route.service.database} (service {route.service.name})")
-            udt, type_name = declared[name]
-            out.append(VerifyColumn(name, None if udt else type_name))
-        return out
+        return [VerifyColumn(c.name, None if c.user_defined else c.type_name)
+                for c in declared_columns(self.conn, route)]
 
     def compare_chunks(self, plan: TablePlan, source: SourceSession,
                        on_chunk_lines: Callable[[int], None] | None = None) -> ChunkSummary:
