@@ -200,6 +200,19 @@ def apply_partial(route: Route, relation: RelationSchema, target_columns: Sequen
     kept = columns_known_despite(route, target_columns, unchanged)
     if not kept:
         return None
+    new, old_aliased = _partial_new_and_old(route, relation, target_columns, kept)
+    return sql.SQL("UPDATE {} AS t SET {} FROM ({}) AS n JOIN ({}) AS o USING ({}) WHERE {}").format(
+        qualified(route.target_schema, route.target_table),
+        sql.SQL(", ").join(sql.SQL("{} = n.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
+                           for c in kept),
+        new, old_aliased, sql.Identifier(ROW_COL),
+        _key_match(route, "t", "o", OLD_PREFIX),
+    )
+
+
+def _partial_new_and_old(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
+                         kept: Sequence[TargetColumn]) -> tuple[sql.Composed, sql.Composed]:
+    """Partial rows' new values (`kept` columns) and their old keys (as __old_<key>), both with __row."""
     keys = [c for c in target_columns if c.name in route.table.key]
     row = sql.Identifier(ROW_COL)
     new = projection(route, kept, _staged_relation(relation, KIND_PARTIAL, unchanged=True),
@@ -212,13 +225,24 @@ def apply_partial(route: Route, relation: RelationSchema, target_columns: Sequen
                            for k in keys),
         old,
     )
-    return sql.SQL("UPDATE {} AS t SET {} FROM ({}) AS n JOIN ({}) AS o USING ({}) WHERE {}").format(
-        qualified(route.target_schema, route.target_table),
-        sql.SQL(", ").join(sql.SQL("{} = n.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
-                           for c in kept),
-        new, old_aliased, row,
-        _key_match(route, "t", "o", OLD_PREFIX),
-    )
+    return new, old_aliased
+
+
+def delete_partial_move_targets(route: Route, relation: RelationSchema,
+                                target_columns: Sequence[TargetColumn]) -> sql.Composed:
+    """DELETE the rows at the new keys of partial updates that move a row to another key.
+
+    Only for a replay over a newer state: there the row a move goes to may already exist (the present),
+    while at this point of history it did not.  Takes the same two parameters as `apply_partial`.
+    """
+    keys = [c for c in target_columns if c.name in route.table.key]
+    new, old_aliased = _partial_new_and_old(route, relation, target_columns, keys)
+    moved = sql.SQL(" OR ").join(
+        sql.SQL("n.{} IS DISTINCT FROM o.{}").format(sql.Identifier(k.name), sql.Identifier(OLD_PREFIX + k.name))
+        for k in keys)
+    return sql.SQL("DELETE FROM {} AS t USING ({}) AS n JOIN ({}) AS o USING ({}) WHERE ({}) AND {}").format(
+        qualified(route.target_schema, route.target_table), new, old_aliased, sql.Identifier(ROW_COL), moved,
+        _key_match(route, "t", "n"))
 
 
 def truncate_target(route: Route) -> sql.Composed:
