@@ -227,14 +227,14 @@ class ServiceSink:
             self._setup_origin()
             self.columns = {id(r): target_columns(self.conn, r) for r in routes}
             self.conn.autocommit = False
+            cp = read_checkpoint(self.conn, service)
+            self.conn.rollback()
         except psycopg.Error as exc:
             self.conn.close()
             raise wrap_db_error(exc, f"cannot prepare the apply session of service {service}", dsn) from exc
         except Exception:
             self.conn.close()
             raise
-        cp = read_checkpoint(self.conn, service)
-        self.conn.rollback()
         if cp is not None:
             self.rows_applied, self.transactions_applied = cp.rows_applied, cp.transactions_applied
 
@@ -252,7 +252,8 @@ class ServiceSink:
                         self.service, name, exc.sqlstate)
 
     def close(self) -> None:
-        self.conn.close()
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
 
     def checkpoint(self) -> Checkpoint | None:
         try:
