@@ -394,11 +394,12 @@ def test_killed_at_every_step_finishes_or_aborts_cleanly(
         assert run_command(env, "cutover", "--service", "user", "--yes") == EXIT_REFUSED
         assert run_command(env, "cutover", "--service", "post", "--dry-run") == EXIT_OK
         assert state_of(env) == ("streaming", "source") and fence_triggers(env.source) == 0
-        # A failure before the switch aborts: here the final verify finds a row post_db got wrong.
+        # A failure before the switch aborts: here the final verify finds a row post_db has and the source
+        # lacks (a row no application write touches, so the stream cannot mend it before the verify).
         with psycopg.connect(post_db, autocommit=True) as conn:
-            row = conn.execute("SELECT id, content FROM post.posts ORDER BY id LIMIT 1").fetchone()
-            assert row is not None
-            conn.execute("UPDATE post.posts SET content = 'tampered' WHERE id = %s", (row[0],))
+            conn.execute("CREATE TEMPORARY TABLE extra AS SELECT * FROM post.posts LIMIT 1")
+            conn.execute("UPDATE extra SET id = 'tampered-extra-row'")
+            conn.execute("INSERT INTO post.posts SELECT * FROM extra")
         assert cutover(env) == EXIT_ABORTED
         assert state_of(env) == ("aborted", "source") and fence_triggers(env.source) == 0
         with psycopg.connect(env.source, autocommit=True) as conn:
@@ -407,7 +408,7 @@ def test_killed_at_every_step_finishes_or_aborts_cleanly(
         assert not slot_exists(post_db, reverse_names(env.settings(), "post").slot)
         write_post(env.source, "posts", str(uuid.uuid4()), "after the abort")
         with psycopg.connect(post_db, autocommit=True) as conn:
-            conn.execute("UPDATE post.posts SET content = %s WHERE id = %s", (row[1], row[0]))
+            conn.execute("DELETE FROM post.posts WHERE id = 'tampered-extra-row'")
         # Killed after creating the reverse slot, before fencing: nothing to undo but a slot, which the
         # next attempt replaces.
         assert cutover(env, crash_at="reverse_prepared") == 137
