@@ -317,19 +317,9 @@ class ServiceSink:
                     stored.append(_letter(offset, change, relation, None,
                                           "waits behind an earlier dead letter of the same row"))
                     continue
-                self.conn.execute("SAVEPOINT splitter_row")
-                try:
-                    single = Batch()
-                    single.add(change, relation)
-                    for step in single.steps():
-                        self._apply_step(step)
-                    self.conn.execute("RELEASE SAVEPOINT splitter_row")
-                except psycopg.Error as exc:
-                    if not is_data_rejection(exc.sqlstate):
-                        raise
-                    self.conn.execute("ROLLBACK TO SAVEPOINT splitter_row")
-                    self._staged.clear()  # a stage created inside the savepoint is gone
-                    stored.append(_letter(offset, change, relation, exc.sqlstate, str(exc).strip()))
+                rejected = self._apply_one(change, relation)
+                if rejected is not None:
+                    stored.append(_letter(offset, change, relation, rejected.sqlstate, str(rejected).strip()))
                     if key is not None:
                         parked.add((change.table, key))
             self._finish(checkpoint, transactions, None, stored, chunks)
@@ -340,6 +330,23 @@ class ServiceSink:
         except Exception:
             self._rollback_quietly()
             raise
+
+    def _apply_one(self, change: RowChange, relation: RelationSchema) -> psycopg.Error | None:
+        """Apply one change in a savepoint; the database's rejection of its data, if it rejected it."""
+        self.conn.execute("SAVEPOINT splitter_one")
+        try:
+            single = Batch()
+            single.add(change, relation)
+            for step in single.steps():
+                self._apply_step(step)
+            self.conn.execute("RELEASE SAVEPOINT splitter_one")
+            return None
+        except psycopg.Error as exc:
+            if not is_data_rejection(exc.sqlstate):
+                raise
+            self.conn.execute("ROLLBACK TO SAVEPOINT splitter_one")
+            self._staged.clear()  # a stage created inside the savepoint is gone
+            return exc
 
     def _apply_step(self, step: Step) -> None:
         if isinstance(step, Truncate):
@@ -473,19 +480,9 @@ class ServiceSink:
             event = dict(letter.event)
             relation = RelationSchema.from_header(str(letter.source_table), str(event.pop("__schema")).encode())
             change = decode_row(orjson.dumps(event))
-            self.conn.execute("SAVEPOINT splitter_retry")
-            try:
-                single = Batch()
-                single.add(change, relation)
-                for step in single.steps():
-                    self._apply_step(step)
-                self.conn.execute("RELEASE SAVEPOINT splitter_retry")
+            if self._apply_one(change, relation) is None:
                 done.append(letter.id)
-            except psycopg.Error as exc:
-                if not is_data_rejection(exc.sqlstate):
-                    raise
-                self.conn.execute("ROLLBACK TO SAVEPOINT splitter_retry")
-                self._staged.clear()
+            else:
                 blocked.add(key)  # keep this row's later changes behind it, in order
         dead_letters.mark(self.conn, done, "retried")
         return len(done), len(letters) - len(done)
