@@ -3,8 +3,11 @@
 Owns: `splitter.backfills` (one row per backfill job: which table, the source relation shape, chunk
 size, the last key copied, chunks and rows done, status) and `splitter.backfill_rows` (the rows of the
 chunk between its low and high watermark, written by `splitter backfill`, consumed by the worker when it
-reaches the high watermark in the change log).  Must not: decide which rows win (the worker does, from
-the log) or read the source.
+reaches the high watermark in the change log) and `splitter.backfill_missed` (source keys of rows the
+stream could not rebuild while the table was being re-copied: an update that left TOASTed columns out
+and found no row here, typically because it moved a row the copy had not reached yet to a key the copy
+had already passed; the backfill copies those keys again before the job is done).  Must not: decide
+which rows win (the worker does, from the log) or read the source.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ DDL = [
             n integer NOT NULL,
             row jsonb NOT NULL,
             PRIMARY KEY (backfill_id, chunk, n)
+        )"""
+    ).format(SCHEMA),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.backfill_missed (
+            backfill_id bigint NOT NULL,
+            key jsonb NOT NULL,
+            noted_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (backfill_id, key)
         )"""
     ).format(SCHEMA),
 ]
@@ -109,13 +120,49 @@ def take_chunk(conn: psycopg.Connection, job_id: int, chunk: int) -> list[dict[s
     return [r[0] for r in rows]
 
 
+def running_job_id(conn: psycopg.Connection, service: str, source_table: str) -> int | None:
+    row = conn.execute(
+        sql.SQL("SELECT max(id) FROM {}.backfills WHERE service = %s AND source_table = %s AND status = 'running'")
+        .format(SCHEMA), (service, source_table)).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def note_missed(conn: psycopg.Connection, job_id: int, keys: Iterable[Sequence[str | None]]) -> None:
+    """Remember source keys the stream could not rebuild (in the worker's apply transaction)."""
+    items = [(job_id, Jsonb(list(k))) for k in keys]
+    if not items:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(sql.SQL("INSERT INTO {}.backfill_missed (backfill_id, key) VALUES (%s, %s) "
+                                "ON CONFLICT DO NOTHING").format(SCHEMA), items)
+
+
+def missed_keys(conn: psycopg.Connection, job_id: int, limit: int) -> list[list[str | None]]:
+    rows = conn.execute(sql.SQL("SELECT key FROM {}.backfill_missed WHERE backfill_id = %s ORDER BY noted_at, key "
+                                "LIMIT %s").format(SCHEMA), (job_id, limit)).fetchall()
+    return [list(r[0]) for r in rows]
+
+
 def chunk_applied(conn: psycopg.Connection, job_id: int, chunk: int, copied: int, skipped: int,
-                  last_key: Sequence[str | None] | None, final: bool) -> None:
-    """Called by the worker in the transaction that applied the chunk."""
+                  last_key: Sequence[str | None] | None, final: bool,
+                  repaired: Sequence[Sequence[str | None]] = ()) -> None:
+    """Called by the worker in the transaction that applied the chunk.
+
+    `repaired` are the missed keys this chunk copied again.  The job is done with its final chunk only
+    when no missed key is left (one noted in this very transaction included).
+    """
     conn.execute(sql.SQL("DELETE FROM {}.backfill_rows WHERE backfill_id = %s AND chunk = %s").format(SCHEMA),
                  (job_id, chunk))
+    if repaired:
+        with conn.cursor() as cur:
+            cur.executemany(sql.SQL("DELETE FROM {}.backfill_missed WHERE backfill_id = %s AND key = %s")
+                            .format(SCHEMA), [(job_id, Jsonb(list(k))) for k in repaired])
     conn.execute(
-        sql.SQL("UPDATE {}.backfills SET chunks_done = greatest(chunks_done, %s), rows_copied = rows_copied + %s, "
-                "rows_skipped = rows_skipped + %s, last_key = coalesce(%s, last_key), updated_at = now(), "
-                "status = CASE WHEN %s THEN 'done' ELSE status END WHERE id = %s AND chunks_done < %s").format(SCHEMA),
-        (chunk, copied, skipped, Jsonb(list(last_key)) if last_key is not None else None, final, job_id, chunk))
+        sql.SQL("UPDATE {schema}.backfills SET chunks_done = greatest(chunks_done, %(chunk)s), "
+                "rows_copied = rows_copied + %(copied)s, rows_skipped = rows_skipped + %(skipped)s, "
+                "last_key = coalesce(%(last_key)s, last_key), updated_at = now(), "
+                "status = CASE WHEN %(final)s AND NOT EXISTS (SELECT 1 FROM {schema}.backfill_missed m "
+                "WHERE m.backfill_id = %(job)s) THEN 'done' ELSE status END "
+                "WHERE id = %(job)s AND chunks_done < %(chunk)s").format(schema=SCHEMA),
+        {"chunk": chunk, "copied": copied, "skipped": skipped,
+         "last_key": Jsonb(list(last_key)) if last_key is not None else None, "final": final, "job": job_id})

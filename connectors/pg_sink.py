@@ -193,6 +193,7 @@ class ChunkDone:
     skipped: int
     last_key: Sequence[str | None] | None
     final: bool
+    repaired: Sequence[Sequence[str | None]] = ()
 
 
 class ServiceSink:
@@ -358,7 +359,7 @@ class ServiceSink:
                 letters: Sequence[dead_letters.DeadLetter], chunks: Sequence[ChunkDone] = ()) -> None:
         for chunk in chunks:
             backfill_store.chunk_applied(self.conn, chunk.job_id, chunk.chunk, chunk.copied, chunk.skipped,
-                                         chunk.last_key, chunk.final)
+                                         chunk.last_key, chunk.final, chunk.repaired)
         self.transactions_applied += transactions
         write_checkpoint(self.conn, self.service, Checkpoint(
             checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
@@ -411,14 +412,15 @@ class ServiceSink:
             self._rollback_quietly()
             raise wrap_db_error(exc, f"cannot read backfill chunk {chunk} of job {job_id}", self._dsn) from exc
 
-    def _backfill_running(self, route: Route) -> bool:
-        """Is `splitter backfill` re-copying this table?  Then rows it has not reached yet may be missing
-        here, and the copy brings them with this update in (see splitter.online_backfill)."""
-        row = self.conn.execute(
-            sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.backfills WHERE service = %s AND source_table = %s "
-                    "AND status = 'running')").format(sql.Identifier(STATE_SCHEMA)),
-            (self.service, f"{route.source_schema}.{route.source_table}")).fetchone()
-        return bool(row and row[0])
+    def _running_backfill(self, route: Route) -> int | None:
+        """The `splitter backfill` job re-copying this table, if one runs: rows it has not reached yet
+        may be missing here, and the copy brings them (see splitter.online_backfill)."""
+        return backfill_store.running_job_id(self.conn, self.service, f"{route.source_schema}.{route.source_table}")
+
+    def _note_missed(self, source_table: str, keys: set[tuple[str | None, ...]]) -> None:
+        job_id = backfill_store.running_job_id(self.conn, self.service, source_table)
+        assert job_id is not None
+        backfill_store.note_missed(self.conn, job_id, keys)
 
     def set_routes(self, routes: Sequence[Route]) -> None:
         """Take a reloaded topology's routes (a table added while streaming)."""
@@ -504,11 +506,15 @@ class ServiceSink:
             routes = self._routes_by_source.get(table)
             if not routes or changes.is_empty():
                 continue
-            self._stage(changes)
+            partial_rows = self._stage(changes)
+            missed: set[tuple[str | None, ...]] = set()
             for route in routes:
-                self._apply_route(route, changes)
+                missed |= self._apply_route(route, changes, partial_rows)
+            if missed:
+                self._note_missed(table, missed)
 
-    def _stage(self, changes: TableChanges) -> None:
+    def _stage(self, changes: TableChanges) -> dict[int, PartialRow]:
+        """Write the changes into the table's staging table; the partial updates by staged row number."""
         relation = changes.relation
         name = sqlrender.stage_name(relation)
         if name not in self._staged:
@@ -520,6 +526,7 @@ class ServiceSink:
         columns = [c.name for c in relation.columns]
         keys = relation.key_columns
         n = 0
+        partial_rows: dict[int, PartialRow] = {}
         with self.conn.cursor().copy(sqlrender.copy_into_stage(relation)) as copy:
             for key in changes.deletes:
                 n += 1
@@ -529,19 +536,24 @@ class ServiceSink:
                 copy.write_row(_stage_row(n, KIND_UPSERT, None, row, columns, len(keys)))
             for partial in changes.partial.values():
                 n += 1
+                partial_rows[n] = partial
                 copy.write_row(_stage_row(n, KIND_PARTIAL, partial, partial.values, columns, len(keys)))
         self.rows_applied += len(changes.deletes) + len(changes.full) + len(changes.partial)
+        return partial_rows
 
-    def _apply_route(self, route: Route, changes: TableChanges) -> None:
+    def _apply_route(self, route: Route, changes: TableChanges,
+                     partial_rows: Mapping[int, PartialRow]) -> set[tuple[str | None, ...]]:
+        """Apply one route's share; the source keys of partial updates that found no row during a backfill."""
         relation = changes.relation
         columns = self.columns[id(route)]
         if changes.deletes:
             self.conn.execute(sqlrender.apply_delete(route, relation, columns))
+        missed: set[tuple[str | None, ...]] = set()
         if changes.partial:
-            groups: dict[frozenset[str], int] = {}
-            for partial in changes.partial.values():
-                groups[partial.unchanged] = groups.get(partial.unchanged, 0) + 1
-            for unchanged, count in groups.items():
+            groups: dict[frozenset[str], list[int]] = {}
+            for n, partial in partial_rows.items():
+                groups.setdefault(partial.unchanged, []).append(n)
+            for unchanged, rows in groups.items():
                 stmt = sqlrender.apply_partial(route, relation, columns, unchanged)
                 if stmt is None:
                     continue
@@ -549,21 +561,28 @@ class ServiceSink:
                 if self.replaying:
                     # Over the present state, the key a row moves to may already be taken by its own future.
                     self.conn.execute(sqlrender.delete_partial_move_targets(route, relation, columns), (names, names))
-                cur = self.conn.execute(stmt, (names, names))
-                if cur.rowcount != count and self._backfill_running(route):
+                found = {r[0] for r in self.conn.execute(stmt, (names, names)).fetchall()}
+                lost = [n for n in rows if n not in found]
+                if not lost:
+                    continue
+                if self._running_backfill(route) is not None:
+                    # The copy has not reached the row, or has passed the key the update moved it to; either
+                    # way the stream cannot rebuild it without the unchanged columns: the backfill copies it.
+                    missed.update(_new_source_key(partial_rows[n], relation) for n in lost)
                     log.info("service %s: %d update(s) of %s found no row while the table is re-copied; the copy "
-                             "brings them", self.service, count - cur.rowcount, route.describe())
-                elif cur.rowcount != count and self.replaying:
+                             "brings them", self.service, len(lost), route.describe())
+                elif self.replaying:
                     log.info("service %s: replay: %d update(s) of %s with unchanged TOASTed columns found no row "
-                             "(deleted or re-keyed later in the log); skipped", self.service, count - cur.rowcount,
+                             "(deleted or re-keyed later in the log); skipped", self.service, len(lost),
                              route.describe())
-                elif cur.rowcount != count:
+                else:
                     raise FatalError(
-                        f"service {self.service}: {count - cur.rowcount} update(s) of {route.describe()} with "
+                        f"service {self.service}: {len(lost)} update(s) of {route.describe()} with "
                         f"unchanged TOASTed columns ({', '.join(sorted(unchanged))}) found no row in the target: the "
                         f"target is missing rows the source has (run `splitter verify --service {self.service}`)")
         if changes.full:
             self.conn.execute(sqlrender.apply_upsert(route, relation, columns))
+        return missed
 
 
 def _stage_row(n: int, kind: str, partial: PartialRow | None, values: Mapping[str, str | None] | Row,
@@ -572,6 +591,12 @@ def _stage_row(n: int, kind: str, partial: PartialRow | None, values: Mapping[st
     unchanged = sorted(partial.unchanged) if partial is not None else None
     old: Sequence[str | None] = partial.db_key if partial is not None else (None,) * n_keys
     return (n, kind, unchanged, *(values.get(c) for c in columns), *old)
+
+
+def _new_source_key(partial: PartialRow, relation: RelationSchema) -> tuple[str | None, ...]:
+    """Where the row of a partial update is in the source after it (a key column is never left out)."""
+    return tuple(partial.values.get(k) if k not in partial.unchanged else old
+                 for k, old in zip(relation.key_columns, partial.db_key, strict=True))
 
 
 def _source_key(change: RowChange, relation: RelationSchema) -> tuple[str | None, ...] | None:

@@ -194,19 +194,20 @@ def apply_partial(route: Route, relation: RelationSchema, target_columns: Sequen
     """UPDATE of rows whose `unchanged` source columns are unknown; they keep their target values.
 
     Takes two parameters, both the sorted list of unchanged column names the staged rows carry.
-    Returns None when every target column depends on the unknown columns (nothing to update,
-    except possibly the key, which `columns_known_despite` always keeps).
+    Returns the staged row numbers (`__row`) of the updates that found their row.  Returns None
+    when every target column depends on the unknown columns (nothing to update, except possibly the
+    key, which `columns_known_despite` always keeps).
     """
     kept = columns_known_despite(route, target_columns, unchanged)
     if not kept:
         return None
     new, old_aliased = _partial_new_and_old(route, relation, target_columns, kept)
-    return sql.SQL("UPDATE {} AS t SET {} FROM ({}) AS n JOIN ({}) AS o USING ({}) WHERE {}").format(
+    return sql.SQL("UPDATE {} AS t SET {} FROM ({}) AS n JOIN ({}) AS o USING ({}) WHERE {} RETURNING n.{}").format(
         qualified(route.target_schema, route.target_table),
         sql.SQL(", ").join(sql.SQL("{} = n.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
                            for c in kept),
         new, old_aliased, sql.Identifier(ROW_COL),
-        _key_match(route, "t", "o", OLD_PREFIX),
+        _key_match(route, "t", "o", OLD_PREFIX), sql.Identifier(ROW_COL),
     )
 
 

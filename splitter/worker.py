@@ -407,6 +407,10 @@ class Worker:
             mark = orjson.loads(message.content)
             service, table, job_id, chunk, kind = (mark["service"], mark["table"], int(mark["job"]),
                                                    int(mark["chunk"]), mark["mark"])
+            # A repair chunk names the missed keys it copies again (see connectors.backfill_store).
+            repaired: list[list[str | None]] | None = mark.get("repair")
+            if repaired is not None and not (isinstance(repaired, list) and all(isinstance(k, list) for k in repaired)):
+                raise TypeError("'repair' is not a list of keys")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise MalformedMessageError(f"backfill watermark at offset {record.offset} is not valid: {exc}") from exc
         if service != self.service.name:
@@ -448,8 +452,10 @@ class Worker:
                 self._units.append((record.offset, partial, partial_relation))
             copied += 1
         self._batch_txns += 1
+        if repaired is not None:
+            last_key = None  # a repair chunk copies keys again; it does not move the key cursor
         self._chunks.append(ChunkDone(job_id, chunk, copied, skipped, list(last_key) if last_key else None,
-                                      bool(mark.get("final"))))
+                                      bool(mark.get("final")), repaired or ()))
 
     def _reload_topology(self, table: str) -> None:
         """A backfill names a table this worker does not route: take the current topology file."""
