@@ -34,6 +34,7 @@ DDL = [
             chunks_done integer NOT NULL DEFAULT 0,
             rows_copied bigint NOT NULL DEFAULT 0,
             rows_skipped bigint NOT NULL DEFAULT 0,
+            rows_estimated bigint,
             status text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'cancelled')),
             started_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now()
@@ -118,6 +119,28 @@ def take_chunk(conn: psycopg.Connection, job_id: int, chunk: int) -> list[dict[s
     rows = conn.execute(sql.SQL("SELECT row FROM {}.backfill_rows WHERE backfill_id = %s AND chunk = %s ORDER BY n")
                         .format(SCHEMA), (job_id, chunk)).fetchall()
     return [r[0] for r in rows]
+
+
+def set_estimate(conn: psycopg.Connection, job_id: int, rows: int) -> None:
+    conn.execute(sql.SQL("UPDATE {}.backfills SET rows_estimated = %s WHERE id = %s").format(SCHEMA), (rows, job_id))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The newest job of one source table, as metrics export it."""
+
+    source_table: str
+    rows_done: int
+    rows_estimated: int | None
+    running: bool
+
+
+def progress(conn: psycopg.Connection, service: str) -> list[Progress]:
+    rows = conn.execute(
+        sql.SQL("SELECT DISTINCT ON (source_table) source_table, rows_copied + rows_skipped, rows_estimated, "
+                "status = 'running' FROM {}.backfills WHERE service = %s ORDER BY source_table, id DESC")
+        .format(SCHEMA), (service,)).fetchall()
+    return [Progress(*r) for r in rows]
 
 
 def running_job_id(conn: psycopg.Connection, service: str, source_table: str) -> int | None:

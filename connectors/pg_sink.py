@@ -21,7 +21,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from connectors import backfill_store, dead_letters
+from connectors import backfill_store, dead_letters, verify_progress
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import sqlrender
 from splitter.batching import Batch, PartialRow, Segment, Step, TableChanges, Truncate
@@ -106,7 +106,7 @@ def ensure_state_schema(conn: psycopg.Connection) -> None:
         # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: skip it
         # when an operator created the schema beforehand for a role without that privilege.
         exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
-        for stmt in [*_STATE_DDL[1 if exists else 0:], *dead_letters.DDL, *backfill_store.DDL]:
+        for stmt in [*_STATE_DDL[1 if exists else 0:], *dead_letters.DDL, *backfill_store.DDL, *verify_progress.DDL]:
             conn.execute(stmt)
 
 

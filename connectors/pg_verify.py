@@ -36,7 +36,8 @@ How a table is compared, and why this shape:
     commas apart; a chunk's hash is md5 over the md5 of each row in key order, so the server's
     per-chunk aggregate stays 32 bytes a row however wide the rows are (TOASTed posts).
 
-Writes: only temporary tables in the service databases, and `splitter.control` rows.  Nothing is
+Writes: only temporary tables in the service databases, `splitter.control` rows, and the progress
+row of `connectors.verify_progress` (on a connection of its own, so it is seen while verify runs).  Nothing is
 ever written to the source.  Must not: decide what a difference means or format reports
 (`splitter.verify` does), or hold a service's worker beyond the `release()` the caller runs in
 `finally`.
@@ -44,6 +45,7 @@ ever written to the source.  Must not: decide what a difference means or format 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -53,12 +55,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors.pg_sink import connect, declared_columns, wrap_db_error
+from connectors import verify_progress
+from connectors.pg_sink import connect, declared_columns, ensure_state_schema, wrap_db_error
 from connectors.pg_source import advisory_lock_key, relation_schema
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import sqlrender
 from splitter.dsn import mask_secrets
-from splitter.errors import ConfigurationError, FatalError, RetryableError
+from splitter.errors import ConfigurationError, FatalError, RetryableError, SplitterError
 from splitter.sqlrender import TargetColumn
 from splitter.topology import Route
 
@@ -529,3 +532,46 @@ __all__ = [
     "VerifyColumn",
     "source_rows_of",
 ]
+
+
+class ProgressRecorder:
+    """Records how far verify is in each service database (exported by the service's worker).
+
+    Progress is for dashboards: a database that refuses it (a role without write access to the
+    splitter schema) costs a warning, never the verify.
+    """
+
+    def __init__(self, dsns: dict[str, str], tables: dict[str, int]) -> None:
+        self._conns: dict[str, psycopg.Connection] = {}
+        self._left = dict(tables)
+        for service, dsn in dsns.items():
+            self._guard(service, functools.partial(self._start, service, dsn, tables[service]))
+
+    def _start(self, service: str, dsn: str, tables: int) -> None:
+        conn = connect(dsn, f"the database of service {service}", autocommit=True,
+                       application_name="splitter-verify-progress")
+        self._conns[service] = conn
+        ensure_state_schema(conn)
+        verify_progress.started(conn, service, tables)
+
+    def table_done(self, service: str, mismatched: bool) -> None:
+        conn = self._conns.get(service)
+        if conn is None:
+            return
+        self._left[service] -= 1
+        self._guard(service, lambda: verify_progress.table_done(conn, service, mismatched, self._left[service] == 0))
+
+    def _guard(self, service: str, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except (psycopg.Error, SplitterError) as exc:
+            message = exc if isinstance(exc, SplitterError) else wrap_db_error(exc, "cannot record verify progress")
+            log.warning("verify: progress of service %s is not recorded: %s", service, str(message).splitlines()[0])
+            conn = self._conns.pop(service, None)
+            if conn is not None:
+                conn.close()
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()

@@ -3,8 +3,10 @@
 Owns: the HTTP endpoint of a capture or worker process, the metric names and labels (every name
 starts with `splitter_`, carries its unit, counters end in `_total`, labels are few and bounded:
 `component`, `service`, `table`, `op`, `kind`, `slot`, `state`, `target`), the background poller that
-reads source positions on its own connections, the lag definitions below, and the process-wide
-progress stores that backfill, verify and the dead-letter path feed.
+reads source positions on its own connections, and the lag definitions below.  A worker's endpoint
+also exports what operator commands record in its service database: the progress of `splitter
+backfill` jobs and of a `splitter verify` (so Prometheus, which scrapes the daemon, sees commands run
+from anywhere).
 
 Must not: do work on the pipeline's hot path (collectors read the components' plain `stats`
 attributes when Prometheus scrapes; histograms are observed from stats deltas by the poller), put
@@ -50,7 +52,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -61,7 +63,9 @@ from prometheus_client import CollectorRegistry, Histogram, PlatformCollector, P
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from psycopg import sql
 
+from connectors import backfill_store, verify_progress
 from connectors.kafka_log import ChangeLogConsumer
 from connectors.pg_sink import STATE_SCHEMA, connect, wrap_db_error
 from connectors.pg_source import current_wal_lsn
@@ -165,76 +169,6 @@ def lag_seconds(applied_lsn: int, applied_ts_ms: int, clock: SourceClock, now: f
 
 def caught_up_grace(settings: Settings, poll_interval: float) -> float:
     return settings.heartbeat_interval + POSITION_WRITE_INTERVAL + poll_interval
-
-
-# -- process-wide progress (backfill, verify, dead letters) -----------------------------------------------
-
-
-class _Progress:
-    """Progress that other parts of splitter report; every metrics endpoint of the process exports it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.backfill: dict[tuple[str, str], tuple[int, int | None]] = {}
-        self.verify: dict[str, tuple[int, int, int]] = {}
-        self.dead_letters: dict[str, int] = {}
-        self.ticks: list[Callable[[], None]] = []
-
-
-_PROGRESS = _Progress()
-
-
-def report_backfill_progress(service: str, table: str, rows_copied: int, rows_estimated: int | None = None) -> None:
-    """Backfill: rows of `service`'s target `table` copied so far (and the planner's estimate of all)."""
-    with _PROGRESS.lock:
-        _PROGRESS.backfill[(service, table)] = (rows_copied, rows_estimated)
-        ticks = list(_PROGRESS.ticks)
-    for tick in ticks:  # a long initial copy is progress, not a hung loop
-        tick()
-
-
-def report_verify_progress(service: str, tables_checked: int, tables_total: int, tables_mismatched: int) -> None:
-    with _PROGRESS.lock:
-        _PROGRESS.verify[service] = (tables_checked, tables_total, tables_mismatched)
-
-
-def count_dead_letters(service: str, events: int = 1) -> None:
-    with _PROGRESS.lock:
-        _PROGRESS.dead_letters[service] = _PROGRESS.dead_letters.get(service, 0) + events
-
-
-class _ProgressCollector(Collector):
-    def __init__(self, services: Iterable[str]) -> None:
-        self._services = tuple(services)
-
-    def collect(self) -> Iterator[Metric]:
-        with _PROGRESS.lock:
-            backfill = dict(_PROGRESS.backfill)
-            verify = dict(_PROGRESS.verify)
-            dead = dict(_PROGRESS.dead_letters)
-        copied = GaugeMetricFamily("splitter_backfill_rows_copied", "Rows copied by the running backfill",
-                                   labels=["service", "table"])
-        estimated = GaugeMetricFamily("splitter_backfill_rows_estimated",
-                                      "Planner's estimate of the rows the backfill copies", labels=["service", "table"])
-        for (service, table), (rows, estimate) in sorted(backfill.items()):
-            copied.add_metric([service, table], rows)
-            if estimate is not None:
-                estimated.add_metric([service, table], estimate)
-        checked = GaugeMetricFamily("splitter_verify_tables_checked", "Tables verify has compared",
-                                    labels=["service"])
-        total = GaugeMetricFamily("splitter_verify_tables", "Tables verify compares", labels=["service"])
-        mismatched = GaugeMetricFamily("splitter_verify_tables_mismatched", "Tables verify found different",
-                                       labels=["service"])
-        for service, (n_checked, n_total, n_bad) in sorted(verify.items()):
-            checked.add_metric([service], n_checked)
-            total.add_metric([service], n_total)
-            mismatched.add_metric([service], n_bad)
-        dlq = CounterMetricFamily("splitter_dead_letter_events", "Change events set aside instead of applied",
-                                  labels=["service"])
-        for service in sorted(set(self._services) | set(dead)):
-            dlq.add_metric([service], dead.get(service, 0))
-        yield from (m for m in (copied, estimated, checked, total, mismatched) if m.samples)
-        yield dlq
 
 
 # -- health ---------------------------------------------------------------------------------------------
@@ -379,7 +313,6 @@ class ComponentMetrics:
         self._stop = threading.Event()
         self._poller = _Poller(self, log_end)
         self.registry.register(_ComponentCollector(self))
-        self.registry.register(_ProgressCollector([service] if service else []))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         labels = ["service"]
@@ -393,8 +326,6 @@ class ComponentMetrics:
         self.port: int | None = None
         if port is not None:
             self._serve(host, port)
-        with _PROGRESS.lock:
-            _PROGRESS.ticks.append(self.health.tick)
         self._poller.start()
 
     # -- attaching to the component --------------------------------------------------------------------
@@ -500,9 +431,6 @@ class ComponentMetrics:
     def close(self) -> None:
         self._stop.set()
         self._poller.join(10)
-        with _PROGRESS.lock:
-            if self.health.tick in _PROGRESS.ticks:
-                _PROGRESS.ticks.remove(self.health.tick)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -544,6 +472,8 @@ class _SlotState:
 @dataclass
 class _ServiceState:
     hold_requested: bool | None = None
+    backfills: tuple[backfill_store.Progress, ...] = ()
+    verify: verify_progress.VerifyProgress | None = None
 
 
 _SLOT_SQL = """
@@ -635,9 +565,10 @@ class _Poller(threading.Thread):
             active=bool(row[4]), wal_status=row[5], lag_bytes=row[6], retained_bytes=row[7], exists=bool(row[1]))
         # Cutover states live in the source's splitter schema (splitter.cutover_state owns the table).
         # Capture exports them for every service: a service whose cutover completed has no worker left.
-        have = conn.execute(f"SELECT to_regclass('{STATE_SCHEMA}.cutover') IS NOT NULL").fetchone()
+        have = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{STATE_SCHEMA}.cutover",)).fetchone()
         if have and have[0]:
-            rows = conn.execute(f"SELECT service, state::text FROM {STATE_SCHEMA}.cutover").fetchall()
+            rows = conn.execute(sql.SQL("SELECT service, state::text FROM {}.cutover")
+                                .format(sql.Identifier(STATE_SCHEMA))).fetchall()
             self.cutover_states = {service: state for service, state in rows}
         else:
             self.cutover_states = None
@@ -646,13 +577,15 @@ class _Poller(threading.Thread):
         if self._target is None:
             self._target = connect(s.target_dsn(self.owner.service), f"database of service {self.owner.service} "
                                    "(metrics)", autocommit=True, application_name="splitter-metrics")
-        conn = self._target
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{STATE_SCHEMA}.control",)).fetchone()
+        conn, service = self._target, self.owner.service
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{STATE_SCHEMA}.verify_progress",)).fetchone()
         state = _ServiceState()
-        if row and row[0]:
-            held = conn.execute(f"SELECT pause_at_lsn IS NOT NULL FROM {STATE_SCHEMA}.control WHERE service = %s",
-                                (self.owner.service,)).fetchone()
+        if row and row[0]:  # the worker created its state tables (all at once)
+            held = conn.execute(sql.SQL("SELECT pause_at_lsn IS NOT NULL FROM {}.control WHERE service = %s")
+                                .format(sql.Identifier(STATE_SCHEMA)), (service,)).fetchone()
             state.hold_requested = bool(held and held[0])
+            state.backfills = tuple(backfill_store.progress(conn, service))
+            state.verify = verify_progress.read(conn, service)
         self.service_state = state
 
     def _poll_log_end(self) -> None:
@@ -823,7 +756,11 @@ class _ComponentCollector(Collector):
         if state.hold_requested is not None:
             yield _gauge("splitter_worker_hold_requested", "1 while verify or cutover holds the worker", ["service"],
                          (svc, 1 if state.hold_requested else 0))
+        yield from self._operator_progress(o.service, state)
         st = o.stats
+        if st is not None:
+            yield _counter("splitter_dead_letter_events", "Change events set aside instead of applied", ["service"],
+                           (svc, o.counter("dead_letters", st.dead_lettered)))
         if st is None or (st.applied_offset < 0 and st.applied_lsn == 0):
             return  # not positioned yet (waiting for its checkpoint)
         now = time.time()
@@ -854,6 +791,27 @@ class _ComponentCollector(Collector):
                        "Incomplete transaction copies dropped (capture re-sent them whole)", ["service"],
                        (svc, o.counter("discarded", st.discarded_partial_transactions)))
 
+    def _operator_progress(self, service: str, state: _ServiceState) -> Iterator[Metric]:
+        """What `splitter backfill` and `splitter verify` recorded in the service database."""
+        if state.backfills:
+            yield _gauge("splitter_backfill_rows_copied", "Rows the newest backfill of each source table has done",
+                         ["service", "table"], *[([service, b.source_table], b.rows_done) for b in state.backfills])
+            yield _gauge("splitter_backfill_rows_estimated", "Planner's estimate of the rows that backfill copies",
+                         ["service", "table"], *[([service, b.source_table], b.rows_estimated)
+                                                 for b in state.backfills])
+            yield _gauge("splitter_backfill_running", "1 while that backfill has chunks left", ["service", "table"],
+                         *[([service, b.source_table], 1 if b.running else 0) for b in state.backfills])
+        v = state.verify
+        if v is not None:
+            yield _gauge("splitter_verify_tables_checked", "Tables the latest verify has compared", ["service"],
+                         ([service], v.tables_checked))
+            yield _gauge("splitter_verify_tables", "Tables the latest verify compares", ["service"],
+                         ([service], v.tables_total))
+            yield _gauge("splitter_verify_tables_mismatched", "Tables the latest verify found different", ["service"],
+                         ([service], v.tables_mismatched))
+            yield _gauge("splitter_verify_running", "1 while a verify of the service runs", ["service"],
+                         ([service], 0 if v.finished else 1))
+
 
 __all__ = [
     "CUTOVER_STATES",
@@ -862,11 +820,8 @@ __all__ = [
     "Health",
     "SourceClock",
     "caught_up_grace",
-    "count_dead_letters",
     "error_kind",
     "lag_bytes",
     "lag_seconds",
-    "report_backfill_progress",
-    "report_verify_progress",
     "start_metrics",
 ]

@@ -82,6 +82,7 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
             job = backfill_store.start_job(target, service, source_table, relation.header_bytes().decode(),
                                            chunk_rows)
         total = _estimate_rows(source, route)
+        backfill_store.set_estimate(target, job.id, total)
         key_cols = relation.key_columns
         key_types = {c.name: sqlrender.checked_type(c.sql_type) for c in relation.columns if c.name in key_cols}
         select_cols = sql.SQL(", ").join(

@@ -48,6 +48,7 @@ from connectors.pg_source import ReplicationConnection, current_wal_lsn
 from connectors.pg_verify import (
     HoldControl,
     HoldState,
+    ProgressRecorder,
     SourceSession,
     TablePlan,
     TargetSession,
@@ -521,7 +522,10 @@ def verify(settings: Settings, *, services: Sequence[str] | None = None, tables:
                 target.close()
             source.close()
             raise
+    recorder: ProgressRecorder | None = None
     try:
+        recorder = ProgressRecorder({service: settings.target_dsn(service) for service in by_service},
+                                    {service: len(service_routes) for service, service_routes in by_service.items()})
         plans = []
         for route in routes:
             target = targets[route.service.name]
@@ -545,7 +549,10 @@ def verify(settings: Settings, *, services: Sequence[str] | None = None, tables:
             table_report.seconds = time.monotonic() - table_started
             report.tables.append(table_report)
             tracker.finish()
+            recorder.table_done(route.service.name, not table_report.ok)
     finally:
+        if recorder is not None:
+            recorder.close()
         for target in targets.values():
             target.close()
         source.close()

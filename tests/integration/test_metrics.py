@@ -36,7 +36,9 @@ from splitter import cutover_state, datagen, fixtures, metrics, status
 from splitter.capture import Capture
 from splitter.config import Settings, build_settings
 from splitter.daemon import run_with_retries
+from splitter.online_backfill import run_backfill
 from splitter.topology import load_topology
+from splitter.verify import verify
 from splitter.worker import Worker
 from splitter.workload import Workload
 from tests.conftest import KafkaServer, PgServer
@@ -241,9 +243,9 @@ def test_pipeline_metrics_through_prometheus(
         workload_thread = threading.Thread(target=workload.run, args=(workload_stop,), daemon=True)
         workload_thread.start()
 
-        # Feeds that other features will drive (backfill, verify) and a cutover row, so every panel has data.
-        metrics.report_backfill_progress(HELD, "post.posts", 50, 100)
-        metrics.report_verify_progress(HELD, 1, 2, 0)
+        # The operator commands whose progress the worker exports, and a cutover row, so every panel has data.
+        run_backfill(settings, "topic", "topics", chunk_rows=50)
+        assert verify(settings, services=["topic"]).ok
         with psycopg.connect(settings.source_dsn, autocommit=True) as conn:
             cutover_state.ensure_schema(conn)  # the cutover's own table, in the source
             conn.execute("INSERT INTO splitter.cutover (service, state) VALUES (%s, 'streaming')", (HELD,))
@@ -358,22 +360,78 @@ def _status_parser() -> Any:
     return parser
 
 
-def test_progress_reports_appear_on_every_endpoint(pg_server: PgServer) -> None:
-    """Backfill/verify progress and dead letters, fed by other parts of the process, are exported."""
+def test_operator_progress_and_dead_letters_on_the_worker_endpoint(
+        pg_server: PgServer, make_databases: Callable[..., dict[str, str]]) -> None:
+    """What backfill and verify record in the service database, and the worker's dead letters, are exported."""
+    from connectors import backfill_store, verify_progress
+    from connectors.pg_sink import ensure_state_schema
+    from splitter.worker import WorkerStats
+
+    service_db = make_databases(names=("user_db",))["user_db"]
+    settings = build_settings(topology_path=str(TOPOLOGY), source_dsn=pg_server.dsn("postgres"),
+                              kafka="127.0.0.1:1", target_dsns={"user": service_db}, env={})
+    with psycopg.connect(service_db, autocommit=True) as conn:
+        ensure_state_schema(conn)
+        job = backfill_store.start_job(conn, "user", "public.users", "{}", 10)
+        backfill_store.set_estimate(conn, job.id, 70)
+        backfill_store.chunk_applied(conn, job.id, 1, 6, 1, ["k"], final=False)
+        verify_progress.started(conn, "user", 4)
+        for n in range(3):
+            verify_progress.table_done(conn, "user", mismatched=n == 1, last=False)
+
+    class Idle:
+        stats = WorkerStats()
+
+        def run(self, stop: threading.Event) -> None:
+            self.stats.dead_lettered = 2
+            stop.wait()
+
+    stop = threading.Event()
+    with metrics.start_metrics(settings, "worker", service="user", port=0, host="127.0.0.1",
+                               poll_interval=0.2) as m:
+        assert m.port is not None
+        runner = threading.Thread(target=run_with_retries, args=("idle", m.instrument(Idle), stop))
+        runner.start()
+        try:
+            wanted = ['splitter_backfill_rows_copied{service="user",table="public.users"} 7.0',
+                      'splitter_backfill_rows_estimated{service="user",table="public.users"} 70.0',
+                      'splitter_backfill_running{service="user",table="public.users"} 1.0',
+                      'splitter_verify_tables_checked{service="user"} 3.0',
+                      'splitter_verify_tables{service="user"} 4.0',
+                      'splitter_verify_tables_mismatched{service="user"} 1.0',
+                      'splitter_verify_running{service="user"} 1.0',
+                      'splitter_dead_letter_events_total{service="user"} 2.0']
+            deadline = time.monotonic() + 10
+            body = ""
+            while time.monotonic() < deadline:
+                body = http_get(m.port, "/metrics")[1]
+                if all(w in body for w in wanted):
+                    break
+                time.sleep(0.2)
+            assert [w for w in wanted if w not in body] == [], body
+            with psycopg.connect(service_db, autocommit=True) as conn:
+                verify_progress.table_done(conn, "user", mismatched=False, last=True)
+            deadline = time.monotonic() + 10
+            while 'splitter_verify_running{service="user"} 0.0' not in body and time.monotonic() < deadline:
+                time.sleep(0.2)
+                body = http_get(m.port, "/metrics")[1]
+            assert 'splitter_verify_running{service="user"} 0.0' in body
+            assert 'splitter_verify_tables_checked{service="user"} 4.0' in body
+            # Unknown paths are 404.
+            assert http_get(m.port, "/nope")[0] == 404
+        finally:
+            stop.set()
+            runner.join(10)
+
+
+def test_capture_endpoint_before_the_slot_exists(pg_server: PgServer) -> None:
     settings = build_settings(topology_path=str(TOPOLOGY), source_dsn=pg_server.dsn("postgres"),
                               kafka="127.0.0.1:1", env={})
     with metrics.start_metrics(settings, "capture", port=0, host="127.0.0.1") as m:
         assert m.port is not None
-        metrics.report_backfill_progress("user", "users.users", 7, 70)
-        metrics.report_verify_progress("user", 3, 4, 1)
-        metrics.count_dead_letters("user", 2)
-        body = http_get(m.port, "/metrics")[1]
-        assert 'splitter_backfill_rows_copied{service="user",table="users.users"} 7.0' in body
-        assert 'splitter_backfill_rows_estimated{service="user",table="users.users"} 70.0' in body
-        assert 'splitter_verify_tables_mismatched{service="user"} 1.0' in body
-        assert 'splitter_dead_letter_events_total{service="user"} 2.0' in body
         # The poller reads the source on its own: no slot yet, but the WAL position is there.
         deadline = time.monotonic() + 10
+        body = http_get(m.port, "/metrics")[1]
         while "splitter_source_wal_lsn_bytes{" not in body and time.monotonic() < deadline:
             time.sleep(0.2)
             body = http_get(m.port, "/metrics")[1]
