@@ -147,13 +147,6 @@ def open_keys(conn: psycopg.Connection, service: str) -> set[tuple[str, tuple[st
     return {(table, tuple(key)) for table, key in rows}
 
 
-def pending_request(conn: psycopg.Connection, service: str) -> Request | None:
-    row = conn.execute(
-        sql.SQL("SELECT id, action, from_offset, from_lsn::text, ids FROM {}.requests WHERE service = %s "
-                "AND done_at IS NULL ORDER BY id LIMIT 1").format(SCHEMA), (service,)).fetchone()
-    return Request(*row) if row else None
-
-
 def finish_request(conn: psycopg.Connection, request_id: int, result: str) -> None:
     conn.execute(sql.SQL("UPDATE {}.requests SET done_at = now(), result = %s WHERE id = %s").format(SCHEMA),
                  (result, request_id))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import orjson
 import psycopg
@@ -39,6 +40,7 @@ from splitter.sqlrender import KIND_DELETE, KIND_PARTIAL, KIND_UPSERT, TargetCol
 from splitter.topology import Route
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATE_SCHEMA = "splitter"
 FROM_BEGINNING = -1
@@ -375,73 +377,52 @@ class ServiceSink:
 
     # -- operator requests, performed by the worker in its own session -------------------------
 
-    def poll_control(self) -> tuple[dead_letters.Request | None, int | None]:
-        """In one round trip: the oldest pending operator request, and the LSN a hold was asked at."""
+    def _read(self, what: str, read: Callable[[psycopg.Connection], T]) -> T:
+        """A read in the apply session, its transaction ended at once (the session must not idle in one)."""
         try:
-            row = self.conn.execute(
-                sql.SQL("SELECT r.id, r.action, r.from_offset, r.from_lsn::text, r.ids, "
-                        "(SELECT c.pause_at_lsn::text FROM {schema}.control c WHERE c.service = %(s)s) "
-                        "FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM {schema}.requests q "
-                        "WHERE q.service = %(s)s AND q.done_at IS NULL ORDER BY q.id LIMIT 1) AS r ON true")
-                .format(schema=sql.Identifier(STATE_SCHEMA)), {"s": self.service}).fetchone()
+            value = read(self.conn)
             self.conn.rollback()
+            return value
         except psycopg.Error as exc:
             self._rollback_quietly()
-            raise wrap_db_error(exc, f"cannot read the control state of service {self.service}", self._dsn) from exc
+            raise wrap_db_error(exc, what, self._dsn) from exc
+
+    def poll_control(self) -> tuple[dead_letters.Request | None, int | None]:
+        """In one round trip: the oldest pending operator request, and the LSN a hold was asked at."""
+        row = self._read(f"cannot read the control state of service {self.service}", lambda conn: conn.execute(
+            sql.SQL("SELECT r.id, r.action, r.from_offset, r.from_lsn::text, r.ids, "
+                    "(SELECT c.pause_at_lsn::text FROM {schema}.control c WHERE c.service = %(s)s) "
+                    "FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM {schema}.requests q "
+                    "WHERE q.service = %(s)s AND q.done_at IS NULL ORDER BY q.id LIMIT 1) AS r ON true")
+            .format(schema=sql.Identifier(STATE_SCHEMA)), {"s": self.service}).fetchone())
         assert row is not None
         request = dead_letters.Request(*row[:5]) if row[0] is not None else None
         return request, (str_to_lsn(row[5]) if row[5] else None)
 
-    def pending_request(self) -> dead_letters.Request | None:
-        try:
-            request = dead_letters.pending_request(self.conn, self.service)
-            self.conn.rollback()
-            return request
-        except psycopg.Error as exc:
-            self._rollback_quietly()
-            raise wrap_db_error(exc, f"cannot read requests of service {self.service}", self._dsn) from exc
-
     def backfill_chunk(self, job_id: int, chunk: int) -> tuple[backfill_store.Job | None, list[dict[str, object]]]:
         """The job and rows of one backfill chunk (read in the apply session, committed by `apply`)."""
-        try:
-            found = backfill_store.job(self.conn, job_id)
-            rows = backfill_store.take_chunk(self.conn, job_id, chunk) if found else []
-            self.conn.rollback()
-            return found, rows
-        except psycopg.Error as exc:
-            self._rollback_quietly()
-            raise wrap_db_error(exc, f"cannot read backfill chunk {chunk} of job {job_id}", self._dsn) from exc
+        def read(conn: psycopg.Connection) -> tuple[backfill_store.Job | None, list[dict[str, object]]]:
+            found = backfill_store.job(conn, job_id)
+            return found, backfill_store.take_chunk(conn, job_id, chunk) if found else []
 
-    def _running_backfill(self, route: Route) -> int | None:
+        return self._read(f"cannot read backfill chunk {chunk} of job {job_id}", read)
+
+    def _running_backfill(self, source_table: str) -> int | None:
         """The `splitter backfill` job re-copying this table, if one runs: rows it has not reached yet
         may be missing here, and the copy brings them (see splitter.online_backfill)."""
-        return backfill_store.running_job_id(self.conn, self.service, f"{route.source_schema}.{route.source_table}")
-
-    def _note_missed(self, source_table: str, keys: set[tuple[str | None, ...]]) -> None:
-        job_id = backfill_store.running_job_id(self.conn, self.service, source_table)
-        assert job_id is not None
-        backfill_store.note_missed(self.conn, job_id, keys)
+        return backfill_store.running_job_id(self.conn, self.service, source_table)
 
     def set_routes(self, routes: Sequence[Route]) -> None:
         """Take a reloaded topology's routes (a table added while streaming)."""
         self._routes_by_source = {}
         for route in routes:
             self._routes_by_source.setdefault(f"{route.source_schema}.{route.source_table}", []).append(route)
-        try:
-            self.columns = {id(r): target_columns(self.conn, r) for r in routes}
-            self.conn.rollback()
-        except psycopg.Error as exc:
-            self._rollback_quietly()
-            raise wrap_db_error(exc, f"cannot read the tables of service {self.service}", self._dsn) from exc
+        self.columns = self._read(f"cannot read the tables of service {self.service}",
+                                  lambda conn: {id(r): target_columns(conn, r) for r in routes})
 
     def parked_keys(self) -> set[tuple[str, tuple[str | None, ...]]]:
-        try:
-            keys = dead_letters.open_keys(self.conn, self.service)
-            self.conn.rollback()
-            return keys
-        except psycopg.Error as exc:
-            self._rollback_quietly()
-            raise wrap_db_error(exc, f"cannot read dead letters of service {self.service}", self._dsn) from exc
+        return self._read(f"cannot read dead letters of service {self.service}",
+                          lambda conn: dead_letters.open_keys(conn, self.service))
 
     def rewind_to(self, request: dead_letters.Request, checkpoint: Checkpoint) -> None:
         """Replay: move the checkpoint back and close the request, in one transaction."""
@@ -511,7 +492,9 @@ class ServiceSink:
             for route in routes:
                 missed |= self._apply_route(route, changes, partial_rows)
             if missed:
-                self._note_missed(table, missed)
+                job_id = self._running_backfill(table)
+                assert job_id is not None  # a miss is only tolerated while a backfill runs
+                backfill_store.note_missed(self.conn, job_id, missed)
 
     def _stage(self, changes: TableChanges) -> dict[int, PartialRow]:
         """Write the changes into the table's staging table; the partial updates by staged row number."""
@@ -565,7 +548,7 @@ class ServiceSink:
                 lost = [n for n in rows if n not in found]
                 if not lost:
                     continue
-                if self._running_backfill(route) is not None:
+                if self._running_backfill(f"{route.source_schema}.{route.source_table}") is not None:
                     # The copy has not reached the row, or has passed the key the update moved it to; either
                     # way the stream cannot rebuild it without the unchanged columns: the backfill copies it.
                     missed.update(_new_source_key(partial_rows[n], relation) for n in lost)

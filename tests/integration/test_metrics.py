@@ -360,6 +360,18 @@ def _status_parser() -> Any:
     return parser
 
 
+def _scrape_until(port: int, wanted: list[str], timeout: float = 10.0) -> str:
+    """/metrics once it holds every line of `wanted` (the poller fills some in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = http_get(port, "/metrics")[1]
+        missing = [w for w in wanted if w not in body]
+        if not missing:
+            return body
+        assert time.monotonic() < deadline, f"missing {missing} in:\n{body}"
+        time.sleep(0.2)
+
+
 def test_operator_progress_and_dead_letters_on_the_worker_endpoint(
         pg_server: PgServer, make_databases: Callable[..., dict[str, str]]) -> None:
     """What backfill and verify record in the service database, and the worker's dead letters, are exported."""
@@ -401,22 +413,11 @@ def test_operator_progress_and_dead_letters_on_the_worker_endpoint(
                       'splitter_verify_tables_mismatched{service="user"} 1.0',
                       'splitter_verify_running{service="user"} 1.0',
                       'splitter_dead_letter_events_total{service="user"} 2.0']
-            deadline = time.monotonic() + 10
-            body = ""
-            while time.monotonic() < deadline:
-                body = http_get(m.port, "/metrics")[1]
-                if all(w in body for w in wanted):
-                    break
-                time.sleep(0.2)
-            assert [w for w in wanted if w not in body] == [], body
+            _scrape_until(m.port, wanted)
             with psycopg.connect(service_db, autocommit=True) as conn:
                 verify_progress.table_done(conn, "user", mismatched=False, last=True)
-            deadline = time.monotonic() + 10
-            while 'splitter_verify_running{service="user"} 0.0' not in body and time.monotonic() < deadline:
-                time.sleep(0.2)
-                body = http_get(m.port, "/metrics")[1]
-            assert 'splitter_verify_running{service="user"} 0.0' in body
-            assert 'splitter_verify_tables_checked{service="user"} 4.0' in body
+            _scrape_until(m.port, ['splitter_verify_running{service="user"} 0.0',
+                                   'splitter_verify_tables_checked{service="user"} 4.0'])
             # Unknown paths are 404.
             assert http_get(m.port, "/nope")[0] == 404
         finally:
@@ -430,12 +431,7 @@ def test_capture_endpoint_before_the_slot_exists(pg_server: PgServer) -> None:
     with metrics.start_metrics(settings, "capture", port=0, host="127.0.0.1") as m:
         assert m.port is not None
         # The poller reads the source on its own: no slot yet, but the WAL position is there.
-        deadline = time.monotonic() + 10
-        body = http_get(m.port, "/metrics")[1]
-        while "splitter_source_wal_lsn_bytes{" not in body and time.monotonic() < deadline:
-            time.sleep(0.2)
-            body = http_get(m.port, "/metrics")[1]
-        assert 'splitter_source_wal_lsn_bytes{component="capture",service=""}' in body
+        body = _scrape_until(m.port, ['splitter_source_wal_lsn_bytes{component="capture",service=""}'])
         assert "splitter_slot_lag_bytes" not in body  # the slot does not exist: absent, not 0
         # Starting (no loop tick yet) is healthy; unknown paths are 404.
         assert http_get(m.port, "/healthz")[0] == 200
