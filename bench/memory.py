@@ -5,8 +5,9 @@ service databases are created.  Then, as child processes with SPLITTER_* environ
 
 1. capture starts on a new slot: it runs the initial copy of all seven services from the slot's
    snapshot (the data set itself), then streams; a burst of 20 x scale row changes (transactions of
-   10) is committed and capture drains it into its own topic (until the slot's confirmed_flush_lsn
-   passes the burst's end);
+   10) and then one transaction of 40 x scale notification inserts (a bulk load: 10x larger at the
+   larger size, so the worker's memory shows whether it holds a transaction whole) are committed and
+   capture drains them into its own topic (until the slot's confirmed_flush_lsn passes their end);
 2. the notification worker (the service the burst's inserts go to) starts and applies that whole
    backlog from the log (until its checkpoint passes the burst's end).
 
@@ -65,6 +66,11 @@ def one_size(servers: Servers, scale: int, logdir: Path) -> dict[str, Any]:
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s AND active", (name,)).fetchone()[0] > 0,
             capture, 600)
         rows, _ = burst(settings.source_dsn, 2 * scale)
+        big_txn_rows = 40 * scale
+        src.execute("INSERT INTO notifications (id, receiver_id, actor_id, content, action, is_sent, is_read, "
+                    "created_at, updated_at) SELECT md5(n.id || g::text), receiver_id, actor_id, content, action, "
+                    "is_sent, is_read, created_at, updated_at FROM notifications n CROSS JOIN generate_series(1, %s) g "
+                    "LIMIT %s", (big_txn_rows // max(1, ds.counts.get("notifications", 1)) + 1, big_txn_rows))
         end = current_lsn(src)
         drain_s = _wait("capture (drain)", lambda: src.execute(
             "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
@@ -88,7 +94,7 @@ def one_size(servers: Servers, scale: int, logdir: Path) -> dict[str, Any]:
         stop_process(capture)
     source_rows = sum(ds.counts.values())
     return {
-        "scale": scale, "source_rows": source_rows, "burst_rows": rows,
+        "scale": scale, "source_rows": source_rows, "burst_rows": rows, "big_transaction_rows": big_txn_rows,
         "capture_peak_rss_mb": round(capture_kb / 1024, 1), "worker_peak_rss_mb": round(worker_kb / 1024, 1),
         "capture_copy_s": round(copy_s, 1), "capture_drain_s": round(drain_s, 1),
         "capture_drain_rows_per_s": round(rows / drain_s) if drain_s else None,
@@ -101,7 +107,8 @@ def run(servers: Servers, small: int, logdir: Path, log: Callable[[str], None]) 
     for scale in (small, small * 10):
         r = one_size(servers, scale, logdir)
         log(f"    scale {scale}: capture {r['capture_peak_rss_mb']} MB, worker[{WORKER}] {r['worker_peak_rss_mb']} MB "
-            f"({r['source_rows']} source rows, {r['burst_rows']} streamed changes)")
+            f"({r['source_rows']} source rows, {r['burst_rows']} streamed changes, one transaction of "
+            f"{r['big_transaction_rows']} rows)")
         sizes.append(r)
     a, b = sizes
     return {

@@ -266,42 +266,30 @@ class ServiceSink:
         except psycopg.Error as exc:
             raise wrap_db_error(exc, f"cannot read the checkpoint of service {self.service}", self._dsn) from exc
 
-    def pause_request(self) -> int | None:
-        """The LSN a verify or cutover asked this worker to hold at, if any."""
-        try:
-            row = self.conn.execute(
-                sql.SQL("SELECT pause_at_lsn::text FROM {}.control WHERE service = %s").format(
-                    sql.Identifier(STATE_SCHEMA)), (self.service,)).fetchone()
-            self.conn.rollback()
-        except psycopg.Error as exc:
-            self._rollback_quietly()
-            raise wrap_db_error(exc, f"cannot read the control row of service {self.service}", self._dsn) from exc
-        return str_to_lsn(row[0]) if row and row[0] else None
-
     def apply(self, steps: Iterable[Step], checkpoint: Checkpoint, transactions: int,
               paused: tuple[int, int] | None = None,
               letters: Sequence[dead_letters.DeadLetter] = (),
               chunks: Sequence[ChunkDone] = ()) -> None:
         """Apply `steps` and `checkpoint` in one transaction, and commit it.
 
+        The transaction may already hold parts of a large source transaction (`apply_part`).
         `paused` = (requested LSN, held LSN) also reports, in the same transaction, that the worker
         now holds: the data committed here is exactly the source before the requested LSN.
         `letters` are stored in the same transaction (records the worker could not read).
-        Raises DataRejectedError (nothing applied) when the database refuses a row's data.
+        Raises DataRejectedError (nothing applied, parts included) when the database refuses a row's data.
         """
-        try:
+        self.apply_part(steps, f"applying changes up to offset {checkpoint.offset}")
+        self._guarded("committing", lambda: self._finish(checkpoint, transactions, paused, letters, chunks))
+
+    def apply_part(self, steps: Iterable[Step], what: str = "applying part of a large transaction") -> None:
+        """Apply `steps` in the open transaction without committing (a source transaction too large to hold
+        in memory goes in parts; `apply` or `apply_isolated` commits it with its checkpoint, `abandon` drops it).
+        """
+        def run() -> None:
             for step in steps:
                 self._apply_step(step)
-            self._finish(checkpoint, transactions, paused, letters, chunks)
-        except psycopg.Error as exc:
-            self._rollback_quietly()
-            what = f"service {self.service}: applying changes up to offset {checkpoint.offset} failed"
-            if is_data_rejection(exc.sqlstate):
-                raise DataRejectedError(mask_secrets(f"{what}: {exc}", self._dsn), exc.sqlstate) from exc
-            raise wrap_db_error(exc, what, self._dsn) from exc
-        except Exception:
-            self._rollback_quietly()
-            raise
+
+        self._guarded(what, run)
 
     def apply_isolated(self, units: Sequence[tuple[int, RowChange, RelationSchema]], checkpoint: Checkpoint,
                        transactions: int, parked: set[tuple[str, tuple[str | None, ...]]],
@@ -312,8 +300,17 @@ class ServiceSink:
         A change to a row that already has an open dead letter (`parked`) is dead-lettered behind
         it unapplied, so a later retry replays that row's changes in their original order.
         """
-        stored: list[dead_letters.DeadLetter] = list(letters)
-        try:
+        stored = [*letters, *self.apply_part_isolated(units, parked)]
+        self._guarded("committing changes applied one by one",
+                      lambda: self._finish(checkpoint, transactions, None, stored, chunks))
+        return stored
+
+    def apply_part_isolated(self, units: Sequence[tuple[int, RowChange, RelationSchema]],
+                            parked: set[tuple[str, tuple[str | None, ...]]]) -> list[dead_letters.DeadLetter]:
+        """`apply_isolated` without the commit: the dead letters to store with it."""
+        stored: list[dead_letters.DeadLetter] = []
+
+        def run() -> None:
             for offset, change, relation in units:
                 key = _source_key(change, relation)
                 if key is not None and (change.table, key) in parked:
@@ -325,11 +322,24 @@ class ServiceSink:
                     stored.append(_letter(offset, change, relation, rejected.sqlstate, str(rejected).strip()))
                     if key is not None:
                         parked.add((change.table, key))
-            self._finish(checkpoint, transactions, None, stored, chunks)
-            return stored
+
+        self._guarded("applying changes one by one", run)
+        return stored
+
+    def abandon(self) -> None:
+        """Drop what the open transaction holds (parts of a source transaction that will be read again)."""
+        self._rollback_quietly()
+
+    def _guarded(self, what: str, run: Callable[[], None]) -> None:
+        """Run a write in the open transaction; on any failure roll all of it back and say why."""
+        try:
+            run()
         except psycopg.Error as exc:
             self._rollback_quietly()
-            raise wrap_db_error(exc, f"service {self.service}: applying changes one by one failed", self._dsn) from exc
+            message = f"service {self.service}: {what} failed"
+            if is_data_rejection(exc.sqlstate):
+                raise DataRejectedError(mask_secrets(f"{message}: {exc}", self._dsn), exc.sqlstate) from exc
+            raise wrap_db_error(exc, message, self._dsn) from exc
         except Exception:
             self._rollback_quietly()
             raise

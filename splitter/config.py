@@ -37,6 +37,9 @@ class Settings:
     heartbeat_interval: float = 1.0
     batch_max_rows: int = 5000
     batch_max_wait: float = 0.05
+    # A source transaction with more changes than this is applied in parts inside one target transaction
+    # (committed with its commit record), so a worker's memory does not grow with transaction size.
+    max_txn_changes: int = 10_000
     status_interval: float = 1.0
     metrics_port: int | None = None
     kafka_extra: Mapping[str, str] = field(default_factory=dict)

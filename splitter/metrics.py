@@ -787,6 +787,9 @@ class _ComponentCollector(Collector):
                        (svc, o.counter("rows", st.rows_applied, persistent=True)))
         yield _counter("splitter_worker_batches", "Target transactions committed", ["service"],
                        (svc, o.counter("batches", st.batches)))
+        yield _counter("splitter_worker_transactions_applied_in_parts",
+                       "Source transactions too large to hold in memory, applied in parts in one target transaction",
+                       ["service"], (svc, o.counter("parts", st.transactions_applied_in_parts)))
         yield _counter("splitter_worker_discarded_partial_transactions",
                        "Incomplete transaction copies dropped (capture re-sent them whole)", ["service"],
                        (svc, o.counter("discarded", st.discarded_partial_transactions)))

@@ -43,7 +43,10 @@ CONTROL_POLL_INTERVAL = 0.2
 class _OpenTxn:
     commit_lsn: int
     last_sequence: int
+    first_offset: int  # where to read it again from (a hold, or a part the database rejected)
     changes: list[tuple[int, RowChange, RelationSchema]] = field(default_factory=list)
+    # Earlier changes already applied, uncommitted, in the sink's open transaction (a large transaction).
+    applied_in_parts: int = 0
 
 
 class WorkerStats:
@@ -59,6 +62,7 @@ class WorkerStats:
         self.last_batch_rows = 0
         self.last_apply_seconds = 0.0
         self.discarded_partial_transactions = 0
+        self.transactions_applied_in_parts = 0
         self.dead_lettered = 0
         self.retries_by_kind: dict[str, int] = {}
 
@@ -129,6 +133,12 @@ class Worker:
         # The commit LSN the service database held when a replay was asked for: batches at or below it
         # re-apply what the database already saw, over a newer state (see ServiceSink.replaying).
         self._replay_until = 0
+        # Transactions up to this commit LSN are applied row by row: the database rejected a row in them
+        # after their first parts had gone (a large transaction), so they are read again, isolated.
+        self._isolate_through = 0
+        # The sink's open transaction holds applied parts of a large source transaction.
+        self._parts_pending = False
+        self._rewound = False
         self._reset_batch()
 
     def _reset_batch(self) -> None:
@@ -184,7 +194,9 @@ class Worker:
         holding = False
         while not stop.is_set():
             now = time.monotonic()
-            if now - last_control >= CONTROL_POLL_INTERVAL:
+            # Control reads end the sink's transaction: not while it holds parts of a large transaction (a
+            # hold or a request waits for its commit record).
+            if now - last_control >= CONTROL_POLL_INTERVAL and not self._parts_pending:
                 last_control = now
                 request, requested = sink.poll_control()
                 if request is not None:
@@ -198,6 +210,7 @@ class Worker:
                 stop.wait(CONTROL_POLL_INTERVAL / 2)
                 continue
             records = consumer.read(2000, timeout=0.02 if self._batch_txns else 0.25)
+            self._rewound = False
             for record in records:
                 headers = envelope.header_map(record.headers)
                 try:
@@ -206,10 +219,12 @@ class Worker:
                     self._reject_record(record, exc)
                     continue
                 if pause_at is not None and lsn >= pause_at and lsn > self._position[1]:
-                    # Everything committed before pause_at is in hand (the log is in commit order).
+                    # Everything committed before pause_at is in hand (the log is in commit order).  A
+                    # transaction already begun is read again from its first record after the hold.
+                    resume_at = record.offset if self._open is None else self._open.first_offset
+                    self._drop_open()
                     self._flush(sink, paused=(pause_at, max(self._position[1], self._applied_lsn)))
-                    consumer.seek(record.offset)
-                    self._open = None
+                    consumer.seek(resume_at)
                     holding = True
                     log.info("service %s: holding at %X as requested", self.service.name, pause_at)
                     break
@@ -217,6 +232,8 @@ class Worker:
                     self._on_record(record, headers, lsn)
                 except MalformedMessageError as exc:
                     self._reject_record(record, exc)
+                if self._rewound:
+                    break  # the rest of this read lies past the new read position
             if holding:
                 continue
             now = time.monotonic()
@@ -232,6 +249,10 @@ class Worker:
 
     def _rewind(self, cp: Checkpoint) -> None:
         """Position everything at the checkpoint the service database holds."""
+        if self._parts_pending:
+            self._abandon_parts()
+        self._rewound = True
+        self._letters = []  # records past the checkpoint: reading them again sets them aside again
         self._reset_batch()
         self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
         self._applied_lsn = cp.commit_lsn
@@ -262,7 +283,7 @@ class Worker:
         chunks = self._chunks
         sink.replaying = 0 < self._batch_first_lsn <= self._replay_until
         letters = self._letters
-        if self._parked and any(_unit_key(u) in self._parked for u in self._units):
+        if self._isolated(self._batch_first_lsn):
             stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters, chunks)
         else:
             try:
@@ -270,16 +291,16 @@ class Worker:
                            chunks=chunks)
                 stored = list(letters)
             except DataRejectedError as exc:
-                if self.service.on_error != "dead_letter":
-                    raise FatalError(
-                        f"{exc} (SQLSTATE {exc.sqlstate}). Service {self.service.name} stops here (on_error=stop): "
-                        f"fix the target or the topology and restart, or set on_error='dead_letter' for this "
-                        f"service to isolate rejected rows") from exc
-                self.stats.retries_by_kind["data_rejected"] = self.stats.retries_by_kind.get("data_rejected", 0) + 1
+                self._on_rejected(exc)
+                if self._parts_pending:
+                    # The parts applied before went with the rollback: read it all again, row by row.
+                    self._reread_isolated(sink, self._position[1])
+                    return
                 log.warning("service %s: batch rejected (SQLSTATE %s); applying it row by row", self.service.name,
                             exc.sqlstate)
                 stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters,
                                              chunks)
+        self._parts_pending = False
         self._letters = []
         if stored:
             self.stats.dead_lettered += len(stored)
@@ -296,6 +317,69 @@ class Worker:
         open_txn = self._open
         self._reset_batch()
         self._open = open_txn
+
+    def _isolated(self, first_lsn: int) -> bool:
+        """Apply row by row: a row was rejected there before, or a parked row has changes in the batch."""
+        return (0 < first_lsn <= self._isolate_through
+                or bool(self._parked and any(_unit_key(u) in self._parked for u in self._units)))
+
+    def _on_rejected(self, exc: DataRejectedError) -> None:
+        if self.service.on_error != "dead_letter":
+            raise FatalError(
+                f"{exc} (SQLSTATE {exc.sqlstate}). Service {self.service.name} stops here (on_error=stop): "
+                f"fix the target or the topology and restart, or set on_error='dead_letter' for this "
+                f"service to isolate rejected rows") from exc
+        self.stats.retries_by_kind["data_rejected"] = self.stats.retries_by_kind.get("data_rejected", 0) + 1
+
+    def _reread_isolated(self, sink: ServiceSink, through_lsn: int) -> None:
+        log.warning("service %s: a large transaction was rejected after parts of it were applied; reading it "
+                    "again from the checkpoint and applying it row by row", self.service.name)
+        self._parts_pending = False  # the sink rolled them back
+        self._isolate_through = max(self._isolate_through, through_lsn)
+        cp = sink.checkpoint()
+        assert cp is not None
+        self._rewind(cp)
+
+    # -- large transactions: applied in parts, committed with their commit record --------------
+
+    def _apply_part(self, open_txn: _OpenTxn) -> None:
+        """Move the open transaction's changes so far into the sink's open transaction (uncommitted)."""
+        sink = self._sink
+        assert sink is not None
+        if not open_txn.applied_in_parts:
+            if self._batch_txns:
+                self._flush(sink)  # complete transactions before it commit on their own
+            log.info("service %s: transaction with commit LSN %X has over %d changes; applying it in parts in one "
+                     "target transaction", self.service.name, open_txn.commit_lsn, self.settings.max_txn_changes)
+        sink.replaying = 0 < open_txn.commit_lsn <= self._replay_until
+        units = open_txn.changes
+        self._parts_pending = True
+        try:
+            if self._isolated(open_txn.commit_lsn) or any(_unit_key(u) in self._parked for u in units):
+                self._letters.extend(sink.apply_part_isolated(units, self._parked))
+            else:
+                part = Batch()
+                for _, change, relation in units:
+                    part.add(change, relation)
+                sink.apply_part(part.steps())
+        except DataRejectedError as exc:
+            self._on_rejected(exc)
+            self._open = None
+            self._reread_isolated(sink, open_txn.commit_lsn)
+            return
+        open_txn.applied_in_parts += len(units)
+        open_txn.changes = []
+
+    def _abandon_parts(self) -> None:
+        assert self._sink is not None
+        self._sink.abandon()
+        self._parts_pending = False
+
+    def _drop_open(self) -> None:
+        """Forget the transaction being read (it is read again); roll back its applied parts."""
+        if self._open is not None and self._open.applied_in_parts:
+            self._abandon_parts()
+        self._open = None
 
     def _publish_dead_letters(self, letters: list[dead_letters.DeadLetter]) -> None:
         """Copy to the dead-letter topic for alerting and tooling (the table is the record of truth)."""
@@ -380,6 +464,8 @@ class Worker:
                         self._batch.add(change, relation)
                         self._units.append((offset, change, relation))
                     self._batch_txns += 1
+                    if self._open.applied_in_parts:
+                        self.stats.transactions_applied_in_parts += 1
                 else:
                     self._discard_open()
                 self._open = None
@@ -486,7 +572,7 @@ class Worker:
             self._discard_open()
             open_txn = None
         if open_txn is None:
-            open_txn = self._open = _OpenTxn(lsn, -1)
+            open_txn = self._open = _OpenTxn(lsn, -1, record.offset)
         raw_schema = headers.get(envelope.SCHEMA_HEADER)
         if raw_schema is None:
             raise MalformedMessageError(f"row record at offset {record.offset} has no schema header")
@@ -497,6 +583,8 @@ class Worker:
             self._relations[raw_schema] = relation
         open_txn.changes.append((record.offset, change, relation))
         open_txn.last_sequence = change.sequence
+        if len(open_txn.changes) >= self.settings.max_txn_changes:
+            self._apply_part(open_txn)
 
     def _check_shape(self, relation: RelationSchema, offset: int) -> None:
         """Schema-change policy: go on unless a column the topology reads is gone or changed type."""
@@ -525,4 +613,4 @@ class Worker:
         """An incomplete transaction: capture stopped mid-way and sends it again whole."""
         self.stats.discarded_partial_transactions += 1
         log.debug("service %s: dropping an incomplete copy of a transaction", self.service.name)
-        self._open = None
+        self._drop_open()

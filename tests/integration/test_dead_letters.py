@@ -220,3 +220,38 @@ def test_rejected_values_and_unreadable_records_are_set_aside_or_stop_by_policy(
     assert all(g[7] == "open" for g in auth_letters + post_letters)
     for service in ("auth", "post"):
         assert pipeline.running(service) and not pipeline.errors[service], pipeline.errors[service]
+
+
+def test_a_row_rejected_late_in_a_large_transaction_is_dead_lettered_and_the_rest_applied(
+        make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+        unique_name: Callable[[str], str], pipelines: list[Pipeline]) -> None:
+    """The transaction's first parts went into the target transaction before the rejection rolled them back:
+    the worker reads it again from the checkpoint and applies it row by row, setting aside only that row."""
+    import dataclasses
+
+    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["notification"], scale=20,
+                       on_error={"notification": "dead_letter"})
+    pipeline = Pipeline(stack.settings)
+    pipelines.append(pipeline)
+    pipeline.start_capture()
+    pipeline.start_worker("notification", dataclasses.replace(stack.settings, max_txn_changes=100))
+    stack.wait_caught_up(pipeline=pipeline)
+    target = stack.dsn("notification")
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("ALTER TABLE notification.notifications ADD CONSTRAINT not_rejected "
+                     "CHECK (content <> 'reject me')")
+    copies = 1000
+    with psycopg.connect(stack.source) as src, src.transaction():
+        src.execute("INSERT INTO notifications (id, receiver_id, content, action, created_at, updated_at) "
+                    "SELECT 'big-' || lpad(g::text, 5, '0'), receiver_id, CASE WHEN g = %s THEN 'reject me' "
+                    "ELSE 'fine' END, 'liked', now(), now() FROM (SELECT receiver_id FROM notifications LIMIT 1) r "
+                    "CROSS JOIN generate_series(1, %s) g", (copies - 10, copies))
+    stack.wait_caught_up(pipeline=pipeline)
+    assert pipeline.running("notification")
+    stored = letters(target, "notification")
+    assert [(r[1], r[2], r[3], r[4]) for r in stored] == [
+        ("public.notifications", "c", [f"big-{copies - 10:05d}"], "23514")]
+    assert one(target, "SELECT count(*) FROM notification.notifications WHERE starts_with(id, 'big-')") == copies - 1
+    worker = pipeline.workers["notification"]
+    assert worker.stats.transactions_applied_in_parts == 1
+    assert worker.stats.retries_by_kind.get("data_rejected") == 1
