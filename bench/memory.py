@@ -97,7 +97,7 @@ def one_size(servers: Servers, scale: int, logdir: Path) -> dict[str, Any]:
         "scale": scale, "source_rows": source_rows, "burst_rows": rows, "big_transaction_rows": big_txn_rows,
         "capture_peak_rss_mb": round(capture_kb / 1024, 1), "worker_peak_rss_mb": round(worker_kb / 1024, 1),
         "capture_copy_s": round(copy_s, 1), "capture_drain_s": round(drain_s, 1),
-        "capture_drain_rows_per_s": round(rows / drain_s) if drain_s else None,
+        "capture_drain_rows_per_s": round((rows + big_txn_rows) / drain_s) if drain_s else None,
         "worker_apply_s": round(apply_s, 1),
     }
 
