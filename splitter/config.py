@@ -72,6 +72,32 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+# Tuning read from the environment: (Settings field, variable, type, smallest value allowed).
+_TUNING_ENV: tuple[tuple[str, str, type, float], ...] = (
+    ("batch_max_rows", "SPLITTER_BATCH_MAX_ROWS", int, 1),
+    ("batch_max_wait", "SPLITTER_BATCH_MAX_WAIT", float, 0.001),
+    ("max_txn_changes", "SPLITTER_MAX_TXN_CHANGES", int, 1),
+    ("heartbeat_interval", "SPLITTER_HEARTBEAT_INTERVAL", float, 0.05),
+)
+
+
+def _tuning_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    tuning: dict[str, Any] = {}
+    for name, variable, kind, minimum in _TUNING_ENV:
+        raw = env.get(variable)
+        if raw is None or raw == "":
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            wanted = "an integer" if kind is int else "a number"
+            raise ConfigurationError(f"{variable}={raw!r} is not {wanted}") from None
+        if value < minimum:
+            raise ConfigurationError(f"{variable}={raw!r} must be at least {kind(minimum)}")
+        tuning[name] = value
+    return tuning
+
+
 def build_settings(
     *,
     topology_path: str | None = None,
@@ -111,5 +137,5 @@ def build_settings(
         topic=topic or env.get("SPLITTER_TOPIC") or f"{topology.source_database}.changes",
         slot=_check_name(slot or env.get("SPLITTER_SLOT") or "splitter", "--slot"),
         publication=_check_name(publication or env.get("SPLITTER_PUBLICATION") or "splitter", "--publication"),
-        **tuning,
+        **{**_tuning_from_env(env), **tuning},
     )
