@@ -84,24 +84,30 @@ class ChangeLogProducer:
             "message.max.bytes": MAX_RECORD_BYTES,
             "message.timeout.ms": 0,  # never give up on a record silently: capture waits for the broker
         }
-        config["on_delivery"] = self._on_delivery  # one callback for all records, not one per produce call
+        # Reports only for failures: a Python callback per acknowledged record cost capture ~15 % of its time.
+        # What was acknowledged is counted from the client's queue length instead (see `acked`).
+        config["on_delivery"] = self._on_delivery
+        config["delivery.report.only.error"] = True
         config.update(extra or {})
         self.topic = topic
         self._producer = Producer(config)
         self.produced = 0
-        self.acked = 0
-        self.last_offset = -1
         self._error: KafkaError | None = None
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            if self._error is None:
-                self._error = err
-            return
-        self.acked += 1
-        offset = msg.offset()
-        if offset is not None and offset > self.last_offset:
-            self.last_offset = offset
+        if err is not None and self._error is None:
+            self._error = err
+
+    @property
+    def acked(self) -> int:
+        """Records Kafka has acknowledged, in production order (idempotence keeps that order).
+
+        The client's queue length counts every record not yet acknowledged *and* every failure report not
+        yet served by `poll`; serving one raises.  So a record that failed is never counted here: it is
+        outstanding until its report is served, and then this raises instead of answering.
+        """
+        self.raise_delivery_error()
+        return self.produced - len(self._producer)
 
     def produce(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         if self._error is not None:
@@ -135,7 +141,7 @@ class ChangeLogProducer:
 
     @property
     def in_flight(self) -> int:
-        return self.produced - self.acked
+        return len(self._producer)
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,14 @@ class ChangeLogConsumer:
 
     def read(self, max_records: int, timeout: float) -> list[LogRecord]:
         try:
-            messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+            # Wait for the first record only, then take what is already fetched: consume() alone waits for
+            # `max_records` or the whole timeout on client versions before 2.13, a latency floor per read.
+            first = self._consumer.poll(timeout)
+            if first is None:
+                return []
+            messages = [first]
+            if max_records > 1:
+                messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
         except KafkaException as exc:
             raise RetryableError(f"reading topic {self.topic!r} failed: {exc}") from exc
         out = []

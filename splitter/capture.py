@@ -172,9 +172,9 @@ class Capture:
             # Clean stop: whatever Kafka acknowledges now is confirmed; the rest is re-sent next time.
             try:
                 producer.flush(10.0)
-            except (RetryableError, FatalError) as exc:
+                confirmed = self._confirmable(producer, confirmed)
+            except (RetryableError, FatalError) as exc:  # nothing past the last confirmation is confirmed
                 log.warning("stopping with unacknowledged records: %s", exc)
-            confirmed = self._confirmable(producer, confirmed)
             try:
                 repl.send_status(confirmed)
                 self.stats.confirmed_lsn = confirmed
