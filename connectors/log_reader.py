@@ -9,8 +9,10 @@ change any position a worker uses.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -54,43 +56,43 @@ class LogReader:
 
     def scan(self, start: int | None, limit: int | None = None, timeout: float = 10.0) -> list[LogPoint]:
         """Records from `start` (None: the earliest kept) to the end of the partition, at most `limit`."""
+        return list(itertools.islice(self.points(start, timeout, limit), limit))
+
+    def points(self, start: int | None, timeout: float = 10.0, limit: int | None = None) -> Iterator[LogPoint]:
+        """`scan` one record at a time, so a long range costs no memory (one scan per reader at a time)."""
         self._consumer.assign([TopicPartition(self.topic, self.partition,
                                               OFFSET_BEGINNING if start is None else start)])
-        out: list[LogPoint] = []
         # consume() returns only when it has num_messages or its timeout passed, even after the
         # partition-EOF event: ask in short slices and stop at EOF, or after `timeout` with nothing new.
         idle_until = time.monotonic() + timeout
-        while limit is None or len(out) < limit:
-            want = 5000 if limit is None else min(5000, limit - len(out))
+        wanted = limit
+        while wanted is None or wanted > 0:
             try:
-                batch = self._consumer.consume(num_messages=want, timeout=_SLICE)
+                batch = self._consumer.consume(num_messages=5000 if wanted is None else min(5000, wanted),
+                                               timeout=_SLICE)
             except KafkaException as exc:
                 raise RetryableError(f"cannot read topic {self.topic!r}: {exc}") from exc
             if not batch:
                 if time.monotonic() >= idle_until:
-                    break
+                    return
                 continue
             idle_until = time.monotonic() + timeout
-            done = False
             for m in batch:
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        done = True
-                        break
+                        return
                     raise RetryableError(f"cannot read topic {self.topic!r}: {err.str()}")
                 headers = envelope.header_map(m.headers())  # type: ignore[arg-type]
                 raw_lsn = headers.get(envelope.LSN_HEADER)
                 lsn = int(raw_lsn) if raw_lsn and raw_lsn.isdigit() else None
                 ts = m.timestamp()
-                out.append(LogPoint(m.offset() or 0, lsn, ts[1] if ts else 0, headers.get(envelope.KIND_HEADER),
-                                    headers.get(envelope.TABLE_HEADER)))
-                if limit is not None and len(out) >= limit:
-                    done = True
-                    break
-            if done:
-                break
-        return out
+                yield LogPoint(m.offset() or 0, lsn, ts[1] if ts else 0, headers.get(envelope.KIND_HEADER),
+                               headers.get(envelope.TABLE_HEADER))
+                if wanted is not None:
+                    wanted -= 1
+                    if wanted == 0:
+                        return
 
     def at(self, offset: int) -> LogPoint | None:
         points = self.scan(offset, limit=1)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from connectors import dead_letters
-from connectors.log_reader import LogReader
+from connectors.log_reader import LogPoint, LogReader
 from connectors.pg_sink import connect, ensure_state_schema, read_checkpoint
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter.config import Settings
@@ -64,8 +65,9 @@ def plan_replay(settings: Settings, service: str, *, from_offset: int | None = N
         first = reader.earliest()
         if first is None:
             raise FatalError(f"topic {settings.topic!r} holds no records: nothing to replay")
-        tail = reader.scan(max(first.offset, cp.offset), limit=None)
-        end = tail[-1].offset + 1 if tail else first.offset
+        # The end of the log, read rather than asked for (tansu's high watermark is wrong after batches).
+        tail = deque(reader.points(max(first.offset, cp.offset)), maxlen=1)
+        end = tail[0].offset + 1 if tail else first.offset
         available = (f"the log still holds offsets {first.offset}..{end - 1} (from {_fmt_ms(first.timestamp_ms)}, "
                      f"LSN {lsn_to_str(first.lsn) if first.lsn else '?'})")
         if from_time_ms is not None:
@@ -93,12 +95,24 @@ def plan_replay(settings: Settings, service: str, *, from_offset: int | None = N
         assert point is not None
         lsn = point.lsn if point.lsn is not None else 1
         start = reader.transaction_start(from_offset, lsn, first.offset)
-        records = reader.scan(start)
-    service_records = [p for p in records if p.table in tables]
-    txns = {p.lsn for p in service_records}
-    start_point = records[0] if records else point
-    return ReplayPlan(service, start, lsn - 1, start_point.timestamp_ms, end, len(records), len(service_records),
-                      len(txns), records[-1].lsn if records else None)
+        # Counted as they stream by: a replay range can be far larger than memory.
+        records = service_records = transactions = 0
+        start_point: LogPoint | None = None
+        last_lsn: int | None = None
+        counted_lsn: int | None = None
+        for p in reader.points(start):
+            if p.offset >= end:
+                break  # written since the end was read (heartbeats): not part of what this plan describes
+            records += 1
+            start_point = start_point or p
+            last_lsn = p.lsn
+            if p.table in tables:
+                service_records += 1
+                if p.lsn != counted_lsn:  # a transaction's records share its commit LSN and are contiguous
+                    transactions += 1
+                    counted_lsn = p.lsn
+    return ReplayPlan(service, start, lsn - 1, (start_point or point).timestamp_ms, end, records, service_records,
+                      transactions, last_lsn)
 
 
 def describe(plan: ReplayPlan) -> str:

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from connectors.kafka_log import ensure_topic
+from connectors.log_reader import LogReader
 from connectors.pg_sink import Checkpoint, connect, ensure_state_schema, write_checkpoint
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import cli, datagen, envelope, fixtures
@@ -335,6 +336,13 @@ def test_restored_backup_is_brought_back_to_the_present_by_replay(
     # (queued after the worker caught up, it re-applies onto the present: test_replay_over_the_present_state).
     plan = plan_replay(stack.settings, "post", from_offset=backup_offset + 1)
     assert plan.start_offset == backup_offset + 1 and plan.service_records > 0
+    # The plan counts as the records stream by; the same figures from the whole range held in a list:
+    with LogReader(stack.settings.kafka_bootstrap, stack.settings.topic) as reader:
+        held = [p for p in reader.scan(plan.start_offset) if p.offset < plan.end_offset]
+    post_tables = {b"public.posts"}
+    assert (plan.records, plan.service_records, plan.transactions, plan.end_offset, plan.last_lsn) == (
+        len(held), sum(p.table in post_tables for p in held), len({p.lsn for p in held if p.table in post_tables}),
+        held[-1].offset + 1, held[-1].lsn)
     assert "queued" in submit(stack.settings, plan, wait=0.0)
     pipeline.start_worker("post")
     deadline = time.monotonic() + 30
