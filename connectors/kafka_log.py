@@ -153,6 +153,17 @@ class LogRecord:
     timestamp_ms: int
 
 
+class OffsetGoneError(FatalError):
+    """The position a reader was asked to read from is not in the log (deleted by retention, or the topic
+    was recreated): what lay there cannot be read again."""
+
+    def __init__(self, topic: str, offset: int | None, detail: str) -> None:
+        where = f"offset {offset}" if offset is not None else "the requested position"
+        super().__init__(f"{where} of topic {topic!r} is not in the log any more ({detail}): the records from "
+                         f"there on that are gone were deleted by retention, or the topic was recreated")
+        self.offset = offset
+
+
 class ChangeLogConsumer:
     """A worker's reader of the change log, positioned explicitly."""
 
@@ -163,7 +174,9 @@ class ChangeLogConsumer:
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
+            # Never jump silently: a position the log no longer holds (retention deleted it, or the topic was
+            # recreated) means changes this service has not applied are gone.
+            "auto.offset.reset": "error",
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": MAX_RECORD_BYTES,
             "fetch.wait.max.ms": 50,
@@ -173,10 +186,12 @@ class ChangeLogConsumer:
         self.topic = topic
         self.partition = partition
         self._consumer = Consumer(config)
+        self._sought: int | None = None
 
     def seek(self, next_offset: int | None) -> None:
         """Read from `next_offset` (None: from the earliest record still kept)."""
         start = OFFSET_BEGINNING if next_offset is None or next_offset < 0 else next_offset
+        self._sought = None if start == OFFSET_BEGINNING else start
         self._consumer.assign([TopicPartition(self.topic, self.partition, start)])
 
     def read(self, max_records: int, timeout: float) -> list[LogRecord]:
@@ -197,6 +212,8 @@ class ChangeLogConsumer:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
+                if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                    raise OffsetGoneError(self.topic, self._sought, err.str())
                 unrecoverable = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED)
                 if err.fatal() or err.code() in unrecoverable:
                     raise FatalError(f"reading topic {self.topic!r} failed: {err.str()}")

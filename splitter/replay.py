@@ -35,6 +35,7 @@ class ReplayPlan:
     service_records: int
     transactions: int
     last_lsn: int | None
+    skipped: tuple[int, int] | None = None  # offsets [a, b] the service has not applied and will not (a gap)
 
 
 def _fmt_ms(ms: int) -> str:
@@ -52,7 +53,9 @@ def parse_time(text: str) -> int:
 
 
 def plan_replay(settings: Settings, service: str, *, from_offset: int | None = None, from_time_ms: int | None = None,
-                from_lsn: int | None = None) -> ReplayPlan:
+                from_lsn: int | None = None, accept_gap: bool = False) -> ReplayPlan:
+    """What a replay would re-apply.  `accept_gap`: allow starting past where the service has applied (the
+    records in between are gone); the tables then need `splitter backfill`."""
     svc = settings.topology.service(service)
     tables = {f"{r.source_schema}.{r.source_table}".encode() for r in settings.topology.routes_for(svc)}
     with connect(settings.target_dsn(service), f"database of service {service}", autocommit=True) as conn:
@@ -87,10 +90,13 @@ def plan_replay(settings: Settings, service: str, *, from_offset: int | None = N
                                      f"`splitter backfill`")
         if from_offset >= end:
             raise ConfigurationError(f"offset {from_offset} is past the end of the log; {available}")
-        if cp.offset >= 0 and from_offset > cp.offset + 1:
+        applied_up_to = cp.offset if cp.offset >= 0 else first.offset - 1
+        skipped = (applied_up_to + 1, from_offset - 1) if from_offset > applied_up_to + 1 else None
+        if skipped is not None and not accept_gap:
             raise ConfigurationError(
-                f"service {service} has applied only up to offset {cp.offset}; replaying from {from_offset} "
-                f"would skip offsets {cp.offset + 1}..{from_offset - 1}")
+                f"service {service} has applied only up to offset {applied_up_to}; replaying from {from_offset} "
+                f"would skip offsets {skipped[0]}..{skipped[1]} (if they are gone from the log, pass --accept-gap "
+                f"and re-copy the service's tables with `splitter backfill`)")
         point = reader.at(from_offset)
         assert point is not None
         lsn = point.lsn if point.lsn is not None else 1
@@ -112,15 +118,19 @@ def plan_replay(settings: Settings, service: str, *, from_offset: int | None = N
                     transactions += 1
                     counted_lsn = p.lsn
     return ReplayPlan(service, start, lsn - 1, (start_point or point).timestamp_ms, end, records, service_records,
-                      transactions, last_lsn)
+                      transactions, last_lsn, skipped)
 
 
 def describe(plan: ReplayPlan) -> str:
-    return (f"replay service {plan.service}: from offset {plan.start_offset} ({_fmt_ms(plan.start_time_ms)}) to "
+    text = (f"replay service {plan.service}: from offset {plan.start_offset} ({_fmt_ms(plan.start_time_ms)}) to "
             f"the end of the log (offset {plan.end_offset - 1}); re-applies every transaction with commit LSN above "
             f"{lsn_to_str(plan.after_lsn)} up to {lsn_to_str(plan.last_lsn) if plan.last_lsn else '?'}: "
             f"{plan.service_records} change(s) of this service in {plan.transactions} transaction(s), out of "
             f"{plan.records} record(s) read")
+    if plan.skipped is not None:
+        text += (f". SKIPS offsets {plan.skipped[0]}..{plan.skipped[1]}, which the service never applied: re-copy "
+                 f"each of its tables afterwards with `splitter backfill --service {plan.service} --table T`")
+    return text
 
 
 def submit(settings: Settings, plan: ReplayPlan, wait: float = 60.0) -> str:
@@ -147,7 +157,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise ConfigurationError("give exactly one of --from-offset, --from-time, --from-lsn")
     plan = plan_replay(settings, args.service, from_offset=args.from_offset,
                        from_time_ms=parse_time(args.from_time) if args.from_time else None,
-                       from_lsn=str_to_lsn(args.from_lsn) if args.from_lsn else None)
+                       from_lsn=str_to_lsn(args.from_lsn) if args.from_lsn else None, accept_gap=args.accept_gap)
     print(describe(plan))
     if args.dry_run:
         return 0
@@ -170,4 +180,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
     p.add_argument("--from-lsn", help="source LSN, e.g. 0/16B3748")
     p.add_argument("--dry-run", action="store_true", help="say what would be re-applied, change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--accept-gap", action="store_true",
+                   help="allow starting past what the service applied (records gone from the log); then backfill")
     p.set_defaults(func=cmd_replay)

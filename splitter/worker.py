@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import orjson
 
 from connectors import dead_letters
-from connectors.kafka_log import ChangeLogConsumer, ChangeLogProducer, LogRecord, ensure_topic
+from connectors.kafka_log import ChangeLogConsumer, ChangeLogProducer, LogRecord, OffsetGoneError, ensure_topic
 from connectors.pg_sink import FROM_BEGINNING, Checkpoint, ChunkDone, ServiceSink
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
 from splitter import envelope
@@ -209,7 +209,10 @@ class Worker:
             if holding:
                 stop.wait(CONTROL_POLL_INTERVAL / 2)
                 continue
-            records = consumer.read(2000, timeout=0.02 if self._batch_txns else 0.25)
+            try:
+                records = consumer.read(2000, timeout=0.02 if self._batch_txns else 0.25)
+            except OffsetGoneError as exc:
+                raise self._gone(exc) from exc
             self._rewound = False
             for record in records:
                 headers = envelope.header_map(record.headers)
@@ -246,6 +249,16 @@ class Worker:
             if batch_due or position_due:
                 self._flush(sink)
                 last_write = now
+
+    def _gone(self, exc: OffsetGoneError) -> FatalError:
+        name = self.service.name
+        tables = ", ".join(sorted({r.table.name for r in self.routes}))
+        return FatalError(
+            f"service {name}: {exc}. It applied the log up to offset {self._position[0]} (commit LSN "
+            f"{lsn_to_str(self._position[1])}); the changes after that can no longer be read, so it stops rather "
+            f"than go on without them. To recover: `splitter replay --service {name} --from-offset <the earliest "
+            f"offset the log holds> --accept-gap --yes`, restart this worker, then re-copy each table while it "
+            f"streams: `splitter backfill --service {name} --table T` for T in {tables}")
 
     def _rewind(self, cp: Checkpoint) -> None:
         """Position everything at the checkpoint the service database holds."""

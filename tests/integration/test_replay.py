@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
-from connectors.kafka_log import ensure_topic
+from connectors.kafka_log import ChangeLogConsumer, OffsetGoneError, ensure_topic
 from connectors.log_reader import LogReader
 from connectors.pg_sink import Checkpoint, connect, ensure_state_schema, write_checkpoint
 from connectors.replication_protocol import lsn_to_str, str_to_lsn
@@ -32,7 +32,7 @@ from splitter.capture import Capture
 from splitter.config import Settings
 from splitter.daemon import run_with_retries
 from splitter.errors import ConfigurationError
-from splitter.replay import plan_replay, submit
+from splitter.replay import describe, plan_replay, submit
 from splitter.topology import Topology, load_topology
 from splitter.worker import Worker
 from splitter.workload import Workload
@@ -489,6 +489,16 @@ def test_replay_refuses_an_offset_retention_deleted(
     assert "offset 2" in message and "deleted by retention" in message
     assert "the log still holds offsets 6..9" in message
     assert plan_replay(settings, "post", from_offset=7).start_offset == 7
+    # A worker positioned at a deleted offset stops instead of jumping to what the log holds.
+    consumer = ChangeLogConsumer(bootstrap, topic, unique_name("g"))
+    try:
+        consumer.seek(3)
+        deadline = time.monotonic() + 30
+        with pytest.raises(OffsetGoneError, match=f"offset 3 of topic {topic!r} is not in the log any more"):
+            while time.monotonic() < deadline:
+                assert not consumer.read(10, 0.5), "read records past a deleted offset"
+    finally:
+        consumer.close()
 
 
 def test_replay_over_the_present_survives_a_partial_update_of_a_row_deleted_later(
@@ -520,3 +530,28 @@ def test_replay_over_the_present_survives_a_partial_update_of_a_row_deleted_late
     stack.wait_caught_up(["post"], timeout=20, pipeline=pipeline)
     stack.matches("post")
     assert not pipeline.errors["post"], pipeline.errors["post"]
+
+
+def test_a_replay_past_what_the_service_applied_needs_accept_gap_and_names_the_gap(
+        make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+        unique_name: Callable[[str], str], pipelines: list[Pipeline]) -> None:
+    """The recovery path after records a service never applied are gone from the log (retention): start at
+    what the log holds, knowingly, then re-copy the tables with `splitter backfill`."""
+    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["post"], scale=10)
+    pipeline = Pipeline(stack.settings)
+    pipelines.append(pipeline)
+    pipeline.start_all()
+    stack.wait_caught_up(pipeline=pipeline)  # streaming: the updates below go through the log
+    stack.source_exec(*["UPDATE posts SET liked_count = coalesce(liked_count, 0) + 1 "
+                        "WHERE id = (SELECT min(id) FROM posts)"] * 5)
+    stack.wait_caught_up(pipeline=pipeline)
+    pipeline.stop("post")
+    cp = stack.checkpoint("post")
+    assert cp is not None
+    with connect(stack.dsn("post"), "post_db", autocommit=True) as conn:
+        write_checkpoint(conn, "post", Checkpoint(stack.settings.topic, 0, 2, cp[1], None))
+    with pytest.raises(ConfigurationError, match=r"would skip offsets 3\.\.5 .*pass --accept-gap"):
+        plan_replay(stack.settings, "post", from_offset=6)
+    plan = plan_replay(stack.settings, "post", from_offset=6, accept_gap=True)
+    assert plan.skipped == (3, 5)
+    assert "SKIPS offsets 3..5" in describe(plan) and "splitter backfill --service post --table T" in describe(plan)
