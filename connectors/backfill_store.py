@@ -6,7 +6,8 @@ chunk between its low and high watermark, written by `splitter backfill`, consum
 reaches the high watermark in the change log) and `splitter.backfill_missed` (source keys of rows the
 stream could not rebuild while the table was being re-copied: an update that left TOASTed columns out
 and found no row here, typically because it moved a row the copy had not reached yet to a key the copy
-had already passed; the backfill copies those keys again before the job is done).  Must not: decide
+had already passed; a later chunk that copies such a key settles it, and the backfill copies the rest
+again before the job is done).  Must not: decide
 which rows win (the worker does, from the log) or read the source.
 """
 
@@ -54,6 +55,8 @@ DDL = [
             backfill_id bigint NOT NULL,
             key jsonb NOT NULL,
             noted_at timestamptz NOT NULL DEFAULT now(),
+            -- The commit LSN of the batch that noted it (NULL until that batch commits; see `chunk_applied`).
+            noted_lsn pg_lsn,
             PRIMARY KEY (backfill_id, key)
         )"""
     ).format(SCHEMA),
@@ -157,7 +160,13 @@ def note_missed(conn: psycopg.Connection, job_id: int, keys: Iterable[Sequence[s
         return
     with conn.cursor() as cur:
         cur.executemany(sql.SQL("INSERT INTO {}.backfill_missed (backfill_id, key) VALUES (%s, %s) "
-                                "ON CONFLICT DO NOTHING").format(SCHEMA), items)
+                                "ON CONFLICT (backfill_id, key) DO UPDATE SET noted_lsn = NULL").format(SCHEMA), items)
+
+
+def missed_noted_at(conn: psycopg.Connection, lsn: str) -> None:
+    """Stamp the keys noted in this transaction with its commit LSN (called last, before the commit)."""
+    conn.execute(sql.SQL("UPDATE {}.backfill_missed SET noted_lsn = %s::pg_lsn WHERE noted_lsn IS NULL")
+                 .format(SCHEMA), (lsn,))
 
 
 def missed_keys(conn: psycopg.Connection, job_id: int, limit: int) -> list[list[str | None]]:
@@ -168,11 +177,15 @@ def missed_keys(conn: psycopg.Connection, job_id: int, limit: int) -> list[list[
 
 def chunk_applied(conn: psycopg.Connection, job_id: int, chunk: int, copied: int, skipped: int,
                   last_key: Sequence[str | None] | None, final: bool,
-                  repaired: Sequence[Sequence[str | None]] = ()) -> None:
-    """Called by the worker in the transaction that applied the chunk.
+                  repaired: Sequence[Sequence[str | None]] = (), copied_keys: Sequence[Sequence[str | None]] = (),
+                  high_lsn: str | None = None) -> None:
+    """Called by the worker in the transaction that applied the chunk, before `missed_noted_at`.
 
-    `repaired` are the missed keys this chunk copied again.  The job is done with its final chunk only
-    when no missed key is left (one noted in this very transaction included).
+    `repaired` are the missed keys this repair chunk was built for.  `copied_keys` (the rows this chunk
+    copied, at its high watermark `high_lsn`) settle missed keys noted by batches committed before that
+    watermark: the chunk read the row after the change that missed it.  Keys noted in this transaction
+    are not stamped yet, so they stay (their change may come after the watermark).  The job is done with
+    its final chunk only when no missed key is left (one noted in this very transaction included).
     """
     conn.execute(sql.SQL("DELETE FROM {}.backfill_rows WHERE backfill_id = %s AND chunk = %s").format(SCHEMA),
                  (job_id, chunk))
@@ -180,6 +193,10 @@ def chunk_applied(conn: psycopg.Connection, job_id: int, chunk: int, copied: int
         with conn.cursor() as cur:
             cur.executemany(sql.SQL("DELETE FROM {}.backfill_missed WHERE backfill_id = %s AND key = %s")
                             .format(SCHEMA), [(job_id, Jsonb(list(k))) for k in repaired])
+    if copied_keys and high_lsn is not None:
+        conn.execute(sql.SQL("DELETE FROM {}.backfill_missed WHERE backfill_id = %s AND noted_lsn < %s::pg_lsn "
+                             "AND key = ANY(%s::jsonb[])").format(SCHEMA),
+                     (job_id, high_lsn, [Jsonb(list(k)) for k in copied_keys]))
     conn.execute(
         sql.SQL("UPDATE {schema}.backfills SET chunks_done = greatest(chunks_done, %(chunk)s), "
                 "rows_copied = rows_copied + %(copied)s, rows_skipped = rows_skipped + %(skipped)s, "

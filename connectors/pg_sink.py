@@ -196,6 +196,8 @@ class ChunkDone:
     last_key: Sequence[str | None] | None
     final: bool
     repaired: Sequence[Sequence[str | None]] = ()
+    copied_keys: Sequence[Sequence[str | None]] = ()  # source keys of the rows it copied
+    high_lsn: int = 0  # where its high watermark is in the log
 
 
 class ServiceSink:
@@ -214,6 +216,7 @@ class ServiceSink:
         self._dirty_stages: set[str] = set()
         self.rows_applied = 0
         self.transactions_applied = 0
+        self._noted_missed = False  # this transaction noted keys a backfill must copy again
         # Set while re-applying what the database already saw (a replay): a later change in the log has
         # since deleted or re-keyed rows that partial updates look for, so a miss there is expected.
         self.replaying = False
@@ -371,7 +374,10 @@ class ServiceSink:
                 letters: Sequence[dead_letters.DeadLetter], chunks: Sequence[ChunkDone] = ()) -> None:
         for chunk in chunks:
             backfill_store.chunk_applied(self.conn, chunk.job_id, chunk.chunk, chunk.copied, chunk.skipped,
-                                         chunk.last_key, chunk.final, chunk.repaired)
+                                         chunk.last_key, chunk.final, chunk.repaired, chunk.copied_keys,
+                                         lsn_to_str(chunk.high_lsn))
+        if self._noted_missed:
+            backfill_store.missed_noted_at(self.conn, lsn_to_str(checkpoint.commit_lsn))
         self.transactions_applied += transactions
         write_checkpoint(self.conn, self.service, Checkpoint(
             checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
@@ -384,6 +390,7 @@ class ServiceSink:
                 (lsn_to_str(paused[1]), self.service, lsn_to_str(paused[0])))
         self.conn.commit()
         self._dirty_stages.clear()
+        self._noted_missed = False
 
     # -- operator requests, performed by the worker in its own session -------------------------
 
@@ -481,6 +488,7 @@ class ServiceSink:
         return len(done), len(letters) - len(done)
 
     def _rollback_quietly(self) -> None:
+        self._noted_missed = False
         with contextlib.suppress(psycopg.Error):
             self.conn.rollback()
         self._dirty_stages.clear()
@@ -505,6 +513,7 @@ class ServiceSink:
                 job_id = self._running_backfill(table)
                 assert job_id is not None  # a miss is only tolerated while a backfill runs
                 backfill_store.note_missed(self.conn, job_id, missed)
+                self._noted_missed = True
 
     def _stage(self, changes: TableChanges) -> dict[int, PartialRow]:
         """Write the changes into the table's staging table; the partial updates by staged row number."""

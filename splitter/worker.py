@@ -533,6 +533,7 @@ class Worker:
         self._check_shape(relation, record.offset)
         keys = relation.key_columns
         copied = skipped = 0
+        copied_keys: list[list[str | None]] = []
         last_key: tuple[str | None, ...] | None = None
         if not self._batch_txns:
             self._batch_started = time.monotonic()
@@ -550,11 +551,12 @@ class Worker:
                 self._batch.add(partial, partial_relation)
                 self._units.append((record.offset, partial, partial_relation))
             copied += 1
+            copied_keys.append(list(key))
         self._batch_txns += 1
         if repaired is not None:
             last_key = None  # a repair chunk copies keys again; it does not move the key cursor
         self._chunks.append(ChunkDone(job_id, chunk, copied, skipped, list(last_key) if last_key else None,
-                                      bool(mark.get("final")), repaired or ()))
+                                      bool(mark.get("final")), repaired or (), copied_keys, lsn))
 
     def _reload_topology(self, table: str) -> None:
         """A backfill names a table this worker does not route: take the current topology file."""

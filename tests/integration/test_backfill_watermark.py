@@ -51,3 +51,40 @@ def test_no_open_writer_means_no_wait(make_databases: Callable[..., dict[str, st
     with psycopg.connect(dsn) as reader, psycopg.connect(dsn, autocommit=True) as backfill:
         reader.execute("SELECT 1")  # open, but it never took an xid: nothing to wait for
         _wait_for_transactions_before(backfill, timeout=0.5)
+
+
+def test_a_chunk_settles_only_missed_keys_noted_before_its_high_watermark(
+        make_databases: Callable[..., dict[str, str]]) -> None:
+    from connectors import backfill_store
+    from connectors.pg_sink import ensure_state_schema
+
+    dsn = make_databases(names=("post_db",))["post_db"]
+
+    def missed(conn: psycopg.Connection) -> dict[str, str | None]:
+        rows = conn.execute("SELECT key->>0, noted_lsn::text FROM splitter.backfill_missed").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ensure_state_schema(conn)
+        job = backfill_store.start_job(conn, "post", "public.posts", "{}", 10)
+        with conn.transaction():  # a batch committed at 0/10
+            backfill_store.note_missed(conn, job.id, [["a"], ["b"]])
+            backfill_store.missed_noted_at(conn, "0/10")
+        with conn.transaction():  # a batch committed at 0/30, after the chunk's watermark below
+            backfill_store.note_missed(conn, job.id, [["d"]])
+            backfill_store.missed_noted_at(conn, "0/30")
+        with conn.transaction():  # the batch that applies the chunk (high watermark 0/20) and notes "c" too
+            backfill_store.note_missed(conn, job.id, [["c"]])
+            backfill_store.chunk_applied(conn, job.id, 1, 3, 0, ["d"], final=True,
+                                         copied_keys=[["a"], ["c"], ["d"]], high_lsn="0/20")
+            backfill_store.missed_noted_at(conn, "0/40")
+        # "a": read by the chunk after the change that missed it.  "b": not in the chunk.  "c": noted in the
+        # chunk's own batch, maybe after its watermark.  "d": noted after the watermark.
+        assert missed(conn) == {"b": "0/10", "c": "0/40", "d": "0/30"}
+        state = backfill_store.job(conn, job.id)
+        assert state is not None and state.status == "running", "done only once no missed key is left"
+        with conn.transaction():
+            backfill_store.chunk_applied(conn, job.id, 2, 3, 0, None, final=True, repaired=[["b"], ["c"], ["d"]])
+        assert missed(conn) == {}
+        state = backfill_store.job(conn, job.id)
+        assert state is not None and state.status == "done"
