@@ -7,8 +7,8 @@ reaches the high watermark in the change log) and `splitter.backfill_missed` (so
 stream could not rebuild while the table was being re-copied: an update that left TOASTed columns out
 and found no row here, typically because it moved a row the copy had not reached yet to a key the copy
 had already passed; a later chunk that copies such a key settles it, and the backfill copies the rest
-again before the job is done).  Must not: decide
-which rows win (the worker does, from the log) or read the source.
+again before the job is done).  Must not: decide which rows win (the worker does, from the log) or
+read the source.
 """
 
 from __future__ import annotations
