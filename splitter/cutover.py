@@ -433,11 +433,8 @@ class Cutover:
         self.deadline = time.monotonic() + self.options.timeout
         if state in st.STARTABLE:
             plan = self._preflight()
-            if self.options.dry_run:
-                self.out(plan)
+            if not self._approved(plan, confirm):
                 return EXIT_OK
-            if not confirm(plan):
-                raise CutoverRefused("not confirmed (pass --yes to run without asking)")
             self._before_switch()
             state = st.SWITCHING
         if state == st.SWITCHING:
@@ -648,11 +645,8 @@ class Cutover:
             plan = (f"rollback of service {self.service}: fence its tables in {self.svc.database}, wait for the "
                     f"reverse stream (lag now {lag:.2f}s), verify, switch routing back to "
                     f"{self.settings.topology.source_database}, lift the source fence, stop the reverse stream")
-            if self.options.dry_run:
-                self.out(plan)
+            if not self._approved(plan, confirm):
                 return EXIT_OK
-            if not confirm(plan):
-                raise CutoverRefused("not confirmed (pass --yes to run without asking)")
             self._rollback_before_switch()
         self._rollback_finish()
         return EXIT_OK
@@ -737,6 +731,15 @@ class Cutover:
 
     # -- complete -----------------------------------------------------------------------------------
 
+    def _approved(self, plan: str, confirm: Callable[[str], bool]) -> bool:
+        """Go ahead with `plan`?  False on --dry-run (the plan is printed); refused when not confirmed."""
+        if self.options.dry_run:
+            self.out(plan)
+            return False
+        if not confirm(plan):
+            raise CutoverRefused("not confirmed (pass --yes to run without asking)")
+        return True
+
     def complete(self, confirm: Callable[[str], bool]) -> int:
         self._lock()
         row = self._state()
@@ -748,11 +751,8 @@ class Cutover:
             plan = (f"complete the cutover of service {self.service}: stop and drop the reverse stream, retire the "
                     f"forward worker, lift the fences; {self.settings.topology.source_database}'s copy of its "
                     f"tables stops being kept in sync (no rollback after this)")
-            if self.options.dry_run:
-                self.out(plan)
+            if not self._approved(plan, confirm):
                 return EXIT_OK
-            if not confirm(plan):
-                raise CutoverRefused("not confirmed (pass --yes to run without asking)")
             # Retire the forward worker before the source fence goes: it applies everything committed before
             # P (nothing of this service's tables, they are fenced) and then holds for good, so a later write
             # to the abandoned source tables can never reach the service database.
