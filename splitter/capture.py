@@ -183,7 +183,8 @@ class Capture:
 
     def _confirmable(self, producer: ChangeLogProducer, confirmed: int) -> int:
         pending = self._pending
-        while pending and pending[0][0] <= producer.acked:
+        acked = producer.acked
+        while pending and pending[0][0] <= acked:
             confirmed = max(confirmed, pending.popleft()[1])
         if not pending and self._txn is None and producer.in_flight == 0:
             confirmed = max(confirmed, self._idle_lsn)
