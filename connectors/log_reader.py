@@ -9,7 +9,6 @@ change any position a worker uses.
 
 from __future__ import annotations
 
-import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,7 +55,7 @@ class LogReader:
 
     def scan(self, start: int | None, limit: int | None = None, timeout: float = 10.0) -> list[LogPoint]:
         """Records from `start` (None: the earliest kept) to the end of the partition, at most `limit`."""
-        return list(itertools.islice(self.points(start, timeout, limit), limit))
+        return list(self.points(start, timeout, limit))
 
     def points(self, start: int | None, timeout: float = 10.0, limit: int | None = None) -> Iterator[LogPoint]:
         """`scan` one record at a time, so a long range costs no memory (one scan per reader at a time)."""

@@ -424,11 +424,6 @@ class ServiceSink:
 
         return self._read(f"cannot read backfill chunk {chunk} of job {job_id}", read)
 
-    def _running_backfill(self, source_table: str) -> int | None:
-        """The `splitter backfill` job re-copying this table, if one runs: rows it has not reached yet
-        may be missing here, and the copy brings them (see splitter.online_backfill)."""
-        return backfill_store.running_job_id(self.conn, self.service, source_table)
-
     def set_routes(self, routes: Sequence[Route]) -> None:
         """Take a reloaded topology's routes (a table added while streaming)."""
         self._routes_by_source = {}
@@ -506,14 +501,8 @@ class ServiceSink:
             if not routes or changes.is_empty():
                 continue
             partial_rows = self._stage(changes)
-            missed: set[tuple[str | None, ...]] = set()
             for route in routes:
-                missed |= self._apply_route(route, changes, partial_rows)
-            if missed:
-                job_id = self._running_backfill(table)
-                assert job_id is not None  # a miss is only tolerated while a backfill runs
-                backfill_store.note_missed(self.conn, job_id, missed)
-                self._noted_missed = True
+                self._apply_route(route, changes, partial_rows)
 
     def _stage(self, changes: TableChanges) -> dict[int, PartialRow]:
         """Write the changes into the table's staging table; the partial updates by staged row number."""
@@ -543,14 +532,12 @@ class ServiceSink:
         self.rows_applied += len(changes.deletes) + len(changes.full) + len(changes.partial)
         return partial_rows
 
-    def _apply_route(self, route: Route, changes: TableChanges,
-                     partial_rows: Mapping[int, PartialRow]) -> set[tuple[str | None, ...]]:
-        """Apply one route's share; the source keys of partial updates that found no row during a backfill."""
+    def _apply_route(self, route: Route, changes: TableChanges, partial_rows: Mapping[int, PartialRow]) -> None:
+        """Apply one route's share; partial updates that find no row during a backfill are noted for it."""
         relation = changes.relation
         columns = self.columns[id(route)]
         if changes.deletes:
             self.conn.execute(sqlrender.apply_delete(route, relation, columns))
-        missed: set[tuple[str | None, ...]] = set()
         if changes.partial:
             groups: dict[frozenset[str], list[int]] = {}
             for n, partial in partial_rows.items():
@@ -567,10 +554,14 @@ class ServiceSink:
                 lost = [n for n in rows if n not in found]
                 if not lost:
                     continue
-                if self._running_backfill(f"{route.source_schema}.{route.source_table}") is not None:
+                job_id = backfill_store.running_job_id(self.conn, self.service,
+                                                       f"{route.source_schema}.{route.source_table}")
+                if job_id is not None:
                     # The copy has not reached the row, or has passed the key the update moved it to; either
                     # way the stream cannot rebuild it without the unchanged columns: the backfill copies it.
-                    missed.update(_new_source_key(partial_rows[n], relation) for n in lost)
+                    backfill_store.note_missed(self.conn, job_id,
+                                               {_new_source_key(partial_rows[n], relation) for n in lost})
+                    self._noted_missed = True
                     log.info("service %s: %d update(s) of %s found no row while the table is re-copied; the copy "
                              "brings them", self.service, len(lost), route.describe())
                 elif self.replaying:
@@ -584,7 +575,6 @@ class ServiceSink:
                         f"target is missing rows the source has (run `splitter verify --service {self.service}`)")
         if changes.full:
             self.conn.execute(sqlrender.apply_upsert(route, relation, columns))
-        return missed
 
 
 def _stage_row(n: int, kind: str, partial: PartialRow | None, values: Mapping[str, str | None] | Row,

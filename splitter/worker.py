@@ -296,7 +296,7 @@ class Worker:
         chunks = self._chunks
         sink.replaying = 0 < self._batch_first_lsn <= self._replay_until
         letters = self._letters
-        if self._isolated(self._batch_first_lsn):
+        if self._isolated(self._batch_first_lsn, self._units):
             stored = sink.apply_isolated(self._units, checkpoint, self._batch_txns, self._parked, letters, chunks)
         else:
             try:
@@ -331,10 +331,10 @@ class Worker:
         self._reset_batch()
         self._open = open_txn
 
-    def _isolated(self, first_lsn: int) -> bool:
-        """Apply row by row: a row was rejected there before, or a parked row has changes in the batch."""
+    def _isolated(self, first_lsn: int, units: list[tuple[int, RowChange, RelationSchema]]) -> bool:
+        """Apply `units` row by row: a row was rejected there before, or a parked row has changes in them."""
         return (0 < first_lsn <= self._isolate_through
-                or bool(self._parked and any(_unit_key(u) in self._parked for u in self._units)))
+                or bool(self._parked and any(_unit_key(u) in self._parked for u in units)))
 
     def _on_rejected(self, exc: DataRejectedError) -> None:
         if self.service.on_error != "dead_letter":
@@ -368,7 +368,7 @@ class Worker:
         units = open_txn.changes
         self._parts_pending = True
         try:
-            if self._isolated(open_txn.commit_lsn) or any(_unit_key(u) in self._parked for u in units):
+            if self._isolated(open_txn.commit_lsn, units):
                 self._letters.extend(sink.apply_part_isolated(units, self._parked))
             else:
                 part = Batch()

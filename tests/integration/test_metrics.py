@@ -360,6 +360,19 @@ def _status_parser() -> Any:
     return parser
 
 
+def _run_instrumented(m: metrics.ComponentMetrics, name: str, component: Callable[[], Any]) -> Callable[[], None]:
+    """Run `component` under `m` in a thread, as `splitter worker` does; returns what stops it."""
+    stop = threading.Event()
+    runner = threading.Thread(target=run_with_retries, args=(name, m.instrument(component), stop))
+    runner.start()
+
+    def stop_it() -> None:
+        stop.set()
+        runner.join(10)
+
+    return stop_it
+
+
 def _scrape_until(port: int, wanted: list[str], timeout: float = 10.0) -> str:
     """/metrics once it holds every line of `wanted` (the poller fills some in the background)."""
     deadline = time.monotonic() + timeout
@@ -398,12 +411,10 @@ def test_operator_progress_and_dead_letters_on_the_worker_endpoint(
             self.stats.dead_lettered = 2
             stop.wait()
 
-    stop = threading.Event()
     with metrics.start_metrics(settings, "worker", service="user", port=0, host="127.0.0.1",
                                poll_interval=0.2) as m:
         assert m.port is not None
-        runner = threading.Thread(target=run_with_retries, args=("idle", m.instrument(Idle), stop))
-        runner.start()
+        stop_idle = _run_instrumented(m, "idle", Idle)
         try:
             wanted = ['splitter_backfill_rows_copied{service="user",table="public.users"} 7.0',
                       'splitter_backfill_rows_estimated{service="user",table="public.users"} 70.0',
@@ -421,8 +432,7 @@ def test_operator_progress_and_dead_letters_on_the_worker_endpoint(
             # Unknown paths are 404.
             assert http_get(m.port, "/nope")[0] == 404
         finally:
-            stop.set()
-            runner.join(10)
+            stop_idle()
 
 
 def test_capture_endpoint_before_the_slot_exists(pg_server: PgServer) -> None:
@@ -456,12 +466,10 @@ def test_healthz_turns_503_when_the_loop_stops_ticking(pg_server: PgServer) -> N
                     hang.clear()
                 stop.wait(0.05)
 
-    stop = threading.Event()
     with metrics.start_metrics(settings, "worker", service="auth", port=0, host="127.0.0.1",
                                health_max_age=0.5) as m:
         assert m.port is not None
-        runner = threading.Thread(target=run_with_retries, args=("hanging", m.instrument(Hanging), stop))
-        runner.start()
+        stop_hanging = _run_instrumented(m, "hanging", Hanging)
         try:
             time.sleep(0.3)
             assert http_get(m.port, "/healthz") == (200, "ok\n")
@@ -472,7 +480,6 @@ def test_healthz_turns_503_when_the_loop_stops_ticking(pg_server: PgServer) -> N
             time.sleep(1.0)
             assert http_get(m.port, "/healthz")[0] == 200
         finally:
-            stop.set()
-            runner.join(10)
+            stop_hanging()
         code, body = http_get(m.port, "/healthz")
         assert code == 503 and "stopped" in body
