@@ -28,7 +28,7 @@ comment service keeps only comments.liked_count).  It is deliberately NOT listed
 
 from __future__ import annotations
 
-from splitter.topology import Service, Table, Topology
+from splitter.topology.model import Service, Table, Topology
 
 TOPOLOGY = Topology(
     source_database="bento_social",

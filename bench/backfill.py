@@ -25,11 +25,12 @@ import psycopg
 from psycopg import sql
 
 from bench.common import Servers, pg_bin
-from connectors.pg_sink import target_columns
-from connectors.pg_source import ReplicationConnection, relation_schema
-from splitter import backfill, sqlrender
-from splitter.config import Settings
-from splitter.topology import Route, Service
+from connectors.pg.sink import target_columns
+from connectors.pg.source import ReplicationConnection, relation_schema
+from splitter.pipeline import initial_copy as backfill
+from splitter.pipeline.config import Settings
+from splitter.topology import sqlrender
+from splitter.topology.model import Route, Service
 
 
 def _route_sql(settings: Settings, route: Route) -> tuple[str, str]:

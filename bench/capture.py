@@ -29,10 +29,10 @@ from typing import Any
 import psycopg
 
 from bench.common import Profiler, burst, current_lsn, lsn_str, pg_bin
-from connectors.kafka_log import ensure_topic
-from connectors.pg_source import ensure_publication
-from splitter.capture import Capture
-from splitter.config import Settings
+from connectors.kafka.log import ensure_topic
+from connectors.pg.source import ensure_publication
+from splitter.pipeline.capture import Capture
+from splitter.pipeline.config import Settings
 
 SPLITTER_SLOT = "bench_cap_splitter"
 RECV_SLOT = "bench_cap_recv"

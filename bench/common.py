@@ -24,10 +24,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors.embedded import EmbeddedKafka, EmbeddedPostgres
-from splitter import datagen, fixtures
-from splitter.config import Settings, build_settings
-from splitter.topology import Topology, load_topology
+from devtools import datagen, fixtures
+from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
+from splitter.pipeline.config import Settings, build_settings
+from splitter.topology.model import Topology, load_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY_PATH = ROOT / "topology.py"

@@ -43,8 +43,8 @@ import psycopg
 from psycopg import sql
 
 from bench.common import LAG_UNKNOWN, ROOT, LsnClock, Profiler, Servers, current_lsn, percentile, settings_env
-from splitter.config import Settings
-from splitter.workload import Workload
+from devtools.workload import Workload
+from splitter.pipeline.config import Settings
 
 SAMPLE_INTERVAL = 0.1
 LAG_LIMIT = 1.0

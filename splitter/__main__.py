@@ -1,3 +1,3 @@
-from splitter.cli import main
+from splitter.cli.app import main
 
 raise SystemExit(main())

@@ -22,7 +22,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from connectors.embedded import EmbeddedKafka, EmbeddedPostgres
+from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
 
 #: Logical names of the databases one test gets: the source and the seven service databases.
 SOURCE_DB = "bento_social"

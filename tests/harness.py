@@ -20,10 +20,10 @@ from typing import Any
 
 import psycopg
 
-from connectors.replication_protocol import str_to_lsn
-from splitter import datagen, fixtures
-from splitter.config import Settings, build_settings
-from splitter.topology import load_topology
+from connectors.pg.replication_protocol import str_to_lsn
+from devtools import datagen, fixtures
+from splitter.pipeline.config import Settings, build_settings
+from splitter.topology.model import load_topology
 from tests import expected
 
 ROOT = Path(__file__).resolve().parent.parent

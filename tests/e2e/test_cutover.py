@@ -25,11 +25,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.fence import FENCE_SQLSTATE
-from splitter.config import build_settings
-from splitter.cutover import EXIT_ABORTED, EXIT_OK, EXIT_REFUSED, advance_sequences
-from splitter.reverse import reverse_names
-from splitter.workload import Workload
+from connectors.pg.fence import FENCE_SQLSTATE
+from devtools.workload import Workload
+from splitter.ops.cutover import EXIT_ABORTED, EXIT_OK, EXIT_REFUSED, advance_sequences
+from splitter.pipeline.config import build_settings
+from splitter.pipeline.reverse import reverse_names
 from tests import expected
 from tests.conftest import KafkaServer
 from tests.harness import ROOT, PipelineEnv, prepare
@@ -479,7 +479,7 @@ def test_sequences_and_identity_columns_move_past_the_other_side(
         " columns={'id': 'id', 'seq': 'n', 'note': \"coalesce(note, '')\"}),)),))\n")
     settings = build_settings(topology_path=str(topology), source_dsn=dsns["src"], kafka="localhost:9",
                               target_dsns={"ev": dsns["tgt"]}, env={})
-    from splitter.reverse import reverse_topology
+    from splitter.pipeline.reverse import reverse_topology
     table = reverse_topology(settings, "ev").services[0].tables[0]
     assert dict(table.columns) == {"id": '"id"', "n": '"seq"', "note": '"note"'}
 

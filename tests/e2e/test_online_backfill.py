@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psycopg
 
-from splitter.online_backfill import run_backfill
-from splitter.workload import Workload
+from devtools.workload import Workload
+from splitter.ops.backfill import run_backfill
 from tests import expected
 from tests.conftest import KafkaServer
 from tests.harness import prepare

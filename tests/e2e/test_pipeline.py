@@ -16,9 +16,9 @@ from pathlib import Path
 
 import psycopg
 
-from connectors.embedded import EmbeddedKafka
-from connectors.replication_protocol import str_to_lsn
-from splitter.workload import Workload
+from connectors.pg.replication_protocol import str_to_lsn
+from devtools.embedded import EmbeddedKafka
+from devtools.workload import Workload
 from tests import expected
 from tests.conftest import KafkaServer
 from tests.harness import PipelineEnv, prepare

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from splitter.errors import RetryableError
-from splitter.online_backfill import _wait_for_transactions_before
+from splitter.core.errors import RetryableError
+from splitter.ops.backfill import _wait_for_transactions_before
 
 
 def test_the_chunk_read_waits_for_a_writer_open_at_the_low_watermark(
@@ -55,8 +55,8 @@ def test_no_open_writer_means_no_wait(make_databases: Callable[..., dict[str, st
 
 def test_a_chunk_settles_only_missed_keys_noted_before_its_high_watermark(
         make_databases: Callable[..., dict[str, str]]) -> None:
-    from connectors import backfill_store
-    from connectors.pg_sink import ensure_state_schema
+    from connectors.pg.sink import ensure_state_schema
+    from connectors.pg.state import backfills as backfill_store
 
     dsn = make_databases(names=("post_db",))["post_db"]
 

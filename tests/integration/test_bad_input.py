@@ -26,12 +26,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from connectors.embedded import EmbeddedPostgres, free_port
-from splitter import datagen, fixtures
-from splitter.config import Settings
-from splitter.daemon import EXIT_FATAL
-from splitter.errors import FatalError, RetryableError
-from splitter.workload import Workload
+from devtools import datagen, fixtures
+from devtools.embedded import EmbeddedPostgres, free_port
+from devtools.workload import Workload
+from splitter.core.errors import FatalError, RetryableError
+from splitter.pipeline.config import Settings
+from splitter.pipeline.daemon import EXIT_FATAL
 from tests.conftest import KafkaServer
 from tests.integration.test_replay import ROOT, TOPOLOGY, Pipeline, make_stack, pipelines, subset
 

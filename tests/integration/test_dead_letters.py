@@ -3,7 +3,7 @@
 The pipeline runs in-process (see tests/integration/test_replay.py: `Stack`, `Pipeline`) with only the
 services a test needs.  Rejections come from what the source really allows and the target does not: the
 unique username index of user_db, an enum value added to the source only, a NOT NULL the source dropped.
-Operator commands go through `splitter.cli.main` (`dlq list|retry|drop`).
+Operator commands go through `splitter.cli.app` (`dlq list|retry|drop`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from splitter import envelope
-from splitter.daemon import EXIT_FATAL
+from splitter.core import envelope
+from splitter.pipeline.daemon import EXIT_FATAL
 from tests.conftest import KafkaServer
 from tests.integration.test_replay import Pipeline, Stack, make_stack, pipelines, read_topic, run_cli
 

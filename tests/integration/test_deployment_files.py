@@ -23,9 +23,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.embedded import EmbeddedPostgres
-from splitter import fixtures
-from splitter.topology import load_topology
+from devtools import fixtures
+from devtools.embedded import EmbeddedPostgres
+from splitter.topology.model import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from splitter import datagen, fixtures
-from splitter.topology import Topology, load_topology
-from splitter.workload import OP_KINDS, Workload
+from devtools import datagen, fixtures
+from devtools.workload import OP_KINDS, Workload
+from splitter.topology.model import Topology, load_topology
 from tests import expected as ex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def test_source_ddl_is_the_monolith(source: psycopg.Connection[Any], topology: T
 
 
 def test_unknown_target_database_is_a_configuration_error() -> None:
-    from splitter.errors import ConfigurationError
+    from splitter.core.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="no shipped schema"):
         fixtures.target_schema_sql("billing_db")

@@ -17,8 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connectors.pg_verify import HoldControl
-from splitter.worker import Worker
+from connectors.pg.verify import HoldControl
+from splitter.pipeline.worker import Worker
 from tests import expected
 from tests.conftest import KafkaServer
 from tests.harness import PipelineEnv, prepare

@@ -31,16 +31,18 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from connectors.embedded import free_port
-from splitter import cutover_state, datagen, fixtures, metrics, status
-from splitter.capture import Capture
-from splitter.config import Settings, build_settings
-from splitter.daemon import run_with_retries
-from splitter.online_backfill import run_backfill
-from splitter.topology import load_topology
-from splitter.verify import verify
-from splitter.worker import Worker
-from splitter.workload import Workload
+from devtools import datagen, fixtures
+from devtools.embedded import free_port
+from devtools.workload import Workload
+from splitter.observe import metrics
+from splitter.ops import cutover_state, status
+from splitter.ops.backfill import run_backfill
+from splitter.ops.verify import verify
+from splitter.pipeline.capture import Capture
+from splitter.pipeline.config import Settings, build_settings
+from splitter.pipeline.daemon import run_with_retries
+from splitter.pipeline.worker import Worker
+from splitter.topology.model import load_topology
 from tests.conftest import KafkaServer, PgServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,7 +354,7 @@ def _worker_factory(settings: Settings, service: str) -> Callable[[], Worker]:
 def _status_parser() -> Any:
     import argparse
 
-    from splitter.cli import _common
+    from splitter.cli.app import _common
 
     parser = argparse.ArgumentParser(prog="splitter")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -388,9 +390,10 @@ def _scrape_until(port: int, wanted: list[str], timeout: float = 10.0) -> str:
 def test_operator_progress_and_dead_letters_on_the_worker_endpoint(
         pg_server: PgServer, make_databases: Callable[..., dict[str, str]]) -> None:
     """What backfill and verify record in the service database, and the worker's dead letters, are exported."""
-    from connectors import backfill_store, verify_progress
-    from connectors.pg_sink import ensure_state_schema
-    from splitter.worker import WorkerStats
+    from connectors.pg.sink import ensure_state_schema
+    from connectors.pg.state import backfills as backfill_store
+    from connectors.pg.state import verify_progress
+    from splitter.pipeline.worker import WorkerStats
 
     service_db = make_databases(names=("user_db",))["user_db"]
     settings = build_settings(topology_path=str(TOPOLOGY), source_dsn=pg_server.dsn("postgres"),
@@ -450,7 +453,7 @@ def test_capture_endpoint_before_the_slot_exists(pg_server: PgServer) -> None:
 
 def test_healthz_turns_503_when_the_loop_stops_ticking(pg_server: PgServer) -> None:
     """A loop that stops polling its stop event (hung) is reported within health_max_age; ticking again heals it."""
-    from splitter.worker import WorkerStats
+    from splitter.pipeline.worker import WorkerStats
 
     settings = build_settings(topology_path=str(TOPOLOGY), source_dsn=pg_server.dsn("postgres"),
                               kafka="127.0.0.1:1", env={})

@@ -21,11 +21,11 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from connectors.embedded import EmbeddedPostgres, free_port
-from splitter import fixtures
-from splitter.config import Settings, build_settings
-from splitter.plan import ERROR, INFO, WARNING, Finding, PlanResult, build_plan, run_plan
-from splitter.topology import Topology
+from devtools import fixtures
+from devtools.embedded import EmbeddedPostgres, free_port
+from splitter.ops.plan import ERROR, INFO, WARNING, Finding, PlanResult, build_plan, run_plan
+from splitter.pipeline.config import Settings, build_settings
+from splitter.topology.model import Topology
 
 REPO = Path(__file__).resolve().parents[2]
 

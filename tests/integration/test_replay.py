@@ -2,7 +2,7 @@
 
 Capture and the workers run in-process (threads, each under `daemon.run_with_retries` exactly as the
 CLI runs them) on the session's PostgreSQL and broker, with only the services a test needs, so a
-test pays for one initial copy of a small source.  The operator side goes through `splitter.cli.main`,
+test pays for one initial copy of a small source.  The operator side goes through `splitter.cli.app`,
 as an engineer would type it.  Expected rows come from tests/expected.py (hand-written SQL).
 
 `Stack`, `Pipeline` and the helpers below are shared by test_dead_letters.py and test_bad_input.py.
@@ -23,19 +23,21 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
-from connectors.kafka_log import ChangeLogConsumer, OffsetGoneError, ensure_topic
-from connectors.log_reader import LogReader
-from connectors.pg_sink import Checkpoint, connect, ensure_state_schema, write_checkpoint
-from connectors.replication_protocol import lsn_to_str, str_to_lsn
-from splitter import cli, datagen, envelope, fixtures
-from splitter.capture import Capture
-from splitter.config import Settings
-from splitter.daemon import run_with_retries
-from splitter.errors import ConfigurationError
-from splitter.replay import describe, plan_replay, submit
-from splitter.topology import Topology, load_topology
-from splitter.worker import Worker
-from splitter.workload import Workload
+from connectors.kafka.log import ChangeLogConsumer, OffsetGoneError, ensure_topic
+from connectors.kafka.log_reader import LogReader
+from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
+from connectors.pg.sink import Checkpoint, connect, ensure_state_schema, write_checkpoint
+from devtools import datagen, fixtures
+from devtools.workload import Workload
+from splitter import cli
+from splitter.core import envelope
+from splitter.core.errors import ConfigurationError
+from splitter.ops.replay import describe, plan_replay, submit
+from splitter.pipeline.capture import Capture
+from splitter.pipeline.config import Settings
+from splitter.pipeline.daemon import run_with_retries
+from splitter.pipeline.worker import Worker
+from splitter.topology.model import Topology, load_topology
 from tests import expected
 from tests.conftest import KafkaServer
 
@@ -66,7 +68,7 @@ class Stack:
         return dataclasses.replace(self.settings, topology=topology)
 
     def cli_args(self) -> list[str]:
-        """Connection options for `splitter.cli.main` (topology.py itself: every service is known)."""
+        """Connection options for `splitter.cli.app` (topology.py itself: every service is known)."""
         s = self.settings
         args = ["--topology", str(TOPOLOGY), "--source-dsn", s.source_dsn, "--kafka", s.kafka_bootstrap,
                 "--topic", s.topic, "--slot", s.slot, "--publication", s.publication]

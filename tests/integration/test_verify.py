@@ -21,13 +21,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from splitter.capture import Capture
-from splitter.cli import _common
-from splitter.config import Settings, build_settings
-from splitter.errors import FatalError
-from splitter.verify import add_commands, verify, verify_quiesced
-from splitter.worker import Worker
-from splitter.workload import Workload
+from devtools.workload import Workload
+from splitter.cli.app import _common
+from splitter.core.errors import FatalError
+from splitter.ops.verify import add_commands, verify, verify_quiesced
+from splitter.pipeline.capture import Capture
+from splitter.pipeline.config import Settings, build_settings
+from splitter.pipeline.worker import Worker
 from tests.conftest import KafkaServer
 from tests.harness import TOPOLOGY, PipelineEnv, prepare
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitter.batching import Batch, Key, Segment, Truncate
-from splitter.envelope import ColumnSchema, RelationSchema, Row, RowChange
+from splitter.core.batching import Batch, Key, Segment, Truncate
+from splitter.core.envelope import ColumnSchema, RelationSchema, Row, RowChange
 
 REL = RelationSchema(
     "public", "posts",

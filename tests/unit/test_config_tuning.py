@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from splitter.config import build_settings
-from splitter.errors import ConfigurationError
+from splitter.core.errors import ConfigurationError
+from splitter.pipeline.config import build_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

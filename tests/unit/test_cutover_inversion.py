@@ -10,11 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from splitter.config import Settings, build_settings
-from splitter.cutover import parse_duration
-from splitter.errors import ConfigurationError
-from splitter.reverse import inverse_source_column, invert_route, reverse_names, reverse_settings, reverse_topology
-from splitter.topology import Route, Service, Table, Topology
+from splitter.core.errors import ConfigurationError
+from splitter.ops.cutover import parse_duration
+from splitter.pipeline.config import Settings, build_settings
+from splitter.pipeline.reverse import (
+    inverse_source_column,
+    invert_route,
+    reverse_names,
+    reverse_settings,
+    reverse_topology,
+)
+from splitter.topology.model import Route, Service, Table, Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.pgoutput import (
+from connectors.pg.pgoutput import (
     PG_EPOCH_UNIX_MS,
     UNCHANGED_TOAST,
     Begin,
@@ -45,7 +45,7 @@ from connectors.pgoutput import (
     decode_message,
     pg_time_to_unix_ms,
 )
-from splitter.errors import MalformedMessageError
+from splitter.core.errors import MalformedMessageError
 
 DATA = Path(__file__).parent / "data"
 BIG = "toast-me-" * 400

@@ -7,8 +7,8 @@ expressions that already truncate or coalesce, enum value sets, uniqueness the s
 
 from __future__ import annotations
 
-from splitter.envelope import ColumnSchema, RelationSchema
-from splitter.plan import (
+from splitter.core.envelope import ColumnSchema, RelationSchema
+from splitter.ops.plan import (
     ERROR,
     INFO,
     WARNING,
@@ -30,7 +30,7 @@ from splitter.plan import (
     possible_values,
     truncated_precision,
 )
-from splitter.topology import Service, Table, Topology
+from splitter.topology.model import Service, Table, Topology
 
 INT2 = TypeInfo(21, -1, "smallint", "int2", "N")
 INT4 = TypeInfo(23, -1, "integer", "int4", "N")

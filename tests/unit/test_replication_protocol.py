@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.pgoutput import Begin, Commit, Insert, Relation, decode_message
-from connectors.replication_protocol import (
+from connectors.pg.pgoutput import Begin, Commit, Insert, Relation, decode_message
+from connectors.pg.replication_protocol import (
     PG_EPOCH_UNIX_US,
     PrimaryKeepalive,
     XLogData,
@@ -24,7 +24,7 @@ from connectors.replication_protocol import (
     standby_status_update,
     str_to_lsn,
 )
-from splitter.errors import ConfigurationError, MalformedMessageError
+from splitter.core.errors import ConfigurationError, MalformedMessageError
 
 DATA = Path(__file__).parent / "data"
 

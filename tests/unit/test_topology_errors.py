@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from splitter import cli
-from splitter.envelope import ColumnSchema
-from splitter.errors import ConfigurationError
-from splitter.sqlrender import check_route_against
-from splitter.topology import load_topology
+from splitter.core.envelope import ColumnSchema
+from splitter.core.errors import ConfigurationError
+from splitter.topology.model import load_topology
+from splitter.topology.sqlrender import check_route_against
 
 HEADER = "from splitter.topology import Service, Table, Topology\n\n"
 

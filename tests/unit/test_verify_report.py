@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from splitter.config import build_settings
-from splitter.errors import ConfigurationError, FatalError
-from splitter.verify import Progress, ProgressLine, TableReport, VerifyReport, merge_rows, select_routes
+from splitter.core.errors import ConfigurationError, FatalError
+from splitter.ops.verify import Progress, ProgressLine, TableReport, VerifyReport, merge_rows, select_routes
+from splitter.pipeline.config import build_settings
 
 COLUMNS = ("id", "name", "n")
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.kafka_log import OffsetGoneError
-from splitter.config import build_settings
-from splitter.worker import Worker
+from connectors.kafka.log import OffsetGoneError
+from splitter.pipeline.config import build_settings
+from splitter.pipeline.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,246 @@
+"""The PostgreSQL source: catalog reads, publication and slot management, and the replication stream.
+
+Owns: everything splitter does in the source database: the advisory lock that keeps two captures
+off one slot, the publication of exactly the tables the topology takes, the logical slot (created
+with an exported snapshot for the initial copy), the CopyBoth replication stream over
+`psycopg.pq` (START_REPLICATION, reading XLogData and keepalives, sending standby status
+updates), heartbeats written with `pg_logical_emit_message`, and source positions for lag.
+Must not: decide when an LSN is safe to confirm (capture does, from Kafka's acknowledgements)
+or know about Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import pq, sql
+
+from connectors.pg.replication_protocol import (
+    PrimaryKeepalive,
+    XLogData,
+    lsn_to_str,
+    parse_copy_data,
+    standby_status_update,
+    str_to_lsn,
+)
+from connectors.pg.sink import connect, wrap_db_error
+from splitter.core.dsn import mask_secrets, with_params
+from splitter.core.envelope import ColumnSchema, RelationSchema
+from splitter.core.errors import ConfigurationError, FatalError, RetryableError, classify_sqlstate
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PREFIX = "splitter.heartbeat"
+FIRST_USER_OID = 16384  # FirstNormalObjectId: types below it are built in and exist in every database
+
+
+_COLUMNS_SQL = """
+SELECT a.attname,
+       CASE WHEN a.atttypid < %(first_user_oid)s THEN format_type(a.atttypid, a.atttypmod) ELSE 'text' END,
+       coalesce(a.attnum = ANY (pk.indkey::int2[]), false)
+  FROM pg_attribute a
+  LEFT JOIN pg_index pk ON pk.indrelid = a.attrelid AND pk.indisprimary
+ WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ ORDER BY a.attnum
+"""
+
+
+def relation_schema(conn: psycopg.Connection, schema: str, table: str) -> RelationSchema:
+    """A source table's columns as splitter reads them: built-in types as declared, others as text."""
+    row = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        (schema, table),
+    ).fetchone()
+    if row is None:
+        raise ConfigurationError(f"source table {schema}.{table} does not exist")
+    return relation_schema_by_oid(conn, row[0], schema, table)
+
+
+def relation_schema_by_oid(conn: psycopg.Connection, oid: int, schema: str, table: str,
+                           only: Iterable[str] | None = None) -> RelationSchema:
+    rows = conn.execute(_COLUMNS_SQL, {"oid": oid, "first_user_oid": FIRST_USER_OID}).fetchall()
+    columns = [ColumnSchema(name, sql_type, bool(is_key)) for name, sql_type, is_key in rows]
+    if only is not None:
+        # Keep the columns (and order) the Relation message announced.
+        by_name = {c.name: c for c in columns}
+        columns = [by_name[n] if n in by_name else ColumnSchema(n, "text", False) for n in only]
+    return RelationSchema(schema, table, tuple(columns))
+
+
+def advisory_lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) - (1 << 31)
+
+
+def ensure_publication(conn: psycopg.Connection, publication: str, tables: Iterable[tuple[str, str]]) -> None:
+    """Create the publication for `tables`, or add the ones it lacks (it never drops any)."""
+    wanted = list(tables)
+    with conn.transaction():
+        exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                sql.Identifier(publication),
+                sql.SQL(", ").join(sql.Identifier(s, t) for s, t in wanted)))
+            return
+        have = set(conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (publication,)).fetchall())
+        missing = [t for t in wanted if t not in have]
+        if missing:
+            conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                sql.Identifier(publication), sql.SQL(", ").join(sql.Identifier(s, t) for s, t in missing)))
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str
+    confirmed_flush_lsn: int | None
+    restart_lsn: int | None
+    active: bool
+    wal_status: str | None
+    invalidation_reason: str | None
+
+
+def slot_info(conn: psycopg.Connection, slot: str) -> SlotInfo | None:
+    row = conn.execute(
+        "SELECT slot_name, confirmed_flush_lsn::text, restart_lsn::text, active, wal_status, invalidation_reason, "
+        "plugin, database FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[6] != "pgoutput" or row[7] != conn.info.dbname:
+        raise ConfigurationError(
+            f"replication slot {slot!r} exists but belongs to plugin {row[6]!r} in database {row[7]!r}; "
+            f"splitter needs a pgoutput slot in {conn.info.dbname!r}: choose another --slot name")
+    return SlotInfo(row[0], str_to_lsn(row[1]) if row[1] else None, str_to_lsn(row[2]) if row[2] else None,
+                    bool(row[3]), row[4], row[5])
+
+
+def current_wal_lsn(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    return str_to_lsn(row[0])
+
+
+def emit_heartbeat(conn: psycopg.Connection) -> None:
+    """A non-transactional logical message: it moves the stream (and so the slot) past idle WAL."""
+    conn.execute("SELECT pg_logical_emit_message(false, %s, now()::text)", (HEARTBEAT_PREFIX,))
+
+
+class ReplicationConnection:
+    """A `replication=database` session driven through psycopg's libpq layer."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        conninfo = with_params(dsn, replication="database", application_name="splitter-capture")
+        self.pgconn = pq.PGconn.connect(conninfo.encode())
+        if self.pgconn.status != pq.ConnStatus.OK:
+            message = self.pgconn.get_error_message().strip()
+            self.pgconn.finish()
+            raise RetryableError(mask_secrets(f"cannot open a replication connection to the source: {message}", dsn))
+        self.copy_mode = False
+
+    def _exec(self, command: sql.Composable | str) -> pq.abc.PGresult:
+        text = command if isinstance(command, str) else command.as_string(None)
+        result = self.pgconn.exec_(text.encode())
+        if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK, pq.ExecStatus.COPY_BOTH):
+            sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+            state = sqlstate.decode() if sqlstate else None
+            message = (result.get_error_message() or self.pgconn.get_error_message()).strip()
+            raise classify_sqlstate(state)(mask_secrets(f"source replication command failed: {message}", self._dsn))
+        return result
+
+    def create_slot(self, slot: str, *, temporary: bool = False) -> tuple[int, str]:
+        """Create a pgoutput slot exporting a snapshot; returns (consistent point, snapshot name).
+
+        The snapshot stays importable only while this connection runs no other command, so the
+        caller copies everything it needs before calling `start()`.  A temporary slot (verify's
+        consistent point) disappears with the connection.
+        """
+        result = self._exec(sql.SQL("CREATE_REPLICATION_SLOT {} {} LOGICAL pgoutput (SNAPSHOT 'export')").format(
+            sql.Identifier(slot), sql.SQL("TEMPORARY" if temporary else "")))
+        consistent = result.get_value(0, 1)
+        snapshot = result.get_value(0, 2)
+        assert consistent is not None and snapshot is not None
+        return str_to_lsn(consistent.decode()), snapshot.decode()
+
+    def start(self, slot: str, publication: str, start_lsn: int = 0) -> None:
+        options = sql.SQL(", ").join([
+            sql.SQL("proto_version '1'"),
+            sql.SQL("publication_names {}").format(sql.Literal(publication)),
+            sql.SQL("messages 'true'"),
+            # Changes applied under a replication origin (splitter's own reverse stream) are not sent.
+            sql.SQL("origin 'none'"),
+        ])
+        self._exec(sql.SQL("START_REPLICATION SLOT {} LOGICAL {} ({})").format(
+            sql.Identifier(slot), sql.SQL(lsn_to_str(start_lsn)), options))
+        self.copy_mode = True
+
+    def read(self, timeout: float) -> XLogData | PrimaryKeepalive | None:
+        """The next CopyData message, or None if none arrived within `timeout` seconds."""
+        nbytes, data = self.pgconn.get_copy_data(1)
+        if nbytes == 0 and timeout <= 0:
+            # Only what already arrived: read the socket without waiting.
+            self.pgconn.consume_input()
+            nbytes, data = self.pgconn.get_copy_data(1)
+            if nbytes == 0:
+                return None
+        elif nbytes == 0:
+            ready, _, _ = select.select([self.pgconn.socket], [], [], timeout)
+            if not ready:
+                return None
+            self.pgconn.consume_input()
+            nbytes, data = self.pgconn.get_copy_data(1)
+            if nbytes == 0:
+                return None
+        if nbytes == -1:
+            result = self.pgconn.get_result()
+            message = result.get_error_message().strip() if result else ""
+            sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE) if result else None
+            state = sqlstate.decode() if sqlstate else None
+            raise classify_sqlstate(state)(mask_secrets(f"the source ended the replication stream: {message}",
+                                                        self._dsn))
+        if nbytes < 0:
+            message = self.pgconn.get_error_message().strip()
+            raise RetryableError(mask_secrets(f"replication stream from the source failed: {message}", self._dsn))
+        return parse_copy_data(bytes(data))
+
+    def send_status(self, flushed_lsn: int, reply: bool = False) -> None:
+        message = standby_status_update(flushed_lsn, flushed_lsn, flushed_lsn, reply_requested=reply)
+        if self.pgconn.put_copy_data(message) != 1 or self.pgconn.flush() < 0:
+            raise RetryableError("cannot send a status update on the replication stream")
+
+    def close(self) -> None:
+        self.pgconn.finish()
+
+
+def check_slot_usable(info: SlotInfo, slot: str) -> None:
+    """Refuse a slot PostgreSQL has invalidated: its WAL is gone, so changes were lost."""
+    if info.wal_status == "lost" or info.invalidation_reason:
+        raise FatalError(
+            f"replication slot {slot!r} was invalidated by PostgreSQL ({info.invalidation_reason or info.wal_status}, "
+            f"for example by max_slot_wal_keep_size): changes since {lsn_to_str(info.confirmed_flush_lsn or 0)} are "
+            f"gone. Recover with a fresh snapshot: stop splitter, drop the slot (SELECT pg_drop_replication_slot("
+            f"'{slot}')), empty the service databases (or drop their splitter schema and tables' rows), and start "
+            f"`splitter run` again to re-copy")
+
+
+__all__ = [
+    "ReplicationConnection",
+    "SlotInfo",
+    "advisory_lock_key",
+    "check_slot_usable",
+    "connect",
+    "current_wal_lsn",
+    "emit_heartbeat",
+    "ensure_publication",
+    "relation_schema",
+    "relation_schema_by_oid",
+    "slot_info",
+    "wrap_db_error",
+]

@@ -1,0 +1,276 @@
+"""The change-log contract: what one Kafka record of the `<source>.changes` topic holds.
+
+Owns: encoding capture's decoded changes into records (value, key, headers) and reading them back
+in workers.  Values follow Debezium's change-event shape (`before`, `after`, `source`, `op`,
+`ts_ms`) so existing Kafka tooling can read the log; column values stay in PostgreSQL's text form.
+Headers let a worker route a record before parsing its value:
+
+    splitter.kind    b"row" | b"commit" | b"message"
+    splitter.table   b"schema.table"            (row records)
+    splitter.lsn     commit LSN, decimal ASCII  (every record)
+    splitter.schema  JSON [[column, type, is_key], ...] of the source relation (row records),
+                     built once per relation by capture, so workers never ask the source.
+
+Three record kinds: `row` (one change, op c/u/d/t; `source.lsn` is the *commit* LSN of its
+transaction and `source.sequence` its position inside it), `commit` (ends a transaction: its
+xid, commit LSN and how many row records it had: transaction boundaries are visible in the log),
+and `message` (a `pg_logical_emit_message` with a `splitter.` prefix: heartbeats, markers).
+
+Unchanged TOASTed values are absent from `after` and listed in `unchanged_toast`, never sent
+as null.  Must not: do I/O, import drivers, or interpret values (they stay text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from splitter.core.errors import MalformedMessageError
+
+KIND_HEADER = "splitter.kind"
+TABLE_HEADER = "splitter.table"
+LSN_HEADER = "splitter.lsn"
+SCHEMA_HEADER = "splitter.schema"
+
+KIND_ROW = b"row"
+KIND_COMMIT = b"commit"
+KIND_MESSAGE = b"message"
+
+CONNECTOR = "splitter"
+ENVELOPE_VERSION = "1"
+
+Op = Literal["c", "u", "d", "t", "r"]
+Row = dict[str, str | None]
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSchema:
+    """A source column as workers need it: name, the SQL type to read its text as, key membership."""
+
+    name: str
+    sql_type: str
+    is_key: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RelationSchema:
+    """A source table's columns in order; encoded once per relation into the schema header."""
+
+    schema: str
+    table: str
+    columns: tuple[ColumnSchema, ...]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.is_key)
+
+    def header_bytes(self) -> bytes:
+        return orjson.dumps([[c.name, c.sql_type, c.is_key] for c in self.columns])
+
+    @classmethod
+    def from_header(cls, qualified: str, raw: bytes) -> RelationSchema:
+        try:
+            items = orjson.loads(raw)
+            columns = tuple(ColumnSchema(str(n), str(t), bool(k)) for n, t, k in items)
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            raise MalformedMessageError(f"schema header of {qualified} is not valid: {exc}") from exc
+        schema, _, table = qualified.partition(".")
+        if not table or not columns:
+            raise MalformedMessageError(f"schema header of {qualified!r} names no table or no columns")
+        return cls(schema, table, columns)
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """One decoded row record, as a worker consumes it."""
+
+    op: Op
+    table: str
+    before: Row | None
+    after: Row | None
+    unchanged_toast: tuple[str, ...]
+    commit_lsn: int
+    xid: int
+    sequence: int
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitMarker:
+    """End of one source transaction in the log."""
+
+    commit_lsn: int
+    end_lsn: int
+    xid: int
+    events: int
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMessage:
+    """A `pg_logical_emit_message` with a `splitter.` prefix (heartbeat, watermark, cutover marker)."""
+
+    lsn: int
+    prefix: str
+    content: str
+    transactional: bool
+    ts_ms: int
+
+
+def _source_block(database: str, schema: str, table: str, commit_lsn: int, xid: int,
+                  sequence: int, ts_ms: int) -> dict[str, Any]:
+    return {
+        "version": ENVELOPE_VERSION,
+        "connector": CONNECTOR,
+        "db": database,
+        "schema": schema,
+        "table": table,
+        "lsn": commit_lsn,
+        "txId": xid,
+        "sequence": sequence,
+        "ts_ms": ts_ms,
+    }
+
+
+def encode_row(
+    *,
+    database: str,
+    relation: RelationSchema,
+    op: Op,
+    before: Mapping[str, str | None] | None,
+    after: Mapping[str, str | None] | None,
+    unchanged_toast: Sequence[str],
+    commit_lsn: int,
+    xid: int,
+    sequence: int,
+    ts_ms: int,
+    now_ms: int,
+) -> tuple[bytes, bytes]:
+    """Return (key, value) of a row record.  The key is the row's primary key as JSON."""
+    value: dict[str, Any] = {
+        "before": before,
+        "after": after,
+        "source": _source_block(database, relation.schema, relation.table, commit_lsn, xid, sequence, ts_ms),
+        "op": op,
+        "ts_ms": now_ms,
+    }
+    if unchanged_toast:
+        value["unchanged_toast"] = list(unchanged_toast)
+    image = after if after is not None else before
+    key_cols = relation.key_columns
+    key = orjson.dumps({c: image.get(c) for c in key_cols}) if image is not None and key_cols else b""
+    return key, orjson.dumps(value)
+
+
+def encode_commit(*, commit_lsn: int, end_lsn: int, xid: int, events: int, ts_ms: int) -> bytes:
+    return orjson.dumps(
+        {"op": "commit", "txId": xid, "lsn": commit_lsn, "end_lsn": end_lsn, "events": events, "ts_ms": ts_ms}
+    )
+
+
+def encode_message(*, lsn: int, prefix: str, content: str, transactional: bool, ts_ms: int) -> bytes:
+    return orjson.dumps(
+        {"op": "message", "lsn": lsn, "prefix": prefix, "content": content,
+         "transactional": transactional, "ts_ms": ts_ms}
+    )
+
+
+def row_headers(relation_header: bytes, qualified: str, commit_lsn: int) -> Headers:
+    return [
+        (KIND_HEADER, KIND_ROW),
+        (TABLE_HEADER, qualified.encode()),
+        (LSN_HEADER, str(commit_lsn).encode()),
+        (SCHEMA_HEADER, relation_header),
+    ]
+
+
+def commit_headers(commit_lsn: int) -> Headers:
+    return [(KIND_HEADER, KIND_COMMIT), (LSN_HEADER, str(commit_lsn).encode())]
+
+
+def message_headers(lsn: int) -> Headers:
+    return [(KIND_HEADER, KIND_MESSAGE), (LSN_HEADER, str(lsn).encode())]
+
+
+def header_map(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
+    """Headers as a dict (the last value of a repeated name wins); None values dropped."""
+    return {k: v for k, v in (headers or ()) if v is not None}
+
+
+def _load(raw: bytes | None, what: str) -> dict[str, Any]:
+    if raw is None:
+        raise MalformedMessageError(f"{what} record has no value")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessageError(f"{what} record value is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise MalformedMessageError(f"{what} record value is not a JSON object")
+    return value
+
+
+def _row_image(value: Any, field: str) -> Row | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
+    ):
+        raise MalformedMessageError(f"row record field {field!r} is not an object of text values")
+    return value
+
+
+def decode_row(raw: bytes | None) -> RowChange:
+    value = _load(raw, "row")
+    try:
+        source = value["source"]
+        op = value["op"]
+        if op not in ("c", "u", "d", "t", "r"):
+            raise MalformedMessageError(f"row record has unknown op {op!r}")
+        change = RowChange(
+            op=op,
+            table=f"{source['schema']}.{source['table']}",
+            before=_row_image(value.get("before"), "before"),
+            after=_row_image(value.get("after"), "after"),
+            unchanged_toast=tuple(value.get("unchanged_toast") or ()),
+            commit_lsn=int(source["lsn"]),
+            xid=int(source["txId"]),
+            sequence=int(source["sequence"]),
+            ts_ms=int(source["ts_ms"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessageError(f"row record lacks or mistypes a field: {exc!r}") from exc
+    if op in ("c", "r", "u") and change.after is None:
+        raise MalformedMessageError(f"row record with op {op!r} has no 'after' image")
+    if op == "d" and change.before is None:
+        raise MalformedMessageError("row record with op 'd' has no 'before' image")
+    return change
+
+
+def decode_commit(raw: bytes | None) -> CommitMarker:
+    value = _load(raw, "commit")
+    try:
+        return CommitMarker(
+            commit_lsn=int(value["lsn"]), end_lsn=int(value["end_lsn"]), xid=int(value["txId"]),
+            events=int(value["events"]), ts_ms=int(value["ts_ms"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessageError(f"commit record lacks or mistypes a field: {exc!r}") from exc
+
+
+def decode_message(raw: bytes | None) -> ControlMessage:
+    value = _load(raw, "message")
+    try:
+        return ControlMessage(
+            lsn=int(value["lsn"]), prefix=str(value["prefix"]), content=str(value["content"]),
+            transactional=bool(value["transactional"]), ts_ms=int(value["ts_ms"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessageError(f"message record lacks or mistypes a field: {exc!r}") from exc

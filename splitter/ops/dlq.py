@@ -1,0 +1,106 @@
+"""`splitter dlq list|show|retry|drop --service S`: the dead letters of one service.
+
+Owns: showing dead-lettered changes (event, SQLSTATE, message, log position) and asking the service's
+running worker to retry them in order (after the cause is fixed) or drop them; the worker performs both
+in its own session, so retried rows land in order with the stream.  Must not: write service tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from connectors.pg.sink import connect, ensure_state_schema
+from connectors.pg.state import dead_letters
+from splitter.core.errors import ConfigurationError
+from splitter.pipeline.config import Settings
+
+
+def _conn(settings: Settings, service: str):  # type: ignore[no-untyped-def]
+    settings.topology.service(service)
+    conn = connect(settings.target_dsn(service), f"database of service {service}", autocommit=True)
+    ensure_state_schema(conn)
+    return conn
+
+
+def _list(settings: Settings, service: str, everything: bool, as_json: bool) -> int:
+    with _conn(settings, service) as conn:
+        letters = dead_letters.fetch(conn, service, status=None if everything else "open")
+    if as_json:
+        print(json.dumps([{
+            "id": d.id, "table": d.source_table, "op": d.op, "key": d.source_key, "sqlstate": d.sqlstate,
+            "error": d.error, "offset": d.kafka_offset, "lsn": d.commit_lsn, "status": d.status,
+            "created_at": d.created_at.isoformat()} for d in letters], indent=2))
+        return 0
+    if not letters:
+        print(f"service {service}: no {'' if everything else 'open '}dead letters")
+        return 0
+    print(f"{'id':>6}  {'status':<8}{'table':<22}{'op':<3}{'sqlstate':<9}{'offset':>9}  key / error")
+    for d in letters:
+        first_line = (d.error.splitlines() or [""])[0][:70]
+        print(f"{d.id:>6}  {d.status:<8}{(d.source_table or '(unreadable)'):<22}{(d.op or '-'):<3}"
+              f"{(d.sqlstate or '-'):<9}{d.kafka_offset if d.kafka_offset is not None else '-':>9}  "
+              f"{d.source_key}  {first_line}")
+    return 0
+
+
+def _show(settings: Settings, service: str, ids: list[int]) -> int:
+    with _conn(settings, service) as conn:
+        letters = dead_letters.fetch(conn, service, status=None, ids=ids)
+    if not letters:
+        raise ConfigurationError(f"service {service} has no dead letter with id {', '.join(map(str, ids))}")
+    for d in letters:
+        print(json.dumps({
+            "id": d.id, "status": d.status, "table": d.source_table, "op": d.op, "key": d.source_key,
+            "sqlstate": d.sqlstate, "error": d.error, "offset": d.kafka_offset, "lsn": d.commit_lsn,
+            "created_at": d.created_at.isoformat(), "event": d.event,
+            "raw_value": d.raw_value.decode(errors="replace") if d.raw_value else None}, indent=2))
+    return 0
+
+
+def _request(settings: Settings, service: str, action: str, ids: list[int] | None, wait: float) -> int:
+    with _conn(settings, service) as conn:
+        request_id = dead_letters.submit_request(conn, service, action, ids=ids)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            done, result = dead_letters.request_result(conn, request_id)
+            if done is not None:
+                print(f"service {service}: {result}")
+                return 0
+            time.sleep(0.3)
+    print(f"service {service}: request {request_id} queued; its worker performs it when it runs (is it running?)")
+    return 1
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from splitter.cli.app import _settings
+
+    settings = _settings(args)
+    ids = args.id or None
+    if args.action == "list":
+        return _list(settings, args.service, args.all, args.json)
+    if args.action == "show":
+        if not ids:
+            raise ConfigurationError("dlq show needs --id")
+        return _show(settings, args.service, ids)
+    if args.action == "drop" and not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigurationError("dropping dead letters loses those changes: pass --yes to confirm")
+        what = ", ".join(map(str, ids)) if ids else "ALL open"
+        if input(f"drop dead letter(s) {what} of service {args.service}? [y/N] ").strip().lower() not in ("y", "yes"):
+            return 1
+    return _request(settings, args.service, "dlq_retry" if args.action == "retry" else "dlq_drop", ids, args.wait)
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("dlq", parents=[common], help="list, show, retry or drop a service's dead letters")
+    p.add_argument("action", choices=["list", "show", "retry", "drop"])
+    p.add_argument("--service", required=True)
+    p.add_argument("--id", type=int, action="append", help="only these dead letters (repeatable)")
+    p.add_argument("--all", action="store_true", help="list: include retried and dropped ones")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--yes", action="store_true", help="drop: do not ask")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the worker")
+    p.set_defaults(func=cmd_dlq)

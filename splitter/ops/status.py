@@ -1,0 +1,418 @@
+"""`splitter status`: where every service stands, read from the databases alone.
+
+Owns: the status command (`add_commands` registers it; the CLI wires it in), reading the source's
+WAL position, replication slot and cutover rows and each service database's checkpoint and control row,
+and turning them into one table (or JSON) per refresh: state, lag in seconds and bytes, rows/s,
+and the last problem seen.  It needs no daemon port, so it works while splitter is down (that is
+when it matters most).  Lag follows the definitions of `splitter.metrics` (same functions): a
+one-shot status samples the source for up to the caught-up grace (about 3 s; less when every
+service is caught up), `--watch` keeps its samples between refreshes.
+
+Must not: write anything (it only reads; the hold/cutover rows are other commands' business),
+print a DSN unmasked, or keep a transaction open between refreshes.  The cutover section (home,
+fence) is splitter.cutover_state's own view, shown under the table when that module is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import psycopg
+
+from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
+from connectors.pg.sink import STATE_SCHEMA, connect, wrap_db_error
+from splitter.core.errors import SplitterError
+from splitter.observe.metrics import SourceClock, caught_up_grace, lag_bytes, lag_seconds
+from splitter.pipeline.config import Settings
+
+# A service whose checkpoint has not moved for this long while the source moved is stalled: an idle
+# worker still records its position every second (capture's heartbeats keep the log moving).
+STALL_AFTER = 60.0
+# Rows/s is measured over at most this much history (watch mode) and at least MIN_RATE_WINDOW.
+RATE_WINDOW = 60.0
+MIN_RATE_WINDOW = 0.5
+SAMPLE_EVERY = 0.25
+ONE_SHOT_MIN = 1.0
+
+
+@dataclass
+class SourceStatus:
+    database: str
+    reachable: bool = False
+    current_lsn: str | None = None
+    slot: str = ""
+    slot_state: str = "unknown"  # streaming | inactive | missing | lost | unknown
+    slot_lag_bytes: int | None = None
+    retained_wal_bytes: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class ServiceStatus:
+    service: str
+    database: str
+    state: str = "unknown"
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    rows_per_second: float | None = None
+    applied_lsn: str | None = None
+    applied_offset: int | None = None
+    applied_at: str | None = None
+    rows_applied: int | None = None
+    transactions_applied: int | None = None
+    held_at_lsn: str | None = None
+    cutover_state: str | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class Status:
+    taken_at: str
+    source: SourceStatus
+    services: list[ServiceStatus] = field(default_factory=list)
+    #: splitter.cutover_state's view (state, home, fence) when that module is installed and the source answers.
+    cutover: list[dict[str, Any]] | None = None
+    cutover_text: str | None = field(default=None, repr=False)
+
+    def as_json(self) -> str:
+        data = asdict(self)
+        data.pop("cutover_text")
+        return json.dumps(data, sort_keys=False)
+
+
+@dataclass
+class _Reading:
+    """One read of a service database."""
+
+    ok: bool
+    error: str | None = None
+    has_checkpoint: bool = False
+    offset: int = -1
+    commit_lsn: int = 0
+    source_ts_ms: int = 0
+    applied_at: datetime | None = None
+    rows: int = 0
+    transactions: int = 0
+    pause_at: int | None = None
+    paused_lsn: int | None = None
+    requested_by: str | None = None
+
+
+class StatusReader:
+    """Samples the source and the service databases; keeps what lag and rates need between samples."""
+
+    def __init__(self, settings: Settings, services: Sequence[str] | None = None) -> None:
+        self.settings = settings
+        names = [s.name for s in settings.topology.services]
+        if services:
+            for name in services:
+                settings.topology.service(name)  # raises naming the known services
+            names = [n for n in names if n in services]
+        self.services = names
+        self.grace = caught_up_grace(settings, SAMPLE_EVERY)
+        self.clock = SourceClock()
+        self.source = SourceStatus(settings.topology.source_database, slot=settings.slot)
+        self.readings: dict[str, _Reading] = {}
+        # service -> (state, last error) from the source's splitter.cutover (owned by splitter.cutover_state).
+        self.cutover: dict[str, tuple[str, str | None]] = {}
+        self._rows: dict[str, deque[tuple[float, int]]] = {n: deque() for n in names}
+        self._conns: dict[str, psycopg.Connection] = {}
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+    def _conn(self, key: str, dsn: str, what: str) -> psycopg.Connection:
+        conn = self._conns.get(key)
+        if conn is None or conn.closed:
+            conn = connect(dsn, what, autocommit=True, application_name="splitter-status")
+            self._conns[key] = conn
+        return conn
+
+    def _drop(self, key: str) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None:
+            conn.close()
+
+    # -- sampling -----------------------------------------------------------------------------------
+
+    def sample(self) -> None:
+        self._sample_source()
+        now = time.time()
+        for name in self.services:
+            reading = self._read_service(name)
+            self.readings[name] = reading
+            if reading.ok and reading.has_checkpoint:
+                rows = self._rows[name]
+                rows.append((now, reading.rows))
+                while rows and now - rows[0][0] > RATE_WINDOW:
+                    rows.popleft()
+
+    def _sample_source(self) -> None:
+        s = self.settings
+        src = self.source
+        try:
+            conn = self._conn("source", s.source_dsn, "the source database")
+            row = conn.execute(
+                "SELECT pg_current_wal_lsn()::text, s.slot_name IS NOT NULL, coalesce(s.active, false), s.wal_status,"
+                " pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,"
+                " pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint"
+                " FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = %s", (s.slot,)).fetchone()
+        except (psycopg.Error, SplitterError) as exc:
+            self._drop("source")
+            src.reachable, src.error, src.slot_state = False, _message(exc, "reading the source"), "unknown"
+            return
+        assert row is not None
+        self.clock.add(str_to_lsn(row[0]))
+        src.reachable, src.error, src.current_lsn = True, None, row[0]
+        src.slot_lag_bytes, src.retained_wal_bytes = row[4], row[5]
+        if not row[1]:
+            src.slot_state = "missing"
+            src.error = f"replication slot {s.slot!r} does not exist (capture has not started yet)"
+        elif row[3] == "lost":
+            src.slot_state = "lost"
+            src.error = f"replication slot {s.slot!r} was invalidated: changes were lost, copy again"
+        else:
+            src.slot_state = "streaming" if row[2] else "inactive"
+        try:
+            have = conn.execute(f"SELECT to_regclass('{STATE_SCHEMA}.cutover') IS NOT NULL").fetchone()
+            rows = (conn.execute(f"SELECT service, state::text, error FROM {STATE_SCHEMA}.cutover").fetchall()
+                    if have and have[0] else [])
+        except psycopg.Error as exc:
+            self._drop("source")
+            src.error = _message(exc, "reading the cutover states")
+            return
+        self.cutover = {service: (state, error) for service, state, error in rows}
+
+    def _read_service(self, name: str) -> _Reading:
+        s = self.settings
+        try:
+            conn = self._conn(name, s.target_dsn(name), f"database of service {name}")
+            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                               (f"{STATE_SCHEMA}.checkpoints", f"{STATE_SCHEMA}.control")).fetchone()
+            assert row is not None
+            reading = _Reading(ok=True)
+            if row[0]:
+                cp = conn.execute(
+                    f"SELECT kafka_offset, commit_lsn::text, source_ts, applied_at, rows_applied, transactions_applied "
+                    f"FROM {STATE_SCHEMA}.checkpoints WHERE service = %s", (name,)).fetchone()
+                if cp is not None:
+                    reading.has_checkpoint = True
+                    reading.offset, reading.commit_lsn = cp[0], str_to_lsn(cp[1])
+                    reading.source_ts_ms = int(cp[2].timestamp() * 1000) if cp[2] else 0
+                    reading.applied_at, reading.rows, reading.transactions = cp[3], cp[4], cp[5]
+            if row[1]:
+                ctl = conn.execute(f"SELECT pause_at_lsn::text, paused_lsn::text, requested_by "
+                                   f"FROM {STATE_SCHEMA}.control WHERE service = %s", (name,)).fetchone()
+                if ctl is not None and ctl[0]:
+                    reading.pause_at = str_to_lsn(ctl[0])
+                    reading.paused_lsn = str_to_lsn(ctl[1]) if ctl[1] else None
+                    reading.requested_by = ctl[2]
+            return reading
+        except (psycopg.Error, SplitterError) as exc:
+            self._drop(name)
+            return _Reading(ok=False, error=_message(exc, f"reading the database of service {name}"))
+
+    # -- the picture ------------------------------------------------------------------------------------
+
+    def caught_up(self, since_lsn: int) -> bool:
+        """Every service's applied position is at or past `since_lsn` (or there is nothing to wait for)."""
+        for reading in self.readings.values():
+            if reading.ok and reading.has_checkpoint and reading.pause_at is None and reading.commit_lsn < since_lsn:
+                return False
+        return True
+
+    def snapshot(self) -> Status:
+        now = time.time()
+        latest = self.clock.latest()
+        out = Status(datetime.now(UTC).isoformat(timespec="seconds"), self.source)
+        for name in self.services:
+            reading = self.readings.get(name) or _Reading(ok=False, error="not read yet")
+            st = ServiceStatus(name, self.settings.topology.service(name).database)
+            out.services.append(st)
+            cutover_state, cutover_error = self.cutover.get(name, (None, None))
+            st.cutover_state = cutover_state
+            if not reading.ok:
+                st.state, st.last_error = "unreachable", reading.error
+                continue
+            if not reading.has_checkpoint:
+                st.state = "not started"
+                st.last_error = "no checkpoint yet: the initial copy has not finished (or capture never ran)"
+                continue
+            st.applied_lsn, st.applied_offset = lsn_to_str(reading.commit_lsn), reading.offset
+            st.applied_at = reading.applied_at.isoformat(timespec="seconds") if reading.applied_at else None
+            st.rows_applied, st.transactions_applied = reading.rows, reading.transactions
+            st.lag_bytes = lag_bytes(reading.commit_lsn, latest)
+            seconds = lag_seconds(reading.commit_lsn, reading.source_ts_ms, self.clock, now, self.grace)
+            st.lag_seconds = round(seconds, 3) if seconds is not None else None
+            rows = self._rows[name]
+            if len(rows) >= 2 and rows[-1][0] - rows[0][0] >= MIN_RATE_WINDOW:
+                st.rows_per_second = round(max(0, rows[-1][1] - rows[0][1]) / (rows[-1][0] - rows[0][0]), 1)
+            idle_for = (now - reading.applied_at.timestamp()) if reading.applied_at else None
+            if reading.pause_at is not None:
+                st.held_at_lsn = lsn_to_str(reading.pause_at)
+                st.state = "held" if reading.paused_lsn is not None else "holding"
+                st.last_error = f"held at {lsn_to_str(reading.pause_at)} by {reading.requested_by or 'unknown'}"
+            elif idle_for is not None and idle_for > STALL_AFTER and (st.lag_bytes or 0) > 0:
+                st.state = "stalled"
+                st.last_error = (f"no progress for {idle_for:.0f}s while the source moved"
+                                 + ("" if self.source.slot_state == "streaming" else
+                                    f" (capture is not streaming: slot {self.source.slot_state})"))
+            else:
+                st.state = "streaming"
+            # A cutover in progress names the state; `streaming` is what the worker does anyway.
+            if cutover_state and cutover_state != "streaming":
+                st.state = cutover_state if st.state == "streaming" else f"{cutover_state} ({st.state})"
+            if cutover_error and st.last_error is None:
+                st.last_error = f"cutover: {cutover_error.strip().splitlines()[0]}"
+        return out
+
+
+def _message(exc: BaseException, what: str) -> str:
+    # splitter errors are masked where they are raised; driver errors are masked here.
+    text = str(wrap_db_error(exc, what)) if isinstance(exc, psycopg.Error) else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def collect(settings: Settings, services: Sequence[str] | None = None) -> Status:
+    """One status picture: samples for at least ONE_SHOT_MIN s and until every service is caught up
+    with where the source was at the start, or the caught-up grace has passed."""
+    reader = StatusReader(settings, services)
+    try:
+        started = time.monotonic()
+        reader.sample()
+        first = reader.clock.latest()
+        while True:
+            elapsed = time.monotonic() - started
+            if elapsed >= reader.grace:
+                break
+            if elapsed >= ONE_SHOT_MIN and (first is None or reader.caught_up(first.lsn)):
+                break
+            time.sleep(SAMPLE_EVERY)
+            reader.sample()
+        return reader.snapshot()
+    finally:
+        reader.close()
+
+
+# -- rendering ----------------------------------------------------------------------------------------------
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 60:
+        return f"{s:.0f}s" if s >= 1 or s == 0 else f"{s:.1f}s"
+    if s < 3600:
+        return f"{s // 60:.0f}m{s % 60:02.0f}s"
+    return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
+
+
+def render_table(status: Status) -> str:
+    src = status.source
+    lines = [f"source {src.database}: " + (
+        f"WAL {src.current_lsn}, slot {src.slot} {src.slot_state}, slot lag {_bytes(src.slot_lag_bytes)}, "
+        f"retained WAL {_bytes(src.retained_wal_bytes)}" if src.reachable else "unreachable")
+        + (f"  ({src.error})" if src.error else "")]
+    header = ("SERVICE", "STATE", "LAG", "LAG BYTES", "ROWS/S", "OFFSET", "LAST ERROR")
+    rows = [header]
+    for st in status.services:
+        rows.append((st.service, st.state, _seconds(st.lag_seconds), _bytes(st.lag_bytes),
+                     "-" if st.rows_per_second is None else f"{st.rows_per_second:g}",
+                     "-" if st.applied_offset is None else str(st.applied_offset), st.last_error or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return "\n".join(lines)
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+
+
+def add_commands(subparsers: Any, common_parser: argparse.ArgumentParser) -> None:
+    """Register `status` on the CLI's subparsers (the CLI passes its shared connection options)."""
+    p = subparsers.add_parser(
+        "status", parents=[common_parser],
+        help="lag, state and throughput of every service, read from the databases (no daemon needed)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per refresh)")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (default 2) until interrupted")
+    p.add_argument("--service", action="append", help="only these services (repeatable)")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from splitter.cli.app import _settings  # imported here: the CLI imports this module to register the command
+
+    stream = out or sys.stdout
+    settings = _settings(args)
+    if args.watch is None:
+        _emit(_with_cutover(collect(settings, args.service), settings), args.json, stream, clear=False)
+        return 0
+    interval = max(0.5, float(args.watch))
+    reader = StatusReader(settings, args.service)
+    try:
+        while True:
+            started = time.monotonic()
+            reader.sample()
+            _emit(_with_cutover(reader.snapshot(), settings), args.json, stream,
+                  clear=not args.json and stream.isatty())
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        reader.close()
+
+
+def _with_cutover(status: Status, settings: Settings) -> Status:
+    """Add splitter.cutover_state's section (home, fence) when that module is there and the source answers."""
+    try:
+        module = importlib.import_module("splitter.ops.cutover_state")
+    except ModuleNotFoundError as exc:
+        if exc.name != "splitter.ops.cutover_state":
+            raise
+        return status
+    try:
+        rows = module.status(settings)
+    except SplitterError:
+        return status  # the source's problem is already in status.source.error
+    status.cutover = [row.to_dict() for row in rows]
+    status.cutover_text = module.render_status(rows)
+    return status
+
+
+def _emit(status: Status, as_json: bool, stream: TextIO, clear: bool) -> None:
+    if as_json:
+        stream.write(status.as_json() + "\n")
+    else:
+        if clear:
+            stream.write("\x1b[H\x1b[2J")
+        stream.write(f"{status.taken_at}\n{render_table(status)}\n")
+        if status.cutover_text:
+            stream.write(f"\n{status.cutover_text}\n")
+    stream.flush()
+
+
+__all__ = ["ServiceStatus", "SourceStatus", "Status", "StatusReader", "add_commands", "cmd_status", "collect",
+           "render_table"]

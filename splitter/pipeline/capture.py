@@ -1,0 +1,333 @@
+"""Capture: the source's logical replication stream, in commit order, into the Kafka change log.
+
+Owns: the one loop that reads pgoutput from the slot, turns each change into an envelope record,
+produces it, and confirms to the slot only positions whose every record Kafka has acknowledged
+(in-order delivery counts: `pending` holds (records produced so far, LSN) per transaction end).
+On an idle stream it confirms the server's reported position once nothing is in flight, and
+writes heartbeats so a source whose published tables are idle while others are busy does not
+keep WAL without bound.  On first start it creates the publication and slot and runs the initial
+copy from the slot's snapshot before streaming.  Must not: apply to service databases, or confirm
+anything before the broker has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import psycopg
+
+from connectors.kafka.log import ChangeLogProducer, ensure_topic
+from connectors.pg import pgoutput as po
+from connectors.pg.replication_protocol import PrimaryKeepalive, lsn_to_str
+from connectors.pg.sink import connect
+from connectors.pg.source import (
+    FIRST_USER_OID,
+    ReplicationConnection,
+    advisory_lock_key,
+    check_slot_usable,
+    emit_heartbeat,
+    ensure_publication,
+    slot_info,
+)
+from splitter.core import envelope
+from splitter.core.envelope import ColumnSchema, RelationSchema
+from splitter.core.errors import FatalError, MalformedMessageError, RetryableError
+from splitter.pipeline import initial_copy as backfill
+from splitter.pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+MESSAGE_PREFIX = "splitter."
+# Messages handled per pass of the loop before Kafka delivery reports and the slot position are served.
+DRAIN_BATCH = 2000
+
+
+@dataclass(slots=True)
+class _Relation:
+    schema: RelationSchema
+    header: bytes
+    qualified: str
+    names: tuple[str, ...]
+    identity: tuple[str, ...]  # replica identity columns, as the Relation message flags them
+
+
+@dataclass(slots=True)
+class _Txn:
+    xid: int
+    commit_lsn: int
+    ts_ms: int
+    records: int = 0
+
+
+class CaptureStats:
+    """Counters the metrics and status views read (plain attributes: one writer thread)."""
+
+    def __init__(self) -> None:
+        self.records_produced = 0
+        self.transactions = 0
+        self.confirmed_lsn = 0
+        self.received_lsn = 0
+        self.last_commit_ts_ms = 0
+        self.by_table_op: dict[tuple[str, str], int] = {}
+
+
+class Capture:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = CaptureStats()
+        self._relations: dict[int, _Relation] = {}
+        self._types: dict[tuple[int, int], str] = {}
+        self._txn: _Txn | None = None
+        self._pending: deque[tuple[int, int]] = deque()
+        self._idle_lsn = 0
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        s = self.settings
+        lock = connect(s.source_dsn, "the source database", autocommit=True, application_name="splitter-capture")
+        try:
+            got = lock.execute("SELECT pg_try_advisory_lock(%s)", (advisory_lock_key(f"splitter.slot.{s.slot}"),))
+            row = got.fetchone()
+            if not row or not row[0]:
+                raise RetryableError(f"another splitter capture holds slot {s.slot!r}; waiting for it to stop")
+            self._catalog = connect(s.source_dsn, "the source database", autocommit=True,
+                                    application_name="splitter-capture")
+            try:
+                self._run_locked(stop)
+            finally:
+                self._catalog.close()
+        finally:
+            lock.close()
+
+    def _run_locked(self, stop: threading.Event) -> None:
+        s = self.settings
+        ensure_publication(self._catalog, s.publication, s.topology.source_tables())
+        ensure_topic(s.kafka_bootstrap, s.topic)
+        producer = ChangeLogProducer(s.kafka_bootstrap, s.topic, dict(s.kafka_extra))
+        repl = ReplicationConnection(s.source_dsn)
+        try:
+            info = slot_info(self._catalog, s.slot)
+            to_copy = backfill.plan_initial_copy(s, slot_exists=info is not None)
+            if info is not None and to_copy:
+                log.warning("slot %s exists but no service was ever copied: re-creating it", s.slot)
+                self._catalog.execute("SELECT pg_drop_replication_slot(%s)", (s.slot,))
+                info = None
+            if info is None:
+                consistent, snapshot = repl.create_slot(s.slot)
+                log.info("created slot %s at %s; copying %d service(s) from snapshot %s", s.slot,
+                         lsn_to_str(consistent), len(to_copy), snapshot)
+                backfill.initial_copy(s, snapshot, consistent, to_copy)
+                confirmed = consistent
+            else:
+                check_slot_usable(info, s.slot)
+                confirmed = info.confirmed_flush_lsn or 0
+            self.stats.confirmed_lsn = confirmed
+            repl.start(s.slot, s.publication)
+            log.info("streaming slot %s from %s into topic %s", s.slot, lsn_to_str(confirmed), s.topic)
+            self._stream(stop, repl, producer, confirmed)
+        finally:
+            repl.close()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _stream(self, stop: threading.Event, repl: ReplicationConnection, producer: ChangeLogProducer,
+                confirmed: int) -> None:
+        s = self.settings
+        decoder = po.PgOutputDecoder()
+        last_status = last_heartbeat = time.monotonic()
+        reply = False
+        try:
+            while not stop.is_set():
+                msg = repl.read(timeout=0.05 if producer.in_flight else 0.2)
+                # Drain what libpq already holds before the per-pass work (poll, confirm, status): that
+                # bookkeeping once per burst instead of once per change.
+                handled = 0
+                while msg is not None:
+                    if isinstance(msg, PrimaryKeepalive):
+                        self.stats.received_lsn = max(self.stats.received_lsn, msg.wal_end)
+                        if self._txn is None:
+                            self._idle_lsn = max(self._idle_lsn, msg.wal_end)
+                        reply = reply or msg.reply_requested
+                    else:
+                        self._handle(decoder.decode(msg.payload), producer)
+                        if msg.wal_end > self.stats.received_lsn:
+                            self.stats.received_lsn = msg.wal_end
+                    handled += 1
+                    msg = repl.read(timeout=0.0) if handled < DRAIN_BATCH else None
+                producer.poll(0)
+                confirmed = self._confirmable(producer, confirmed)
+                now = time.monotonic()
+                if reply or now - last_status >= s.status_interval:
+                    repl.send_status(confirmed)
+                    self.stats.confirmed_lsn = confirmed
+                    last_status, reply = now, False
+                if now - last_heartbeat >= s.heartbeat_interval:
+                    self._heartbeat()
+                    last_heartbeat = now
+        finally:
+            # Clean stop: whatever Kafka acknowledges now is confirmed; the rest is re-sent next time.
+            try:
+                producer.flush(10.0)
+                confirmed = self._confirmable(producer, confirmed)
+            except (RetryableError, FatalError) as exc:  # nothing past the last confirmation is confirmed
+                log.warning("stopping with unacknowledged records: %s", exc)
+            try:
+                repl.send_status(confirmed)
+                self.stats.confirmed_lsn = confirmed
+            except RetryableError:
+                pass
+
+    def _confirmable(self, producer: ChangeLogProducer, confirmed: int) -> int:
+        pending = self._pending
+        acked = producer.acked
+        while pending and pending[0][0] <= acked:
+            confirmed = max(confirmed, pending.popleft()[1])
+        if not pending and self._txn is None and producer.in_flight == 0:
+            confirmed = max(confirmed, self._idle_lsn)
+        return confirmed
+
+    def _heartbeat(self) -> None:
+        try:
+            emit_heartbeat(self._catalog)
+        except psycopg.Error as exc:
+            log.warning("heartbeat failed (%s); WAL may be retained until the next one", exc.sqlstate)
+
+    # -- one pgoutput message -----------------------------------------------------------------
+
+    def _handle(self, message: po.Message, producer: ChangeLogProducer) -> None:
+        if isinstance(message, po.Begin):
+            self._txn = _Txn(message.xid, message.final_lsn, message.commit_time_unix_ms)
+        elif isinstance(message, po.Insert):
+            rel = self._relation(message.relation_oid)
+            self._row(producer, rel, "c", None, self._image(rel, message.new))
+        elif isinstance(message, po.Update):
+            rel = self._relation(message.relation_oid)
+            before = self._old_image(rel, message.old, message.old_kind) if message.old is not None else None
+            self._row(producer, rel, "u", before, self._image(rel, message.new))
+        elif isinstance(message, po.Delete):
+            rel = self._relation(message.relation_oid)
+            self._row(producer, rel, "d", self._old_image(rel, message.old, message.old_kind), None)
+        elif isinstance(message, po.Commit):
+            txn = self._require_txn("Commit")
+            if txn.records:
+                producer.produce(b"", envelope.encode_commit(
+                    commit_lsn=txn.commit_lsn, end_lsn=message.end_lsn, xid=txn.xid, events=txn.records,
+                    ts_ms=txn.ts_ms), envelope.commit_headers(txn.commit_lsn))
+                self.stats.transactions += 1
+                self.stats.last_commit_ts_ms = txn.ts_ms
+            self._pending.append((producer.produced, message.end_lsn))
+            self._txn = None
+        elif isinstance(message, po.Relation):
+            self._relations[message.oid] = self._describe(message)
+        elif isinstance(message, po.Truncate):
+            for oid in message.relation_oids:
+                self._row(producer, self._relation(oid), "t", None, None)
+        elif isinstance(message, po.LogicalMessage):
+            self._message(message, producer)
+        elif isinstance(message, po.Origin | po.Type):
+            pass  # origin-filtered by the server (origin 'none'); types are read from the catalog
+        else:
+            raise MalformedMessageError(
+                f"unexpected {type(message).__name__} message: splitter does not ask for streamed or "
+                f"two-phase transactions")
+
+    def _require_txn(self, what: str) -> _Txn:
+        if self._txn is None:
+            raise MalformedMessageError(f"pgoutput {what} outside a transaction")
+        return self._txn
+
+    def _relation(self, oid: int) -> _Relation:
+        rel = self._relations.get(oid)
+        if rel is None:
+            raise MalformedMessageError(f"pgoutput change for relation {oid} before its Relation message")
+        return rel
+
+    def _describe(self, message: po.Relation) -> _Relation:
+        """Column types as splitter reads them (built-ins exactly, with typmod; other types as text)."""
+        wanted = [(c.type_oid, c.type_modifier) for c in message.columns
+                  if c.type_oid < FIRST_USER_OID and (c.type_oid, c.type_modifier) not in self._types]
+        if wanted:
+            rows = self._catalog.execute(
+                "SELECT t.oid, t.m, format_type(t.oid, t.m) FROM unnest(%s::oid[], %s::int[]) AS t(oid, m)",
+                ([w[0] for w in wanted], [w[1] for w in wanted])).fetchall()
+            for oid, mod, name in rows:
+                self._types[(oid, mod)] = name
+        pk = {r[0] for r in self._catalog.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY (i.indkey::int2[]) WHERE i.indrelid = %s AND i.indisprimary", (message.oid,))}
+        if not pk:  # no primary key: the replica identity columns identify rows
+            pk = {c.name for c in message.columns if c.is_key}
+        columns = tuple(
+            ColumnSchema(c.name, self._types.get((c.type_oid, c.type_modifier), "text"), c.name in pk)
+            for c in message.columns)
+        schema = RelationSchema(message.namespace, message.name, columns)
+        return _Relation(schema, schema.header_bytes(), schema.qualified, tuple(c.name for c in message.columns),
+                         tuple(c.name for c in message.columns if c.is_key))
+
+    @classmethod
+    def _old_image(cls, rel: _Relation, data: po.TupleData, kind: str | None) -> dict[str, str | None]:
+        """The old row: whole with REPLICA IDENTITY FULL ('O'); else only its identity columns.
+
+        A 'K' tuple carries every column, the non-key ones as NULL, so those NULLs are not values.
+        """
+        image = cls._image(rel, data)[0]
+        if kind == "O":
+            return image
+        return {name: image.get(name) for name in rel.identity}
+
+    @staticmethod
+    def _image(rel: _Relation, data: po.TupleData) -> tuple[dict[str, str | None], list[str]]:
+        if len(data) != len(rel.names):
+            raise MalformedMessageError(
+                f"pgoutput tuple for {rel.qualified} has {len(data)} columns, its relation {len(rel.names)}")
+        image: dict[str, str | None] = {}
+        unchanged: list[str] = []
+        for name, value in zip(rel.names, data, strict=True):
+            if value is po.UNCHANGED_TOAST:
+                unchanged.append(name)
+            elif isinstance(value, bytes):
+                raise MalformedMessageError(f"binary value for {rel.qualified}.{name}: splitter reads text only")
+            else:
+                image[name] = value
+        return image, unchanged
+
+    def _row(self, producer: ChangeLogProducer, rel: _Relation, op: envelope.Op,
+             before: dict[str, str | None] | None,
+             after: tuple[dict[str, str | None], list[str]] | None) -> None:
+        txn = self._require_txn("change")
+        after_image, unchanged = after if after is not None else (None, [])
+        key, value = envelope.encode_row(
+            database=self.settings.topology.source_database, relation=rel.schema, op=op, before=before,
+            after=after_image, unchanged_toast=unchanged, commit_lsn=txn.commit_lsn, xid=txn.xid,
+            sequence=txn.records, ts_ms=txn.ts_ms, now_ms=int(time.time() * 1000))
+        producer.produce(key, value, envelope.row_headers(rel.header, rel.qualified, txn.commit_lsn))
+        txn.records += 1
+        self.stats.records_produced += 1
+        k = (rel.qualified, op)
+        self.stats.by_table_op[k] = self.stats.by_table_op.get(k, 0) + 1
+
+    def _message(self, message: po.LogicalMessage, producer: ChangeLogProducer) -> None:
+        if not message.prefix.startswith(MESSAGE_PREFIX):
+            return
+        # pgoutput sends a non-transactional message's *end* LSN, which is where the next record (often
+        # a commit) starts; the message covers commits strictly before it, so its position is one less.
+        lsn = message.lsn - 1
+        ts_ms = int(time.time() * 1000)
+        if message.transactional:
+            txn = self._require_txn("transactional message")
+            lsn, ts_ms = txn.commit_lsn, txn.ts_ms
+        value = envelope.encode_message(lsn=lsn, prefix=message.prefix,
+                                        content=message.content.decode(errors="replace"),
+                                        transactional=message.transactional, ts_ms=ts_ms)
+        producer.produce(b"", value, envelope.message_headers(lsn))
+        self.stats.records_produced += 1
+        if message.transactional:
+            assert self._txn is not None
+            self._txn.records += 1
+        else:
+            self._pending.append((producer.produced, message.lsn))

@@ -1,0 +1,292 @@
+"""The topology model: which service takes which source table, keyed how, with which column expressions.
+
+Owns: the declarative classes `topology.py` is written with, loading that file, and the checks that
+need no database (expressions parse, names are unique, keys are projected, every expression refers to
+columns by plain names).  Every problem is reported with the file and line of the declaration.
+Must not: connect to a database (schema-aware checks live in `splitter.plan`) or render SQL
+(`splitter.sqlrender` does that from this model).
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pglast
+from pglast import ast
+from pglast.visitors import Visitor
+
+from splitter.core.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where in `topology.py` something was declared, for error messages."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def _declaration_origin() -> Origin:
+    """The first stack frame outside this module: the line of topology.py that declared the object."""
+    frame = sys._getframe(1)
+    here = __file__
+    # Skip this module and the __init__ that dataclasses generates (its filename is "<string>").
+    while frame is not None and frame.f_code.co_filename in (here, "<string>"):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return Origin("<unknown>", 0)
+    return Origin(frame.f_code.co_filename, frame.f_lineno)
+
+
+def split_qualified(name: str, default_schema: str) -> tuple[str, str]:
+    """Split `schema.table` (or bare `table`, taken in `default_schema`) into its two parts."""
+    parts = name.split(".")
+    if len(parts) == 1:
+        return default_schema, parts[0]
+    if len(parts) == 2 and all(parts):
+        return parts[0], parts[1]
+    raise ConfigurationError(f"{name!r} is not a table name (expected 'table' or 'schema.table')")
+
+
+class _ColumnRefCollector(Visitor):
+    """Collects the column names an expression reads, and rejects forms that cannot run per row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: set[str] = set()
+        self.problems: list[str] = []
+
+    def visit_ColumnRef(self, ancestors: object, node: ast.ColumnRef) -> None:
+        fields = node.fields or ()
+        if len(fields) != 1 or not isinstance(fields[0], ast.String) or fields[0].sval is None:
+            self.problems.append("refers to a column by a qualified name or '*'; use the plain source column name")
+            return
+        self.columns.add(fields[0].sval)
+
+    def visit_SubLink(self, ancestors: object, node: ast.SubLink) -> None:
+        self.problems.append("contains a subquery; expressions must be computed from the source row alone")
+
+    def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
+        if node.agg_star or node.over is not None or node.agg_order or node.agg_filter is not None:
+            self.problems.append("uses an aggregate or window function; expressions are computed per row")
+
+
+def parse_expression(expr: str) -> ast.Node:
+    """Parse one SQL scalar expression; raise ConfigurationError naming the expression if it does not parse."""
+    if not expr.strip():
+        raise ConfigurationError("empty expression")
+    try:
+        statements = pglast.parse_sql(f"SELECT {expr}")
+    except pglast.parser.ParseError as exc:
+        raise ConfigurationError(f"expression {expr!r} does not parse: {exc}") from exc
+    stmt = statements[0].stmt
+    if len(statements) != 1 or not isinstance(stmt, ast.SelectStmt) or len(stmt.targetList or ()) != 1:
+        raise ConfigurationError(f"expression {expr!r} must be exactly one scalar SQL expression")
+    if stmt.fromClause or stmt.whereClause or stmt.groupClause or stmt.limitCount or stmt.sortClause:
+        raise ConfigurationError(f"expression {expr!r} must be a scalar expression, not a query")
+    target = stmt.targetList[0]  # type: ignore[index]
+    if target.name:
+        raise ConfigurationError(f"expression {expr!r} must not carry its own alias")
+    return target.val  # type: ignore[no-any-return]
+
+
+def expression_columns(expr: str) -> frozenset[str]:
+    """The source column names `expr` reads (raises ConfigurationError on unsupported forms)."""
+    collector = _ColumnRefCollector()
+    collector(parse_expression(expr))
+    if collector.problems:
+        raise ConfigurationError(f"expression {expr!r} {collector.problems[0]}")
+    return frozenset(collector.columns)
+
+
+ON_ERROR_POLICIES = ("stop", "dead_letter")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One target table of a service, filled from one source table.
+
+    `columns` maps each target column to a SQL expression over the source row's columns (plain
+    names).  `key` names the target columns that identify a row (a unique index in the target must
+    cover exactly them); their expressions may read only the source primary key.
+    """
+
+    name: str
+    source: str
+    key: tuple[str, ...]
+    columns: Mapping[str, str]
+    origin: Origin = field(default_factory=_declaration_origin, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", tuple(self.key))
+        object.__setattr__(self, "columns", dict(self.columns))
+
+    def source_columns_read(self) -> frozenset[str]:
+        """Every source column any of this table's expressions reads."""
+        out: set[str] = set()
+        for expr in self.columns.values():
+            out |= expression_columns(expr)
+        return frozenset(out)
+
+    def key_source_columns(self) -> frozenset[str]:
+        """The source columns the key expressions read (must be within the source primary key)."""
+        out: set[str] = set()
+        for k in self.key:
+            out |= expression_columns(self.columns[k])
+        return frozenset(out)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service: its database, the schema its tables live in, and its tables."""
+
+    name: str
+    database: str
+    tables: tuple[Table, ...]
+    schema: str = "public"
+    # What the worker does when the service database rejects a change: "stop" (and alert), or
+    # "dead_letter" (isolate the rejected rows into splitter.dead_letters and go on).
+    on_error: str = "stop"
+    origin: Origin = field(default_factory=_declaration_origin, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tables", tuple(self.tables))
+
+    def target(self, table: Table) -> tuple[str, str]:
+        """The (schema, table) `table` is written to in this service's database."""
+        return split_qualified(table.name, self.schema)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One source table feeding one target table of one service."""
+
+    service: Service
+    table: Table
+    source_schema: str
+    source_table: str
+
+    @property
+    def target_schema(self) -> str:
+        return self.service.target(self.table)[0]
+
+    @property
+    def target_table(self) -> str:
+        return self.service.target(self.table)[1]
+
+    def describe(self) -> str:
+        return (
+            f"{self.source_schema}.{self.source_table} → "
+            f"{self.service.name}.{self.target_schema}.{self.target_table}"
+        )
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The whole split: the source database, its services, and source tables deliberately left behind."""
+
+    source_database: str
+    services: tuple[Service, ...]
+    source_schema: str = "public"
+    unrouted: tuple[str, ...] = ()
+    origin: Origin = field(default_factory=_declaration_origin, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "services", tuple(self.services))
+        object.__setattr__(self, "unrouted", tuple(self.unrouted))
+
+    def service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        known = ", ".join(s.name for s in self.services)
+        raise ConfigurationError(f"unknown service {name!r} (the topology has: {known})")
+
+    def routes(self) -> Iterator[Route]:
+        for service in self.services:
+            for table in service.tables:
+                schema, name = split_qualified(table.source, self.source_schema)
+                yield Route(service, table, schema, name)
+
+    def routes_for(self, service: Service) -> list[Route]:
+        return [r for r in self.routes() if r.service.name == service.name]
+
+    def source_tables(self) -> list[tuple[str, str]]:
+        """Every source table some service takes, in first-declared order, without repeats."""
+        seen: dict[tuple[str, str], None] = {}
+        for route in self.routes():
+            seen.setdefault((route.source_schema, route.source_table), None)
+        return list(seen)
+
+    def validate(self) -> None:
+        """Checks that need no database; raises ConfigurationError naming file and line of the problem."""
+        problems = list(_problems(self))
+        if problems:
+            raise ConfigurationError("topology is invalid:\n  " + "\n  ".join(problems))
+
+
+def _problems(topology: Topology) -> Iterable[str]:
+    names: set[str] = set()
+    databases: dict[str, str] = {}
+    for service in topology.services:
+        if service.name in names:
+            yield f"{service.origin}: service {service.name!r} is declared twice"
+        names.add(service.name)
+        if service.database in databases:
+            yield (
+                f"{service.origin}: service {service.name!r} uses database {service.database!r}, "
+                f"already used by service {databases[service.database]!r}"
+            )
+        databases[service.database] = service.name
+        if service.on_error not in ON_ERROR_POLICIES:
+            yield (f"{service.origin}: service {service.name!r} has on_error={service.on_error!r}; "
+                   f"choose one of {', '.join(ON_ERROR_POLICIES)}")
+        targets: set[tuple[str, str]] = set()
+        for table in service.tables:
+            where = f"{table.origin}: {service.name}.{table.name}"
+            try:
+                target = service.target(table)
+                split_qualified(table.source, topology.source_schema)
+            except ConfigurationError as exc:
+                yield f"{where}: {exc}"
+                continue
+            if target in targets:
+                yield f"{where}: two routes write the same target table {'.'.join(target)}"
+            targets.add(target)
+            if not table.columns:
+                yield f"{where}: declares no columns"
+            if not table.key:
+                yield f"{where}: declares no key"
+            for k in table.key:
+                if k not in table.columns:
+                    yield f"{where}: key column {k!r} is not among its columns"
+            for column, expr in table.columns.items():
+                try:
+                    expression_columns(expr)
+                except ConfigurationError as exc:
+                    yield f"{where}.{column}: {exc}"
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Run `path` (a topology.py) and return its `TOPOLOGY`, validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"topology file {path} does not exist")
+    try:
+        namespace = runpy.run_path(str(path))
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(f"{path}: cannot load topology: {type(exc).__name__}: {exc}") from exc
+    topology = namespace.get("TOPOLOGY")
+    if not isinstance(topology, Topology):
+        raise ConfigurationError(f"{path}: must define TOPOLOGY = Topology(...)")
+    topology.validate()
+    return topology
