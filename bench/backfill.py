@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from bench.common import Servers, pg_bin
-from connectors.pg.sink import target_columns
+from connectors.pg.catalog import target_columns
 from connectors.pg.source import ReplicationConnection, relation_schema
 from splitter.pipeline import initial_copy as backfill
 from splitter.pipeline.config import Settings

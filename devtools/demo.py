@@ -25,9 +25,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from connectors.pg.replication_protocol import str_to_lsn
 from devtools import datagen, fixtures
 from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
+from splitter.core.lsn import str_to_lsn
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.daemon import Supervisor, child_argv
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import psycopg
 
-from connectors.pg.replication_protocol import str_to_lsn
 from devtools import datagen, fixtures
+from splitter.core.lsn import str_to_lsn
 from splitter.pipeline.config import Settings, build_settings
 from splitter.topology.model import load_topology
 from tests import expected

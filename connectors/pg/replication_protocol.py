@@ -16,17 +16,15 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from splitter.core.errors import ConfigurationError, MalformedMessageError
+from splitter.core.errors import MalformedMessageError
 
 __all__ = [
     "PG_EPOCH_UNIX_US",
     "PrimaryKeepalive",
     "XLogData",
-    "lsn_to_str",
     "parse_copy_data",
     "pg_epoch_us_now",
     "standby_status_update",
-    "str_to_lsn",
 ]
 
 # 2000-01-01T00:00:00Z in Unix microseconds: the epoch of every timestamp on the replication wire.
@@ -118,17 +116,3 @@ def standby_status_update(
         reply_requested,
     )
 
-
-def lsn_to_str(lsn: int) -> str:
-    """Format an LSN as PostgreSQL does (``16/B374D848``)."""
-    if not 0 <= lsn <= _MAX_LSN:
-        raise ValueError(f"LSN {lsn} is outside 0..2^64-1")
-    return f"{lsn >> 32:X}/{lsn & 0xFFFF_FFFF:X}"
-
-
-def str_to_lsn(text: str) -> int:
-    """Parse ``X/Y`` (hex, as printed by PostgreSQL); operators type these, so errors name the text."""
-    match = _LSN_RE.fullmatch(text.strip())
-    if match is None:
-        raise ConfigurationError(f"not a PostgreSQL LSN (expected hex 'X/Y', e.g. '16/B374D848'): {text!r}")
-    return int(match[1], 16) << 32 | int(match[2], 16)

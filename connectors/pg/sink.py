@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,169 +21,32 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
+from connectors.pg.catalog import target_columns
+from connectors.pg.client import connect, lock_key, wrap_db_error
+from connectors.pg.state import STATE_SCHEMA, dead_letters
 from connectors.pg.state import backfills as backfill_store
-from connectors.pg.state import dead_letters, verify_progress
+from connectors.pg.state.schema import (
+    Checkpoint,
+    ensure_state_schema,
+    read_checkpoint,
+    write_checkpoint,
+)
 from splitter.core.batching import Batch, PartialRow, Segment, Step, TableChanges, Truncate
 from splitter.core.dsn import mask_secrets
 from splitter.core.envelope import RelationSchema, Row, RowChange, decode_row
 from splitter.core.errors import (
-    ConfigurationError,
     DataRejectedError,
     FatalError,
     RetryableError,
-    classify_sqlstate,
     is_data_rejection,
 )
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 from splitter.topology import sqlrender
 from splitter.topology.model import Route
-from splitter.topology.sqlrender import KIND_DELETE, KIND_PARTIAL, KIND_UPSERT, TargetColumn
+from splitter.topology.sqlrender import KIND_DELETE, KIND_PARTIAL, KIND_UPSERT
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-STATE_SCHEMA = "splitter"
-FROM_BEGINNING = -1
-
-_STATE_DDL = [
-    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STATE_SCHEMA)),
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.checkpoints (
-            service text PRIMARY KEY,
-            topic text NOT NULL,
-            kafka_partition integer NOT NULL,
-            kafka_offset bigint NOT NULL,
-            commit_lsn pg_lsn NOT NULL,
-            source_ts timestamptz,
-            applied_at timestamptz NOT NULL DEFAULT now(),
-            rows_applied bigint NOT NULL DEFAULT 0,
-            transactions_applied bigint NOT NULL DEFAULT 0
-        )"""
-    ).format(sql.Identifier(STATE_SCHEMA)),
-    # Requests to hold the worker at a source position (verify, cutover): the worker applies every
-    # transaction committed before pause_at_lsn, nothing after, and reports paused_lsn.
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.control (
-            service text PRIMARY KEY,
-            pause_at_lsn pg_lsn,
-            requested_by text,
-            requested_at timestamptz,
-            paused_lsn pg_lsn,
-            paused_at timestamptz
-        )"""
-    ).format(sql.Identifier(STATE_SCHEMA)),
-]
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """How far a service database is: the last log offset and source commit LSN it holds."""
-
-    topic: str
-    partition: int
-    offset: int  # FROM_BEGINNING when only a backfill has been applied
-    commit_lsn: int
-    source_ts: datetime | None
-    rows_applied: int = 0
-    transactions_applied: int = 0
-
-
-def wrap_db_error(exc: psycopg.Error, what: str, *dsns: str) -> Exception:
-    """A splitter error for a driver error: class from SQLSTATE, message masked of secrets."""
-    kind = classify_sqlstate(getattr(exc, "sqlstate", None))
-    return kind(mask_secrets(f"{what}: {exc}".strip(), *dsns))
-
-
-def connect(dsn: str, what: str, *, autocommit: bool = False, application_name: str = "splitter") -> psycopg.Connection:
-    try:
-        return psycopg.connect(dsn, autocommit=autocommit, application_name=application_name, connect_timeout=10)
-    except psycopg.Error as exc:
-        raise wrap_db_error(exc, f"cannot connect to {what}", dsn) from exc
-
-
-def ensure_state_schema(conn: psycopg.Connection) -> None:
-    with conn.transaction():
-        # Serialise concurrent creators (a worker and the backfill may both arrive first).
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("splitter.schema"),))
-        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: skip it
-        # when an operator created the schema beforehand for a role without that privilege.
-        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
-        for stmt in [*_STATE_DDL[1 if exists else 0:], *dead_letters.DDL, *backfill_store.DDL, *verify_progress.DDL]:
-            conn.execute(stmt)
-
-
-def _lock_key(name: str) -> int:
-    return zlib.crc32(name.encode()) - (1 << 31)
-
-
-def read_checkpoint(conn: psycopg.Connection, service: str) -> Checkpoint | None:
-    row = conn.execute(
-        sql.SQL(
-            "SELECT topic, kafka_partition, kafka_offset, commit_lsn::text, source_ts, rows_applied, "
-            "transactions_applied FROM {}.checkpoints WHERE service = %s"
-        ).format(sql.Identifier(STATE_SCHEMA)),
-        (service,),
-    ).fetchone()
-    if row is None:
-        return None
-    return Checkpoint(row[0], row[1], row[2], str_to_lsn(row[3]), row[4], row[5], row[6])
-
-
-def write_checkpoint(conn: psycopg.Connection, service: str, cp: Checkpoint) -> None:
-    conn.execute(
-        sql.SQL(
-            """INSERT INTO {}.checkpoints AS c (service, topic, kafka_partition, kafka_offset, commit_lsn, source_ts,
-                   applied_at, rows_applied, transactions_applied)
-               VALUES (%s, %s, %s, %s, %s::pg_lsn, %s, now(), %s, %s)
-               ON CONFLICT (service) DO UPDATE SET topic = EXCLUDED.topic, kafka_partition = EXCLUDED.kafka_partition,
-                   kafka_offset = EXCLUDED.kafka_offset, commit_lsn = EXCLUDED.commit_lsn,
-                   source_ts = coalesce(EXCLUDED.source_ts, c.source_ts), applied_at = now(),
-                   rows_applied = EXCLUDED.rows_applied, transactions_applied = EXCLUDED.transactions_applied"""
-        ).format(sql.Identifier(STATE_SCHEMA)),
-        (service, cp.topic, cp.partition, cp.offset, lsn_to_str(cp.commit_lsn), cp.source_ts,
-         cp.rows_applied, cp.transactions_applied),
-    )
-
-
-@dataclass(frozen=True)
-class DeclaredColumn:
-    """A target column as the service database's catalog declares it."""
-
-    name: str
-    user_defined: bool  # enums and other types of the service's own (no assignment cast from text)
-    type_name: str  # with its modifier, e.g. character varying(150)
-    base_type: str  # without it, e.g. users.user_status
-
-
-def declared_columns(conn: psycopg.Connection, route: Route) -> list[DeclaredColumn]:
-    """The route's target columns (in topology order) from the catalog; names the missing table or column."""
-    rows = conn.execute(
-        """SELECT a.attname, a.atttypid >= 16384, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL)
-             FROM pg_attribute a
-             JOIN pg_class c ON c.oid = a.attrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped""",
-        (route.target_schema, route.target_table),
-    ).fetchall()
-    if not rows:
-        raise ConfigurationError(
-            f"{route.table.origin}: target table {route.target_schema}.{route.target_table} does not exist in "
-            f"database {route.service.database} (service {route.service.name})")
-    declared = {r[0]: DeclaredColumn(r[0], bool(r[1]), r[2], r[3]) for r in rows}
-    out = []
-    for name in route.table.columns:
-        if name not in declared:
-            raise ConfigurationError(
-                f"{route.table.origin}: column {name!r} of {route.target_schema}.{route.target_table} does not exist "
-                f"in database {route.service.database} (service {route.service.name})")
-        out.append(declared[name])
-    return out
-
-
-def target_columns(conn: psycopg.Connection, route: Route) -> list[TargetColumn]:
-    """The route's target columns as apply needs them: an explicit cast only for user-defined types."""
-    return [TargetColumn(c.name, c.base_type if c.user_defined else None) for c in declared_columns(conn, route)]
-
 
 @dataclass(frozen=True)
 class ChunkDone:
@@ -224,7 +86,7 @@ class ServiceSink:
         try:
             self.conn.autocommit = True
             ensure_state_schema(self.conn)
-            locked = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(f"splitter.worker.{service}"),))
+            locked = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"splitter.worker.{service}"),))
             row = locked.fetchone()
             if not row or not row[0]:
                 raise RetryableError(

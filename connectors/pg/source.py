@@ -13,25 +13,18 @@ from __future__ import annotations
 
 import logging
 import select
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import pq, sql
 
-from connectors.pg.replication_protocol import (
-    PrimaryKeepalive,
-    XLogData,
-    lsn_to_str,
-    parse_copy_data,
-    standby_status_update,
-    str_to_lsn,
-)
-from connectors.pg.sink import connect, wrap_db_error
+from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.replication_protocol import PrimaryKeepalive, XLogData, parse_copy_data, standby_status_update
 from splitter.core.dsn import mask_secrets, with_params
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError, classify_sqlstate
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +64,6 @@ def relation_schema_by_oid(conn: psycopg.Connection, oid: int, schema: str, tabl
         by_name = {c.name: c for c in columns}
         columns = [by_name[n] if n in by_name else ColumnSchema(n, "text", False) for n in only]
     return RelationSchema(schema, table, tuple(columns))
-
-
-def advisory_lock_key(name: str) -> int:
-    return zlib.crc32(name.encode()) - (1 << 31)
 
 
 def ensure_publication(conn: psycopg.Connection, publication: str, tables: Iterable[tuple[str, str]]) -> None:
@@ -233,7 +222,6 @@ def check_slot_usable(info: SlotInfo, slot: str) -> None:
 __all__ = [
     "ReplicationConnection",
     "SlotInfo",
-    "advisory_lock_key",
     "check_slot_usable",
     "connect",
     "current_wal_lsn",

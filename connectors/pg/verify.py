@@ -55,12 +55,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
-from connectors.pg.sink import connect, declared_columns, ensure_state_schema, wrap_db_error
-from connectors.pg.source import advisory_lock_key, relation_schema
+from connectors.pg.catalog import declared_columns
+from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.client import lock_key as advisory_lock_key
+from connectors.pg.source import relation_schema
 from connectors.pg.state import verify_progress
+from connectors.pg.state.schema import ensure_state_schema
 from splitter.core.dsn import mask_secrets
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError, SplitterError
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 from splitter.topology import sqlrender
 from splitter.topology.model import Route
 from splitter.topology.sqlrender import TargetColumn

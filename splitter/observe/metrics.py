@@ -66,11 +66,10 @@ from prometheus_client.registry import Collector
 from psycopg import sql
 
 from connectors.kafka.log import ChangeLogConsumer
-from connectors.pg.replication_protocol import str_to_lsn
-from connectors.pg.sink import STATE_SCHEMA, connect, wrap_db_error
+from connectors.pg.client import connect, wrap_db_error
 from connectors.pg.source import current_wal_lsn
+from connectors.pg.state import STATE_SCHEMA, verify_progress
 from connectors.pg.state import backfills as backfill_store
-from connectors.pg.state import verify_progress
 from splitter.core.errors import (
     ConfigurationError,
     FatalError,
@@ -79,6 +78,7 @@ from splitter.core.errors import (
     SplitterError,
     classify_sqlstate,
 )
+from splitter.core.lsn import str_to_lsn
 from splitter.pipeline.config import Settings
 from splitter.pipeline.worker import POSITION_WRITE_INTERVAL
 

@@ -25,9 +25,10 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from connectors.pg.sink import connect, ensure_state_schema
+from connectors.pg.client import connect
 from connectors.pg.source import ensure_publication, relation_schema
 from connectors.pg.state import backfills as backfill_store
+from connectors.pg.state.schema import ensure_state_schema
 from splitter.core.errors import ConfigurationError, RetryableError
 from splitter.pipeline.config import Settings
 from splitter.topology import sqlrender

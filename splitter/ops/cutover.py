@@ -51,19 +51,18 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg import fence
-from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
-from connectors.pg.sink import (
+from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.source import ReplicationConnection, current_wal_lsn, ensure_publication, slot_info
+from connectors.pg.state.schema import (
     FROM_BEGINNING,
     Checkpoint,
-    connect,
     ensure_state_schema,
     read_checkpoint,
-    wrap_db_error,
     write_checkpoint,
 )
-from connectors.pg.source import ReplicationConnection, current_wal_lsn, ensure_publication, slot_info
 from splitter.core.dsn import mask_dsn
 from splitter.core.errors import FatalError, RetryableError, SplitterError
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 from splitter.ops import cutover_state as st
 from splitter.ops.verify import verify  # imported up front: not while writes are fenced
 from splitter.pipeline.config import Settings

@@ -25,8 +25,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from connectors.pg.replication_protocol import str_to_lsn
-from connectors.pg.sink import connect, wrap_db_error
+from connectors.pg.client import connect, wrap_db_error
+from splitter.core.lsn import str_to_lsn
 from splitter.pipeline.config import Settings
 
 SCHEMA = "splitter"

@@ -12,8 +12,9 @@ import json
 import sys
 import time
 
-from connectors.pg.sink import connect, ensure_state_schema
+from connectors.pg.client import connect
 from connectors.pg.state import dead_letters
+from connectors.pg.state.schema import ensure_state_schema
 from splitter.core.errors import ConfigurationError
 from splitter.pipeline.config import Settings
 

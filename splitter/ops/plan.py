@@ -36,8 +36,10 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from connectors.pg.sink import STATE_SCHEMA, connect, target_columns
+from connectors.pg.catalog import target_columns
+from connectors.pg.client import connect
 from connectors.pg.source import check_slot_usable, relation_schema, slot_info
+from connectors.pg.state import STATE_SCHEMA
 from splitter.core.dsn import mask_dsn, mask_secrets
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import ConfigurationError, FatalError, SplitterError

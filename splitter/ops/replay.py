@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from connectors.kafka.log_reader import LogPoint, LogReader
-from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
-from connectors.pg.sink import connect, ensure_state_schema, read_checkpoint
+from connectors.pg.client import connect
 from connectors.pg.state import dead_letters
+from connectors.pg.state.schema import ensure_state_schema, read_checkpoint
 from splitter.core.errors import ConfigurationError, FatalError
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 from splitter.pipeline.config import Settings
 
 

@@ -28,9 +28,10 @@ from typing import Any, TextIO
 
 import psycopg
 
-from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
-from connectors.pg.sink import STATE_SCHEMA, connect, wrap_db_error
+from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.state import STATE_SCHEMA
 from splitter.core.errors import SplitterError
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 from splitter.observe.metrics import SourceClock, caught_up_grace, lag_bytes, lag_seconds
 from splitter.pipeline.config import Settings
 

@@ -43,8 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from connectors.pg.replication_protocol import lsn_to_str
-from connectors.pg.sink import connect
+from connectors.pg.client import connect
 from connectors.pg.source import ReplicationConnection, current_wal_lsn
 from connectors.pg.verify import (
     HoldControl,
@@ -56,6 +55,7 @@ from connectors.pg.verify import (
     source_rows_of,
 )
 from splitter.core.errors import ConfigurationError, FatalError
+from splitter.core.lsn import lsn_to_str
 from splitter.pipeline.config import Settings
 from splitter.topology.model import Route
 

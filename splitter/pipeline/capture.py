@@ -22,12 +22,11 @@ import psycopg
 
 from connectors.kafka.log import ChangeLogProducer, ensure_topic
 from connectors.pg import pgoutput as po
-from connectors.pg.replication_protocol import PrimaryKeepalive, lsn_to_str
-from connectors.pg.sink import connect
+from connectors.pg.client import connect, lock_key
+from connectors.pg.replication_protocol import PrimaryKeepalive
 from connectors.pg.source import (
     FIRST_USER_OID,
     ReplicationConnection,
-    advisory_lock_key,
     check_slot_usable,
     emit_heartbeat,
     ensure_publication,
@@ -36,6 +35,7 @@ from connectors.pg.source import (
 from splitter.core import envelope
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import FatalError, MalformedMessageError, RetryableError
+from splitter.core.lsn import lsn_to_str
 from splitter.pipeline import initial_copy as backfill
 from splitter.pipeline.config import Settings
 
@@ -91,7 +91,7 @@ class Capture:
         s = self.settings
         lock = connect(s.source_dsn, "the source database", autocommit=True, application_name="splitter-capture")
         try:
-            got = lock.execute("SELECT pg_try_advisory_lock(%s)", (advisory_lock_key(f"splitter.slot.{s.slot}"),))
+            got = lock.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"splitter.slot.{s.slot}"),))
             row = got.fetchone()
             if not row or not row[0]:
                 raise RetryableError(f"another splitter capture holds slot {s.slot!r}; waiting for it to stop")

@@ -21,17 +21,16 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from connectors.pg.sink import (
+from connectors.pg.catalog import target_columns
+from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.source import relation_schema
+from connectors.pg.state.schema import (
     FROM_BEGINNING,
     Checkpoint,
-    connect,
     ensure_state_schema,
     read_checkpoint,
-    target_columns,
-    wrap_db_error,
     write_checkpoint,
 )
-from connectors.pg.source import relation_schema
 from splitter.core.errors import ConfigurationError, FatalError
 from splitter.pipeline.config import Settings
 from splitter.topology import sqlrender

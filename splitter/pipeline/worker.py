@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 import orjson
 
 from connectors.kafka.log import ChangeLogConsumer, ChangeLogProducer, LogRecord, OffsetGoneError, ensure_topic
-from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
-from connectors.pg.sink import FROM_BEGINNING, Checkpoint, ChunkDone, ServiceSink
+from connectors.pg.sink import ChunkDone, ServiceSink
 from connectors.pg.state import dead_letters
+from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint
 from splitter.core import envelope
 from splitter.core.batching import Batch
 from splitter.core.envelope import RelationSchema, RowChange
 from splitter.core.errors import DataRejectedError, FatalError, MalformedMessageError
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 from splitter.pipeline.config import Settings
 from splitter.topology.model import Route, expression_columns, load_topology
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import psycopg
 
-from connectors.pg.replication_protocol import str_to_lsn
 from devtools.embedded import EmbeddedKafka
 from devtools.workload import Workload
+from splitter.core.lsn import str_to_lsn
 from tests import expected
 from tests.conftest import KafkaServer
 from tests.harness import PipelineEnv, prepare

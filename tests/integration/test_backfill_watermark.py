@@ -55,8 +55,8 @@ def test_no_open_writer_means_no_wait(make_databases: Callable[..., dict[str, st
 
 def test_a_chunk_settles_only_missed_keys_noted_before_its_high_watermark(
         make_databases: Callable[..., dict[str, str]]) -> None:
-    from connectors.pg.sink import ensure_state_schema
     from connectors.pg.state import backfills as backfill_store
+    from connectors.pg.state.schema import ensure_state_schema
 
     dsn = make_databases(names=("post_db",))["post_db"]
 

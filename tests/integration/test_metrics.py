@@ -390,9 +390,9 @@ def _scrape_until(port: int, wanted: list[str], timeout: float = 10.0) -> str:
 def test_operator_progress_and_dead_letters_on_the_worker_endpoint(
         pg_server: PgServer, make_databases: Callable[..., dict[str, str]]) -> None:
     """What backfill and verify record in the service database, and the worker's dead letters, are exported."""
-    from connectors.pg.sink import ensure_state_schema
     from connectors.pg.state import backfills as backfill_store
     from connectors.pg.state import verify_progress
+    from connectors.pg.state.schema import ensure_state_schema
     from splitter.pipeline.worker import WorkerStats
 
     service_db = make_databases(names=("user_db",))["user_db"]

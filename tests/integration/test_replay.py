@@ -25,13 +25,14 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from connectors.kafka.log import ChangeLogConsumer, OffsetGoneError, ensure_topic
 from connectors.kafka.log_reader import LogReader
-from connectors.pg.replication_protocol import lsn_to_str, str_to_lsn
-from connectors.pg.sink import Checkpoint, connect, ensure_state_schema, write_checkpoint
+from connectors.pg.client import connect
+from connectors.pg.state.schema import Checkpoint, ensure_state_schema, write_checkpoint
 from devtools import datagen, fixtures
 from devtools.workload import Workload
 from splitter import cli
 from splitter.core import envelope
 from splitter.core.errors import ConfigurationError
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 from splitter.ops.replay import describe, plan_replay, submit
 from splitter.pipeline.capture import Capture
 from splitter.pipeline.config import Settings

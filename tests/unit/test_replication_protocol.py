@@ -18,13 +18,12 @@ from connectors.pg.replication_protocol import (
     PG_EPOCH_UNIX_US,
     PrimaryKeepalive,
     XLogData,
-    lsn_to_str,
     parse_copy_data,
     pg_epoch_us_now,
     standby_status_update,
-    str_to_lsn,
 )
 from splitter.core.errors import ConfigurationError, MalformedMessageError
+from splitter.core.lsn import lsn_to_str, str_to_lsn
 
 DATA = Path(__file__).parent / "data"
 

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-SCHEMA = sql.Identifier("splitter")
+from connectors.pg.state import SCHEMA
 
 DDL = [
     sql.SQL(

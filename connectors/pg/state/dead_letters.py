@@ -19,9 +19,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from connectors.pg.replication_protocol import lsn_to_str
-
-SCHEMA = sql.Identifier("splitter")
+from connectors.pg.state import SCHEMA
+from splitter.core.lsn import lsn_to_str
 
 DDL = [
     sql.SQL(

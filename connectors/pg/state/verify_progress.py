@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-SCHEMA = sql.Identifier("splitter")
+from connectors.pg.state import SCHEMA
 
 DDL = [
     sql.SQL(
