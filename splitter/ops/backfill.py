@@ -15,8 +15,6 @@ it so it does not starve the stream.  Must not: write the service's tables itsel
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -191,38 +189,3 @@ def _wait_applied(conn: psycopg.Connection, job_id: int, chunk: int, timeout: fl
             return True
         time.sleep(0.05)
     return False
-
-
-def _progress_bar(done: int, total: int, elapsed: float) -> None:
-    if not sys.stderr.isatty():
-        return
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 and total > done else 0.0
-    pct = min(100.0, 100.0 * done / total) if total else 100.0
-    sys.stderr.write(f"\r  {done} / ~{total} rows ({pct:5.1f}%), {rate:,.0f} rows/s, ETA {eta:,.0f}s   ")
-    sys.stderr.flush()
-
-
-def cmd_backfill(args: argparse.Namespace) -> int:
-    from splitter.cli.app import _settings
-
-    settings = _settings(args)
-    result = run_backfill(settings, args.service, args.table, chunk_rows=args.chunk_rows, rate=args.rate,
-                          restart=args.restart, progress=_progress_bar)
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-    print(f"backfill {result.job_id} of {args.service}.{args.table}: {result.rows_copied} rows copied, "
-          f"{result.rows_skipped} left to the stream (changed while copying), {result.chunks} chunks, "
-          f"{result.seconds:.1f}s")
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("backfill", parents=[common],
-                       help="re-copy one table into one service database while streaming continues")
-    p.add_argument("--service", required=True)
-    p.add_argument("--table", required=True, help="the service's table (as named in topology.py)")
-    p.add_argument("--chunk-rows", type=int, default=2000)
-    p.add_argument("--rate", type=float, default=None, help="at most this many rows per second")
-    p.add_argument("--restart", action="store_true", help="start from the first key instead of resuming")
-    p.set_defaults(func=cmd_backfill)

@@ -32,14 +32,11 @@ Any error before 6 aborts: fence lifted, reverse slot dropped, state `aborted`, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import re
 import shlex
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -60,6 +57,7 @@ from connectors.pg.state.schema import (
     read_checkpoint,
     write_checkpoint,
 )
+from splitter.core import exit_codes
 from splitter.core.dsn import mask_dsn
 from splitter.core.errors import FatalError, RetryableError, SplitterError
 from splitter.core.lsn import lsn_to_str, str_to_lsn
@@ -77,10 +75,6 @@ DEFAULT_MAX_LAG = 5.0
 DEFAULT_TIMEOUT = 30.0
 POLL = 0.1
 
-EXIT_OK = 0
-EXIT_REFUSED = 4  # nothing was changed
-EXIT_ABORTED = 5  # a fence was taken and lifted again; writes go where they went before
-EXIT_INCOMPLETE = 6  # switched, but the reverse stream is not confirmed yet: run the command again
 
 
 class CutoverRefused(SplitterError):
@@ -89,15 +83,6 @@ class CutoverRefused(SplitterError):
 
 class CutoverAborted(SplitterError):
     """The cutover (or rollback) failed before its switch and was undone."""
-
-
-def parse_duration(text: str) -> float:
-    """'1s', '500ms', '2m', '1.5' (seconds) → seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 500ms, 1s, 2m)")
-    value = float(m.group(1))
-    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
 
 
 def _crash_point(name: str) -> None:
@@ -423,7 +408,7 @@ class Cutover:
             self._abort_forward(reason)
             self.out(f"service {self.service}: {reason}; aborted it: the fence is lifted and writes go to "
                      f"{self.settings.topology.source_database} again. Run the command again to retry.")
-            return EXIT_ABORTED
+            return exit_codes.ABORTED
         if state in st.ROLLBACK_PRE_SWITCH or state == st.RB_SWITCHING:
             raise CutoverRefused(f"service {self.service}: a rollback is in progress ({state}); run "
                                  f"`splitter rollback --service {self.service}` to finish or abort it")
@@ -433,7 +418,7 @@ class Cutover:
         if state in st.STARTABLE:
             plan = self._preflight()
             if not self._approved(plan, confirm):
-                return EXIT_OK
+                return exit_codes.OK
             self._before_switch()
             state = st.SWITCHING
         if state == st.SWITCHING:
@@ -442,7 +427,7 @@ class Cutover:
         if state == st.SWITCHED:
             return self._confirm_reverse()
         self.out(f"service {self.service}: already {state}; its writes go to {self.svc.database}")
-        return EXIT_OK
+        return exit_codes.OK
 
     def _preflight(self) -> str:
         problems = reversibility_problems(self.settings, self.service, self.src)
@@ -612,11 +597,11 @@ class Cutover:
             self.out(f"service {self.service}: switched, but the reverse stream has not applied a marker within "
                      f"{limit:.0f}s: start `splitter reverse --service {self.service}` (or `splitter run`), then "
                      f"run this command again to confirm it")
-            return EXIT_INCOMPLETE
+            return exit_codes.INCOMPLETE
         self._transition(st.REVERSE_STREAMING, f"reverse stream confirmed in {took:.2f}s")
         self.out(f"service {self.service}: reverse stream running: {self.svc.database} → "
                  f"{self.settings.topology.source_database}")
-        return EXIT_OK
+        return exit_codes.OK
 
     # -- rollback -----------------------------------------------------------------------------------
 
@@ -630,13 +615,13 @@ class Cutover:
             self._abort_rollback(reason)
             self.out(f"service {self.service}: {reason}; aborted it: writes go to {self.svc.database} again. "
                      f"Run the command again to retry.")
-            return EXIT_ABORTED
+            return exit_codes.ABORTED
         if state == st.ROLLED_BACK:
             if not self._drop_reverse_stream(wait=self._remaining()):
                 self.out(f"service {self.service}: rolled back; the reverse slot is still in use")
-                return EXIT_INCOMPLETE
+                return exit_codes.INCOMPLETE
             self.out(f"service {self.service}: already rolled back")
-            return EXIT_OK
+            return exit_codes.OK
         if state not in st.FORWARD_POST_SWITCH and state != st.RB_SWITCHING:
             raise CutoverRefused(f"service {self.service}: nothing to roll back (state {state})")
         if state in st.FORWARD_POST_SWITCH:
@@ -645,10 +630,10 @@ class Cutover:
                     f"reverse stream (lag now {lag:.2f}s), verify, switch routing back to "
                     f"{self.settings.topology.source_database}, lift the source fence, stop the reverse stream")
             if not self._approved(plan, confirm):
-                return EXIT_OK
+                return exit_codes.OK
             self._rollback_before_switch()
         self._rollback_finish()
-        return EXIT_OK
+        return exit_codes.OK
 
     def _rollback_before_switch(self) -> None:
         try:
@@ -751,7 +736,7 @@ class Cutover:
                     f"forward worker, lift the fences; {self.settings.topology.source_database}'s copy of its "
                     f"tables stops being kept in sync (no rollback after this)")
             if not self._approved(plan, confirm):
-                return EXIT_OK
+                return exit_codes.OK
             # Retire the forward worker before the source fence goes: it applies everything committed before
             # P (nothing of this service's tables, they are fenced) and then holds for good, so a later write
             # to the abandoned source tables can never reach the service database.
@@ -766,7 +751,7 @@ class Cutover:
         if not self._drop_reverse_stream(wait=max(5.0, self._remaining())):
             self.out(f"service {self.service}: complete, but the reverse slot {self.names.slot} is still in use; "
                      f"run the command again once `splitter reverse` has stopped it")
-            return EXIT_INCOMPLETE
+            return exit_codes.INCOMPLETE
         with self.src.transaction():
             fence.unfence_tables(self.src, self.source_tables)
         with self.dst.transaction():
@@ -775,73 +760,9 @@ class Cutover:
         if not swept:
             self.out(f"service {self.service}: complete; some lifted (open) fence triggers could not be dropped "
                      f"without waiting for long readers: run the command again to drop them")
-            return EXIT_INCOMPLETE
+            return exit_codes.INCOMPLETE
         self.out(f"service {self.service}: complete; its home is {self.svc.database}")
-        return EXIT_OK
-
-
-# --- command line --------------------------------------------------------------------------------------
-
-
-def _confirm(assume_yes: bool) -> Callable[[str], bool]:
-    def ask(plan: str) -> bool:
-        print(plan)
-        if assume_yes:
-            return True
-        if not sys.stdin.isatty():
-            return False
-        return input("Proceed? [y/N] ").strip().lower() in ("y", "yes")
-    return ask
-
-
-def add_commands(subparsers: Any, common_parser: argparse.ArgumentParser) -> None:
-    """Add `cutover`, `rollback`, `complete` and `reverse` to the `splitter` command line."""
-    from splitter.pipeline import reverse
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--service", required=True)
-        p.add_argument("--dry-run", action="store_true", help="show the plan and the preflight, change nothing")
-        p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        p.add_argument("--timeout", type=parse_duration, default=DEFAULT_TIMEOUT,
-                       help=f"give up (and undo) if the steps before the switch take longer (default "
-                            f"{DEFAULT_TIMEOUT:g}s)")
-        p.add_argument("--max-lag", type=parse_duration, default=DEFAULT_MAX_LAG,
-                       help=f"refuse to start if the stream is further behind (default {DEFAULT_MAX_LAG:g}s)")
-        p.add_argument("--switch-command", help="run this at the switch, with SPLITTER_SERVICE and SPLITTER_HOME "
-                                                "(source|service) and SPLITTER_HOME_DATABASE in its environment")
-        p.add_argument("--switch-url", help="POST {service, home, database} as JSON here at the switch")
-
-    p = subparsers.add_parser("cutover", parents=[common_parser],
-                              help="move one service's writes to its own database (fence, catch up, verify, switch)")
-    common(p)
-    p.set_defaults(func=cmd_cutover, action="cutover")
-    p = subparsers.add_parser("rollback", parents=[common_parser],
-                              help="move a cut-over service's writes back to the source database")
-    common(p)
-    p.set_defaults(func=cmd_cutover, action="rollback")
-    p = subparsers.add_parser("complete", parents=[common_parser],
-                              help="finish a cutover: drop the reverse stream and the fences (no rollback after)")
-    common(p)
-    p.set_defaults(func=cmd_cutover, action="complete")
-    reverse.add_commands(subparsers, common_parser)
-
-
-def cmd_cutover(args: argparse.Namespace) -> int:
-    from splitter.cli.app import _settings
-
-    settings = _settings(args)
-    options = Options(max_lag=args.max_lag, timeout=args.timeout, switch_command=args.switch_command,
-                      switch_url=args.switch_url, dry_run=args.dry_run)
-    try:
-        with Cutover(settings, args.service, options) as job:
-            action: Callable[[Callable[[str], bool]], int] = getattr(job, args.action)
-            return action(_confirm(args.yes))
-    except CutoverRefused as exc:
-        print(f"splitter: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except CutoverAborted as exc:
-        print(f"splitter: {exc}", file=sys.stderr)
-        return EXIT_ABORTED
+        return exit_codes.OK
 
 
 def status(settings: Settings) -> list[st.ServiceCutoverStatus]:

@@ -7,9 +7,7 @@ in its own session, so retried rows land in order with the stream.  Must not: wr
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 
 from connectors.pg.client import connect
@@ -26,7 +24,7 @@ def _conn(settings: Settings, service: str):  # type: ignore[no-untyped-def]
     return conn
 
 
-def _list(settings: Settings, service: str, everything: bool, as_json: bool) -> int:
+def list_letters(settings: Settings, service: str, everything: bool, as_json: bool) -> int:
     with _conn(settings, service) as conn:
         letters = dead_letters.fetch(conn, service, status=None if everything else "open")
     if as_json:
@@ -47,7 +45,7 @@ def _list(settings: Settings, service: str, everything: bool, as_json: bool) -> 
     return 0
 
 
-def _show(settings: Settings, service: str, ids: list[int]) -> int:
+def show_letters(settings: Settings, service: str, ids: list[int]) -> int:
     with _conn(settings, service) as conn:
         letters = dead_letters.fetch(conn, service, status=None, ids=ids)
     if not letters:
@@ -61,7 +59,7 @@ def _show(settings: Settings, service: str, ids: list[int]) -> int:
     return 0
 
 
-def _request(settings: Settings, service: str, action: str, ids: list[int] | None, wait: float) -> int:
+def request_action(settings: Settings, service: str, action: str, ids: list[int] | None, wait: float) -> int:
     with _conn(settings, service) as conn:
         request_id = dead_letters.submit_request(conn, service, action, ids=ids)
         deadline = time.monotonic() + wait
@@ -73,35 +71,3 @@ def _request(settings: Settings, service: str, action: str, ids: list[int] | Non
             time.sleep(0.3)
     print(f"service {service}: request {request_id} queued; its worker performs it when it runs (is it running?)")
     return 1
-
-
-def cmd_dlq(args: argparse.Namespace) -> int:
-    from splitter.cli.app import _settings
-
-    settings = _settings(args)
-    ids = args.id or None
-    if args.action == "list":
-        return _list(settings, args.service, args.all, args.json)
-    if args.action == "show":
-        if not ids:
-            raise ConfigurationError("dlq show needs --id")
-        return _show(settings, args.service, ids)
-    if args.action == "drop" and not args.yes:
-        if not sys.stdin.isatty():
-            raise ConfigurationError("dropping dead letters loses those changes: pass --yes to confirm")
-        what = ", ".join(map(str, ids)) if ids else "ALL open"
-        if input(f"drop dead letter(s) {what} of service {args.service}? [y/N] ").strip().lower() not in ("y", "yes"):
-            return 1
-    return _request(settings, args.service, "dlq_retry" if args.action == "retry" else "dlq_drop", ids, args.wait)
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("dlq", parents=[common], help="list, show, retry or drop a service's dead letters")
-    p.add_argument("action", choices=["list", "show", "retry", "drop"])
-    p.add_argument("--service", required=True)
-    p.add_argument("--id", type=int, action="append", help="only these dead letters (repeatable)")
-    p.add_argument("--all", action="store_true", help="list: include retried and dropped ones")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--yes", action="store_true", help="drop: do not ask")
-    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the worker")
-    p.set_defaults(func=cmd_dlq)

@@ -9,8 +9,6 @@ only writer of its service database; other services keep streaming).  Must not: 
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from connectors.pg.client import connect
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import ensure_state_schema, read_checkpoint
 from splitter.core.errors import ConfigurationError, FatalError
-from splitter.core.lsn import lsn_to_str, str_to_lsn
+from splitter.core.lsn import lsn_to_str
 from splitter.pipeline.config import Settings
 
 
@@ -147,40 +145,3 @@ def submit(settings: Settings, plan: ReplayPlan, wait: float = 60.0) -> str:
             time.sleep(0.3)
     return (f"request {request_id} is queued; the worker of service {plan.service} performs it when it runs "
             f"(is it running?)")
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from splitter.cli.app import _settings
-
-    settings = _settings(args)
-    given = [x is not None for x in (args.from_offset, args.from_time, args.from_lsn)]
-    if sum(given) != 1:
-        raise ConfigurationError("give exactly one of --from-offset, --from-time, --from-lsn")
-    plan = plan_replay(settings, args.service, from_offset=args.from_offset,
-                       from_time_ms=parse_time(args.from_time) if args.from_time else None,
-                       from_lsn=str_to_lsn(args.from_lsn) if args.from_lsn else None, accept_gap=args.accept_gap)
-    print(describe(plan))
-    if args.dry_run:
-        return 0
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise ConfigurationError("not confirmed: pass --yes to replay without a prompt")
-        if input("go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing done")
-            return 1
-    print(submit(settings, plan))
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("replay", parents=[common],
-                       help="rewind one service in the change log and re-apply from there (others keep streaming)")
-    p.add_argument("--service", required=True)
-    p.add_argument("--from-offset", type=int)
-    p.add_argument("--from-time", help="ISO 8601 time (UTC if no zone)")
-    p.add_argument("--from-lsn", help="source LSN, e.g. 0/16B3748")
-    p.add_argument("--dry-run", action="store_true", help="say what would be re-applied, change nothing")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--accept-gap", action="store_true",
-                   help="allow starting past what the service applied (records gone from the log); then backfill")
-    p.set_defaults(func=cmd_replay)

@@ -15,10 +15,8 @@ fence) is splitter.cutover_state's own view, shown under the table when that mod
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
-import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -351,42 +349,7 @@ def render_table(status: Status) -> str:
 # -- the command ----------------------------------------------------------------------------------------------
 
 
-def add_commands(subparsers: Any, common_parser: argparse.ArgumentParser) -> None:
-    """Register `status` on the CLI's subparsers (the CLI passes its shared connection options)."""
-    p = subparsers.add_parser(
-        "status", parents=[common_parser],
-        help="lag, state and throughput of every service, read from the databases (no daemon needed)")
-    p.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per refresh)")
-    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
-                   help="refresh every SECONDS (default 2) until interrupted")
-    p.add_argument("--service", action="append", help="only these services (repeatable)")
-    p.set_defaults(func=cmd_status)
-
-
-def cmd_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from splitter.cli.app import _settings  # imported here: the CLI imports this module to register the command
-
-    stream = out or sys.stdout
-    settings = _settings(args)
-    if args.watch is None:
-        _emit(_with_cutover(collect(settings, args.service), settings), args.json, stream, clear=False)
-        return 0
-    interval = max(0.5, float(args.watch))
-    reader = StatusReader(settings, args.service)
-    try:
-        while True:
-            started = time.monotonic()
-            reader.sample()
-            _emit(_with_cutover(reader.snapshot(), settings), args.json, stream,
-                  clear=not args.json and stream.isatty())
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        reader.close()
-
-
-def _with_cutover(status: Status, settings: Settings) -> Status:
+def with_cutover(status: Status, settings: Settings) -> Status:
     """Add splitter.cutover_state's section (home, fence) when that module is there and the source answers."""
     try:
         module = importlib.import_module("splitter.ops.cutover_state")
@@ -403,7 +366,7 @@ def _with_cutover(status: Status, settings: Settings) -> Status:
     return status
 
 
-def _emit(status: Status, as_json: bool, stream: TextIO, clear: bool) -> None:
+def emit(status: Status, as_json: bool, stream: TextIO, clear: bool) -> None:
     if as_json:
         stream.write(status.as_json() + "\n")
     else:
@@ -415,5 +378,13 @@ def _emit(status: Status, as_json: bool, stream: TextIO, clear: bool) -> None:
     stream.flush()
 
 
-__all__ = ["ServiceStatus", "SourceStatus", "Status", "StatusReader", "add_commands", "cmd_status", "collect",
-           "render_table"]
+__all__ = [
+    "ServiceStatus",
+    "SourceStatus",
+    "Status",
+    "StatusReader",
+    "collect",
+    "emit",
+    "render_table",
+    "with_cutover",
+]

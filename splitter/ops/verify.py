@@ -34,7 +34,6 @@ worker held.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -62,7 +61,6 @@ from splitter.topology.model import Route
 DEFAULT_CHUNK_ROWS = 10_000
 DEFAULT_SAMPLE = 10
 DEFAULT_TIMEOUT = 60.0
-EXIT_DIFFERENT = 1
 _POLL = 0.1
 
 Key = dict[str, str | None]
@@ -574,44 +572,6 @@ def verify_quiesced(settings: Settings, **kwargs: Any) -> VerifyReport:
 # --- command line ----------------------------------------------------------------------------------
 
 
-def add_commands(subparsers: Any, common_parser: argparse.ArgumentParser) -> None:
-    """Add `verify` to the `splitter` command line."""
-    p = subparsers.add_parser(
-        "verify", parents=[common_parser],
-        help="compare every service table with the topology's projection of the source, while running",
-        description="Compare each service table with the topology's projection of its source table at one "
-                    "consistent point, while the pipeline runs and the source takes writes. Exit 0 only if "
-                    "nothing differs, 1 if something does.")
-    p.add_argument("--service", action="append", help="verify these services only (repeatable)")
-    p.add_argument("--table", action="append",
-                   help="verify these tables only (repeatable): 'posts', 'post.posts' or 'interaction.follows'")
-    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
-    p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
-                   help=f"keys to show of each kind of difference (default {DEFAULT_SAMPLE})")
-    p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
-                   help=f"rows per hashed chunk (default {DEFAULT_CHUNK_ROWS:,})")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help=f"seconds to wait for each worker to hold (default {DEFAULT_TIMEOUT:g})")
-    p.add_argument("--as-is", dest="consistent", action="store_false",
-                   help="no snapshot and no hold: compare as the databases are (only for an idle source)")
-    p.set_defaults(func=cmd_verify)
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from splitter.cli.app import _settings  # the CLI imports this module to add the command
-
-    settings = _settings(args)
-    line = ProgressLine()
-    try:
-        report = verify(settings, services=args.service, tables=args.table, sample=args.sample,
-                        chunk_rows=args.chunk_rows, timeout=args.timeout, progress=line,
-                        consistent=args.consistent)
-    finally:
-        line.done()
-    print(report.to_json() if args.json else report.render())
-    return 0 if report.ok else EXIT_DIFFERENT
-
-
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
     "Progress",
@@ -619,8 +579,6 @@ __all__ = [
     "RowDifference",
     "TableReport",
     "VerifyReport",
-    "add_commands",
-    "cmd_verify",
     "merge_rows",
     "select_routes",
     "verify",

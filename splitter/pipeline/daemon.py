@@ -21,13 +21,11 @@ from typing import IO
 
 import psycopg
 
+from splitter.core import exit_codes
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError, SplitterError, classify_sqlstate
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FATAL = 3
-EXIT_CONFIG = 2
 MAX_BACKOFF = 30.0
 
 
@@ -55,21 +53,21 @@ def run_with_retries(name: str, component: Callable[[threading.Event], None], st
             kind = classify_sqlstate(getattr(exc, "sqlstate", None))
             if kind is not RetryableError:
                 log.error("%s: %s (SQLSTATE %s)", name, type(exc).__name__, exc.sqlstate)
-                return EXIT_FATAL
+                return exit_codes.FATAL
             error = exc
         except ConfigurationError as exc:
             log.error("%s: %s", name, exc)
-            return EXIT_CONFIG
+            return exit_codes.CONFIG
         except FatalError as exc:
             log.error("%s: %s", name, exc)
-            return EXIT_FATAL
+            return exit_codes.FATAL
         if time.monotonic() - started > 60:
             backoff = 0.5  # it ran well for a while: this is a new fault, not the same one again
         log.warning("%s: %s; retrying in %.1fs", name, _one_line(error), backoff)
         stop.wait(backoff)
         backoff = min(backoff * 2, MAX_BACKOFF)
     log.info("%s stopped", name)
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def _one_line(exc: BaseException) -> str:
@@ -117,7 +115,7 @@ class Supervisor:
                         child.process = subprocess.Popen(child.argv, env=self._env, stdout=self._output,
                                                          stderr=subprocess.STDOUT if self._output else None)
                 stop.wait(0.2)
-            return EXIT_OK
+            return exit_codes.OK
         finally:
             self.stop_children()
 
@@ -150,4 +148,4 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-__all__ = ["EXIT_CONFIG", "EXIT_FATAL", "EXIT_OK", "SplitterError", "Supervisor", "run_with_retries"]
+__all__ = ["SplitterError", "Supervisor", "run_with_retries"]

@@ -25,14 +25,12 @@ back; see docs/cutover.md.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from pglast import ast
@@ -298,30 +296,9 @@ class ReverseDaemon:
         self._running.pop(running.service, None)
 
 
-def add_commands(subparsers: Any, common_parser: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser(
-        "reverse", parents=[common_parser],
-        help="the reverse stream daemon: copy what cut-over services write back into the source",
-        description="Run a reverse capture (on the service database) and a reverse worker (into the source) for "
-                    "every given service whose cutover is switched; idle otherwise. `splitter run` supervises it.")
-    p.add_argument("--service", action="append", help="only these services (repeatable; default: all)")
-    p.set_defaults(func=cmd_reverse)
-
-
-def cmd_reverse(args: argparse.Namespace) -> int:
-    from splitter.cli.app import _settings
-    from splitter.pipeline.daemon import install_stop_signals, run_with_retries
-
-    settings = _settings(args)
-    stop = threading.Event()
-    install_stop_signals(stop)
-    return run_with_retries("reverse", lambda ev: ReverseDaemon(settings, args.service).run(ev), stop)
-
-
 __all__ = [
     "ReverseDaemon",
     "ReverseNames",
-    "add_commands",
     "inverse_source_column",
     "invert_route",
     "reverse_names",

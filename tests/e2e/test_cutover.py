@@ -27,7 +27,10 @@ import pytest
 
 from connectors.pg.fence import FENCE_SQLSTATE
 from devtools.workload import Workload
-from splitter.ops.cutover import EXIT_ABORTED, EXIT_OK, EXIT_REFUSED, advance_sequences
+from splitter.core.exit_codes import ABORTED as EXIT_ABORTED
+from splitter.core.exit_codes import OK as EXIT_OK
+from splitter.core.exit_codes import REFUSED as EXIT_REFUSED
+from splitter.ops.cutover import advance_sequences
 from splitter.pipeline.config import build_settings
 from splitter.pipeline.reverse import reverse_names
 from tests import expected

@@ -30,8 +30,8 @@ from devtools import datagen, fixtures
 from devtools.embedded import EmbeddedPostgres, free_port
 from devtools.workload import Workload
 from splitter.core.errors import FatalError, RetryableError
+from splitter.core.exit_codes import FATAL as EXIT_FATAL
 from splitter.pipeline.config import Settings
-from splitter.pipeline.daemon import EXIT_FATAL
 from tests.conftest import KafkaServer
 from tests.integration.test_replay import ROOT, TOPOLOGY, Pipeline, make_stack, pipelines, subset
 

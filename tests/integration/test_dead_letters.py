@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Producer
 
 from splitter.core import envelope
-from splitter.pipeline.daemon import EXIT_FATAL
+from splitter.core.exit_codes import FATAL as EXIT_FATAL
 from tests.conftest import KafkaServer
 from tests.integration.test_replay import Pipeline, Stack, make_stack, pipelines, read_topic, run_cli
 

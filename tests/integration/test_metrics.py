@@ -34,6 +34,7 @@ from psycopg.conninfo import make_conninfo
 from devtools import datagen, fixtures
 from devtools.embedded import free_port
 from devtools.workload import Workload
+from splitter.cli.commands import status as status_command
 from splitter.observe import metrics
 from splitter.ops import cutover_state, status
 from splitter.ops.backfill import run_backfill
@@ -316,7 +317,7 @@ def test_pipeline_metrics_through_prometheus(
             "--kafka", settings.kafka_bootstrap, "--topic", settings.topic, "--slot", settings.slot,
             "--publication", settings.publication,
             *[a for s in services for a in ("--target-dsn", f"{s}={settings.target_dsn(s)}")]])
-        assert status.cmd_status(args, out=out) == 0
+        assert status_command.run(args, out=out) == 0
         report = json.loads(out.getvalue())
         assert [s["service"] for s in report["services"]] == services
         assert all(s["state"] == "streaming" and s["lag_seconds"] == 0 for s in report["services"]), report
@@ -354,11 +355,11 @@ def _worker_factory(settings: Settings, service: str) -> Callable[[], Worker]:
 def _status_parser() -> Any:
     import argparse
 
-    from splitter.cli.app import _common
+    from splitter.cli.options import common_options as _common
 
     parser = argparse.ArgumentParser(prog="splitter")
     sub = parser.add_subparsers(dest="command", required=True)
-    status.add_commands(sub, _common())
+    status_command.register(sub, _common())
     return parser
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from splitter.cli.options import parse_duration
 from splitter.core.errors import ConfigurationError
-from splitter.ops.cutover import parse_duration
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.reverse import (
     inverse_source_column,

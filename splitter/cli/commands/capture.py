@@ -1,0 +1,25 @@
+"""`splitter capture`: stream the source into the change log (one per source)."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import Any
+
+from splitter.cli.options import settings_from
+from splitter.observe.metrics import start_metrics
+from splitter.pipeline.capture import Capture
+from splitter.pipeline.daemon import install_stop_signals, run_with_retries
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("capture", help="stream the source into the change log (one per source)", parents=[common])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    with start_metrics(settings, "capture", port=args.metrics_port) as metrics:
+        return run_with_retries("capture", metrics.instrument(lambda: Capture(settings)), stop)

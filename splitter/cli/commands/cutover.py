@@ -1,0 +1,51 @@
+"""`splitter cutover`, `rollback` and `complete`: move one service's writes, back, or for good."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from splitter.cli.options import confirmer, parse_duration, settings_from
+from splitter.core import exit_codes
+from splitter.ops.cutover import DEFAULT_MAX_LAG, DEFAULT_TIMEOUT, Cutover, CutoverAborted, CutoverRefused, Options
+
+_ACTIONS = {
+    "cutover": "move one service's writes to its own database (fence, catch up, verify, switch)",
+    "rollback": "move a cut-over service's writes back to the source database",
+    "complete": "finish a cutover: drop the reverse stream and the fences (no rollback after)",
+}
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    for action, help_text in _ACTIONS.items():
+        p = sub.add_parser(action, parents=[common], help=help_text)
+        p.add_argument("--service", required=True)
+        p.add_argument("--dry-run", action="store_true", help="show the plan and the preflight, change nothing")
+        p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        p.add_argument("--timeout", type=parse_duration, default=DEFAULT_TIMEOUT,
+                       help=f"give up (and undo) if the steps before the switch take longer (default "
+                            f"{DEFAULT_TIMEOUT:g}s)")
+        p.add_argument("--max-lag", type=parse_duration, default=DEFAULT_MAX_LAG,
+                       help=f"refuse to start if the stream is further behind (default {DEFAULT_MAX_LAG:g}s)")
+        p.add_argument("--switch-command", help="run this at the switch, with SPLITTER_SERVICE and SPLITTER_HOME "
+                                                "(source|service) and SPLITTER_HOME_DATABASE in its environment")
+        p.add_argument("--switch-url", help="POST {service, home, database} as JSON here at the switch")
+        p.set_defaults(func=run, action=action)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    options = Options(max_lag=args.max_lag, timeout=args.timeout, switch_command=args.switch_command,
+                      switch_url=args.switch_url, dry_run=args.dry_run)
+    try:
+        with Cutover(settings, args.service, options) as job:
+            action: Callable[[Callable[[str], bool]], int] = getattr(job, args.action)
+            return action(confirmer(args.yes))
+    except CutoverRefused as exc:
+        print(f"splitter: refused: {exc}", file=sys.stderr)
+        return exit_codes.REFUSED
+    except CutoverAborted as exc:
+        print(f"splitter: {exc}", file=sys.stderr)
+        return exit_codes.ABORTED

@@ -1,0 +1,26 @@
+"""`splitter demo`: everything on embedded servers (devtools.demo, imported only when the command runs)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", help="start embedded PostgreSQL and Kafka, fill bento_social, run everything",
+                       parents=[common])
+    p.add_argument("--duration", type=float, default=None,
+                   help="run this many seconds, then stop the workload, verify, and exit 0 only if all match")
+    p.add_argument("--scale", type=int, default=2000, help="users to generate (other tables scale with it)")
+    p.add_argument("--rate", type=float, default=None, help="workload operations per second (default: unthrottled)")
+    p.add_argument("--data-dir", default=None, help="keep the embedded servers' data here (default: a temp dir)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # By name: production code never imports the development tools (an import-linter contract checks it).
+    demo = importlib.import_module("devtools.demo")
+    code: int = demo.run_demo(duration=args.duration, scale=args.scale, data_dir=args.data_dir, rate=args.rate,
+                              log_level=args.log_level)
+    return code

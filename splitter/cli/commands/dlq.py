@@ -1,0 +1,43 @@
+"""`splitter dlq list|show|retry|drop`: a service's dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from splitter.cli.options import settings_from
+from splitter.core import exit_codes
+from splitter.core.errors import ConfigurationError
+from splitter.ops.dlq import list_letters, request_action, show_letters
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("dlq", parents=[common], help="list, show, retry or drop a service's dead letters")
+    p.add_argument("action", choices=["list", "show", "retry", "drop"])
+    p.add_argument("--service", required=True)
+    p.add_argument("--id", type=int, action="append", help="only these dead letters (repeatable)")
+    p.add_argument("--all", action="store_true", help="list: include retried and dropped ones")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--yes", action="store_true", help="drop: do not ask")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the worker")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    ids = args.id or None
+    if args.action == "list":
+        return list_letters(settings, args.service, args.all, args.json)
+    if args.action == "show":
+        if not ids:
+            raise ConfigurationError("dlq show needs --id")
+        return show_letters(settings, args.service, ids)
+    if args.action == "drop" and not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigurationError("dropping dead letters loses those changes: pass --yes to confirm")
+        what = ", ".join(map(str, ids)) if ids else "ALL open"
+        if input(f"drop dead letter(s) {what} of service {args.service}? [y/N] ").strip().lower() not in ("y", "yes"):
+            return exit_codes.DIFFERENT
+    return request_action(settings, args.service, "dlq_retry" if args.action == "retry" else "dlq_drop", ids,
+                          args.wait)

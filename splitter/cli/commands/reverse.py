@@ -1,0 +1,28 @@
+"""`splitter reverse`: the reverse stream daemon for every switched service (idle otherwise)."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import Any
+
+from splitter.cli.options import settings_from
+from splitter.pipeline.daemon import install_stop_signals, run_with_retries
+from splitter.pipeline.reverse import ReverseDaemon
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "reverse", parents=[common],
+        help="the reverse stream daemon: copy what cut-over services write back into the source",
+        description="Run a reverse capture (on the service database) and a reverse worker (into the source) for "
+                    "every given service whose cutover is switched; idle otherwise. `splitter run` supervises it.")
+    p.add_argument("--service", action="append", help="only these services (repeatable; default: all)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    return run_with_retries("reverse", lambda ev: ReverseDaemon(settings, args.service).run(ev), stop)

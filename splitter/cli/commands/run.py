@@ -1,0 +1,48 @@
+"""`splitter run`: the daemon, capture and one worker per service and the reverse stream as one process tree."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from typing import Any
+
+from splitter.cli.options import settings_env, settings_from
+from splitter.ops.cutover_state import completed_services
+from splitter.pipeline.daemon import Supervisor, child_argv, install_stop_signals
+
+log = logging.getLogger("splitter")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("run", help="the daemon: capture and every worker as one process tree", parents=[common])
+    p.add_argument("--service", action="append", help="run workers for these services only (repeatable)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    services = [s.name for s in settings.topology.services]
+    if args.service:
+        for name in args.service:
+            settings.topology.service(name)
+        services = list(args.service)
+    retired = completed_services(settings)  # their forward worker is held for good by `splitter complete`
+    services = [s for s in services if s not in retired]
+
+    def port(i: int) -> list[str]:
+        # Each child its own port: capture base+0, the i-th worker base+i (argv: a port is no secret).
+        return [] if args.metrics_port is None else ["--metrics-port", str(args.metrics_port + i)]
+
+    children = [("capture", child_argv([], ["capture", "--log-level", args.log_level, *port(0)]))]
+    children += [(f"worker[{s}]", child_argv([], ["worker", "--service", s, "--log-level", args.log_level,
+                                                  *port(i)]))
+                 for i, s in enumerate(services, start=1)]
+    reverse = ["reverse", "--log-level", args.log_level]
+    for name in args.service or []:
+        reverse += ["--service", name]
+    children.append(("reverse", child_argv([], reverse)))  # idles unless a service has been switched
+    stop = threading.Event()
+    install_stop_signals(stop)
+    log.info("starting capture and %d worker(s): %s", len(services), ", ".join(services))
+    return Supervisor(children, env=settings_env(settings, args.topology)).run(stop)

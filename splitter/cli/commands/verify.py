@@ -1,0 +1,45 @@
+"""`splitter verify`: compare every service table with the topology's projection of the source."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from splitter.cli.options import settings_from
+from splitter.core import exit_codes
+from splitter.ops.verify import DEFAULT_CHUNK_ROWS, DEFAULT_SAMPLE, DEFAULT_TIMEOUT, ProgressLine, verify
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "verify", parents=[common],
+        help="compare every service table with the topology's projection of the source, while running",
+        description="Compare each service table with the topology's projection of its source table at one "
+                    "consistent point, while the pipeline runs and the source takes writes. Exit 0 only if "
+                    "nothing differs, 1 if something does.")
+    p.add_argument("--service", action="append", help="verify these services only (repeatable)")
+    p.add_argument("--table", action="append",
+                   help="verify these tables only (repeatable): 'posts', 'post.posts' or 'interaction.follows'")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
+                   help=f"keys to show of each kind of difference (default {DEFAULT_SAMPLE})")
+    p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
+                   help=f"rows per hashed chunk (default {DEFAULT_CHUNK_ROWS:,})")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds to wait for each worker to hold (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--as-is", dest="consistent", action="store_false",
+                   help="no snapshot and no hold: compare as the databases are (only for an idle source)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    line = ProgressLine()
+    try:
+        report = verify(settings, services=args.service, tables=args.table, sample=args.sample,
+                        chunk_rows=args.chunk_rows, timeout=args.timeout, progress=line,
+                        consistent=args.consistent)
+    finally:
+        line.done()
+    print(report.to_json() if args.json else report.render())
+    return exit_codes.OK if report.ok else exit_codes.DIFFERENT

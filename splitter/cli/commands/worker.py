@@ -1,0 +1,28 @@
+"""`splitter worker --service S`: apply the change log to one service database."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import Any
+
+from splitter.cli.options import settings_from
+from splitter.observe.metrics import start_metrics
+from splitter.pipeline.daemon import install_stop_signals, run_with_retries
+from splitter.pipeline.worker import Worker
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("worker", help="apply the change log to one service database", parents=[common])
+    p.add_argument("--service", required=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    settings.topology.service(args.service)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    with start_metrics(settings, "worker", service=args.service, port=args.metrics_port) as metrics:
+        return run_with_retries(f"worker[{args.service}]",
+                                metrics.instrument(lambda: Worker(settings, args.service)), stop)

@@ -1,0 +1,92 @@
+"""The options every command shares, and how they become `Settings` (for this process and its children).
+
+Owns: the connection options (`common_options`), `settings_from(args)` (options and environment →
+Settings), `settings_env` (the environment that gives a child process the same settings: passwords go
+through the environment, never argv, where `ps` would show them), and argument types shared by commands.
+Must not: run anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from splitter.core.dsn import mask_secrets
+from splitter.core.errors import ConfigurationError
+from splitter.pipeline.config import Settings, build_settings
+
+
+def common_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connections (also from the environment)")
+    g.add_argument("--topology", help="topology file (SPLITTER_TOPOLOGY, default ./topology.py)")
+    g.add_argument("--source-dsn", help="source database DSN (SPLITTER_SOURCE_DSN)")
+    g.add_argument("--kafka", help="Kafka bootstrap servers (SPLITTER_KAFKA)")
+    g.add_argument("--target-dsn", action="append", default=[], metavar="SERVICE=DSN",
+                   help="a service database DSN (SPLITTER_TARGET_DSN_<SERVICE>; default: the source DSN with the "
+                        "service's database name)")
+    g.add_argument("--topic", help="change-log topic (SPLITTER_TOPIC, default <source database>.changes)")
+    g.add_argument("--slot", help="replication slot name (SPLITTER_SLOT, default splitter)")
+    g.add_argument("--publication", help="publication name (SPLITTER_PUBLICATION, default splitter)")
+    g.add_argument("--log-level", default=os.environ.get("SPLITTER_LOG_LEVEL", "INFO"))
+    # argparse converts a string default with `type`, so a bad SPLITTER_METRICS_PORT is a usage error.
+    g.add_argument("--metrics-port", type=int, default=os.environ.get("SPLITTER_METRICS_PORT") or None,
+                   help="serve /metrics and /healthz on this port (SPLITTER_METRICS_PORT; `run` gives capture this "
+                        "port and worker i port+i)")
+    return p
+
+
+def settings_from(args: argparse.Namespace, **tuning: Any) -> Settings:
+    targets = {}
+    for item in args.target_dsn:
+        service, sep, dsn = item.partition("=")
+        if not sep or not service or not dsn:
+            raise ConfigurationError(f"--target-dsn expects SERVICE=DSN, got {mask_secrets(item)!r}")
+        targets[service] = dsn
+    return build_settings(topology_path=args.topology, source_dsn=args.source_dsn, kafka=args.kafka,
+                          target_dsns=targets, topic=args.topic, slot=args.slot, publication=args.publication,
+                          **tuning)
+
+
+def settings_env(settings: Settings, topology_path: str | None) -> dict[str, str]:
+    """The environment that gives a child process the same settings."""
+    env = dict(os.environ)
+    env["SPLITTER_SOURCE_DSN"] = settings.source_dsn
+    env["SPLITTER_KAFKA"] = settings.kafka_bootstrap
+    env["SPLITTER_TOPIC"] = settings.topic
+    env["SPLITTER_SLOT"] = settings.slot
+    env["SPLITTER_PUBLICATION"] = settings.publication
+    if topology_path:
+        env["SPLITTER_TOPOLOGY"] = os.path.abspath(topology_path)
+    for service, dsn in settings.target_dsns.items():
+        env[f"SPLITTER_TARGET_DSN_{service.upper()}"] = dsn
+    return env
+
+
+def parse_duration(text: str) -> float:
+    """'1s', '500ms', '2m', '1.5' (seconds) → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 500ms, 1s, 2m)")
+    value = float(m.group(1))
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
+
+
+
+def confirmer(assume_yes: bool, question: str = "Proceed? [y/N] ") -> Callable[[str], bool]:
+    """Show a plan and ask before acting: yes with --yes, no when nobody can answer (not a terminal)."""
+    def ask(plan: str) -> bool:
+        print(plan)
+        if assume_yes:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        return input(question).strip().lower() in ("y", "yes")
+    return ask
+
+
+__all__ = ["common_options", "confirmer", "parse_duration", "settings_env", "settings_from"]
