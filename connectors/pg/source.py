@@ -21,6 +21,7 @@ from psycopg import pq, sql
 
 from connectors.pg.client import connect, wrap_db_error
 from connectors.pg.replication_protocol import PrimaryKeepalive, XLogData, parse_copy_data, standby_status_update
+from splitter.core import messages
 from splitter.core.dsn import mask_secrets, with_params
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError, classify_sqlstate
@@ -28,7 +29,6 @@ from splitter.core.lsn import lsn_to_str, str_to_lsn
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_PREFIX = "splitter.heartbeat"
 FIRST_USER_OID = 16384  # FirstNormalObjectId: types below it are built in and exist in every database
 
 
@@ -118,7 +118,7 @@ def current_wal_lsn(conn: psycopg.Connection) -> int:
 
 def emit_heartbeat(conn: psycopg.Connection) -> None:
     """A non-transactional logical message: it moves the stream (and so the slot) past idle WAL."""
-    conn.execute("SELECT pg_logical_emit_message(false, %s, now()::text)", (HEARTBEAT_PREFIX,))
+    conn.execute("SELECT pg_logical_emit_message(false, %s, now()::text)", (messages.HEARTBEAT,))
 
 
 class ReplicationConnection:

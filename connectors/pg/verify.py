@@ -49,7 +49,6 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -57,29 +56,18 @@ from psycopg import sql
 
 from connectors.pg.catalog import declared_columns
 from connectors.pg.client import connect, wrap_db_error
-from connectors.pg.client import lock_key as advisory_lock_key
 from connectors.pg.source import relation_schema
 from connectors.pg.state import verify_progress
+from connectors.pg.state.control import HoldState, hold_state
 from connectors.pg.state.schema import ensure_state_schema
 from splitter.core.dsn import mask_secrets
-from splitter.core.errors import ConfigurationError, FatalError, RetryableError, SplitterError
-from splitter.core.lsn import lsn_to_str, str_to_lsn
+from splitter.core.errors import ConfigurationError, FatalError, SplitterError
 from splitter.topology import sqlrender
 from splitter.topology.model import Route
 from splitter.topology.sqlrender import TargetColumn
 
 log = logging.getLogger(__name__)
 
-STATE_SCHEMA = "splitter"
-REQUESTER = "verify"
-
-# The contract with the worker side (connectors.pg_sink creates the same table; whoever comes
-# first wins, and both hold the same advisory lock so two creators never race on the catalog).
-CONTROL_DDL = (
-    "CREATE TABLE IF NOT EXISTS splitter.control (service text PRIMARY KEY, pause_at_lsn pg_lsn, "
-    "requested_by text, requested_at timestamptz, paused_lsn pg_lsn, paused_at timestamptz)"
-)
-_SCHEMA_LOCK = "splitter.schema"  # the key connectors.pg_sink.ensure_state_schema serialises on
 
 # Text forms depend on these; both sides of a comparison must agree on them, whatever the
 # servers' or roles' defaults are.
@@ -335,7 +323,7 @@ class TargetSession:
     def begin(self) -> HoldState:
         """Take the transaction's snapshot; returns the control row and checkpoint as that snapshot sees them."""
         try:
-            return _hold_state(self.conn, self.service)
+            return hold_state(self.conn, self.service)
         except psycopg.Error as exc:
             raise wrap_db_error(exc, f"cannot open the verify snapshot in service {self.service}", self._dsn) from exc
 
@@ -419,116 +407,8 @@ def _classified(exc: psycopg.Error, what: str, *dsns: str) -> Exception:
     return wrap_db_error(exc, what, *dsns)
 
 
-# --- the hold handshake ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HoldState:
-    """The control row and checkpoint of one service, as last read."""
-
-    pause_at_lsn: int | None
-    requested_by: str | None
-    paused_lsn: int | None
-    paused_at: datetime | None
-    checkpoint_lsn: int | None
-    checkpoint_at: datetime | None
-
-
-def _hold_state(conn: psycopg.Connection, service: str) -> HoldState:
-    """Read the control row and the checkpoint; either table may not exist yet (no worker ever ran)."""
-    present = conn.execute("SELECT to_regclass('splitter.control') IS NOT NULL, "
-                           "to_regclass('splitter.checkpoints') IS NOT NULL").fetchone()
-    assert present is not None
-    control: tuple[object, ...] | None = None
-    checkpoint: tuple[object, ...] | None = None
-    if present[0]:
-        control = conn.execute("SELECT pause_at_lsn::text, requested_by, paused_lsn::text, paused_at "
-                               "FROM splitter.control WHERE service = %s", (service,)).fetchone()
-    if present[1]:
-        checkpoint = conn.execute("SELECT commit_lsn::text, applied_at FROM splitter.checkpoints WHERE service = %s",
-                                  (service,)).fetchone()
-    c = control or (None, None, None, None)
-    k = checkpoint or (None, None)
-
-    def lsn(text: object) -> int | None:
-        return str_to_lsn(str(text)) if text else None
-
-    def ts(value: object) -> datetime | None:
-        return value if isinstance(value, datetime) else None
-
-    return HoldState(lsn(c[0]), str(c[1]) if c[1] is not None else None, lsn(c[2]), ts(c[3]), lsn(k[0]), ts(k[1]))
-
-
-class HoldControl:
-    """verify's end of the control-table contract with one service's worker (autocommit session)."""
-
-    def __init__(self, dsn: str, service: str) -> None:
-        self._dsn = dsn
-        self.service = service
-        self._requested = False
-        self.conn = connect(dsn, f"the database of service {service}", autocommit=True,
-                            application_name="splitter-verify")
-        try:
-            with self.conn.transaction():
-                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_lock_key(_SCHEMA_LOCK),))
-                self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STATE_SCHEMA)))
-                self.conn.execute(CONTROL_DDL)
-            # Two verifies of one service would overwrite each other's hold: one at a time.
-            row = self.conn.execute("SELECT pg_try_advisory_lock(%s)",
-                                    (advisory_lock_key(f"splitter.verify.{service}"),)).fetchone()
-        except psycopg.Error as exc:
-            self.conn.close()
-            raise wrap_db_error(exc, f"cannot prepare the hold of service {service}", dsn) from exc
-        if not row or not row[0]:
-            self.conn.close()
-            raise RetryableError(f"another `splitter verify` is running against service {service}; try again later")
-
-    def request(self, lsn: int) -> None:
-        """Ask the worker to hold at `lsn` (apply every transaction committed before it, nothing after)."""
-        try:
-            row = self.conn.execute(
-                """INSERT INTO splitter.control AS c (service, pause_at_lsn, requested_by, requested_at)
-                   VALUES (%s, %s::pg_lsn, %s, now())
-                   ON CONFLICT (service) DO UPDATE SET pause_at_lsn = EXCLUDED.pause_at_lsn,
-                       requested_by = EXCLUDED.requested_by, requested_at = now(), paused_lsn = NULL, paused_at = NULL
-                   WHERE c.pause_at_lsn IS NULL OR c.requested_by = %s
-                   RETURNING 1""",
-                (self.service, lsn_to_str(lsn), REQUESTER, REQUESTER)).fetchone()
-            if row is None:
-                other = self.state()
-                raise RetryableError(
-                    f"service {self.service} is already held by {other.requested_by or 'another requester'} at "
-                    f"{lsn_to_str(other.pause_at_lsn or 0)}; verify does not take over that hold: try again later")
-            self._requested = True
-        except psycopg.Error as exc:
-            raise wrap_db_error(exc, f"cannot ask the worker of service {self.service} to hold", self._dsn) from exc
-
-    def state(self) -> HoldState:
-        try:
-            return _hold_state(self.conn, self.service)
-        except psycopg.Error as exc:
-            raise wrap_db_error(exc, f"cannot read the hold of service {self.service}", self._dsn) from exc
-
-    def release(self) -> None:
-        """Let the worker go on (only verify's own request is removed), then end the session."""
-        try:
-            if self._requested:
-                self.conn.execute("DELETE FROM splitter.control WHERE service = %s AND requested_by = %s",
-                                  (self.service, REQUESTER))
-                self._requested = False
-        except psycopg.Error as exc:
-            raise wrap_db_error(exc, f"cannot release the hold of service {self.service}; run "
-                                     f"DELETE FROM splitter.control WHERE service = '{self.service}' in its database",
-                                self._dsn) from exc
-        finally:
-            self.conn.close()
-
-
 __all__ = [
-    "CONTROL_DDL",
     "ChunkSummary",
-    "HoldControl",
-    "HoldState",
     "SourceSession",
     "TablePlan",
     "TargetSession",

@@ -27,12 +27,11 @@ from connectors.pg.client import connect
 from connectors.pg.source import ensure_publication, relation_schema
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state.schema import ensure_state_schema
+from splitter.core import messages
 from splitter.core.errors import ConfigurationError, RetryableError
 from splitter.pipeline.config import Settings
 from splitter.topology import sqlrender
 from splitter.topology.model import Route
-
-PREFIX = "splitter.backfill"
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def _route(settings: Settings, service: str, table: str) -> Route:
 
 
 def _emit(conn: psycopg.Connection, mark: dict[str, Any]) -> None:
-    conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (PREFIX, orjson.dumps(mark).decode()))
+    conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (messages.BACKFILL, orjson.dumps(mark).decode()))
 
 
 def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: int = 2000,

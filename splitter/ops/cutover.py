@@ -57,7 +57,7 @@ from connectors.pg.state.schema import (
     read_checkpoint,
     write_checkpoint,
 )
-from splitter.core import exit_codes
+from splitter.core import exit_codes, messages
 from splitter.core.dsn import mask_dsn
 from splitter.core.errors import FatalError, RetryableError, SplitterError
 from splitter.core.lsn import lsn_to_str, str_to_lsn
@@ -68,7 +68,6 @@ from splitter.pipeline.reverse import inverse_source_column, reverse_names, reve
 
 log = logging.getLogger(__name__)
 
-MARKER_PREFIX = "splitter.cutover"
 HOLD_BY = "splitter cutover"  # requested_by of the short holds in splitter.control (complete's stays)
 CRASH_ENV = "SPLITTER_CUTOVER_CRASH_AT"  # tests: exit(137) right after the named step
 DEFAULT_MAX_LAG = 5.0
@@ -335,7 +334,7 @@ class Cutover:
     @staticmethod
     def _emit(conn: psycopg.Connection, payload: dict[str, Any], transactional: bool = False) -> int:
         row = conn.execute("SELECT pg_logical_emit_message(%s, %s, %s)::text",
-                           (transactional, MARKER_PREFIX, json.dumps(payload))).fetchone()
+                           (transactional, messages.CUTOVER, json.dumps(payload))).fetchone()
         assert row is not None
         return str_to_lsn(row[0])
 

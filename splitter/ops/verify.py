@@ -44,9 +44,8 @@ from typing import Any, TextIO
 
 from connectors.pg.client import connect
 from connectors.pg.source import ReplicationConnection, current_wal_lsn
+from connectors.pg.state.control import HoldControl, HoldState
 from connectors.pg.verify import (
-    HoldControl,
-    HoldState,
     ProgressRecorder,
     SourceSession,
     TablePlan,

@@ -32,7 +32,7 @@ from connectors.pg.source import (
     ensure_publication,
     slot_info,
 )
-from splitter.core import envelope
+from splitter.core import envelope, messages
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import FatalError, MalformedMessageError, RetryableError
 from splitter.core.lsn import lsn_to_str
@@ -41,7 +41,6 @@ from splitter.pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
-MESSAGE_PREFIX = "splitter."
 # Messages handled per pass of the loop before Kafka delivery reports and the slot position are served.
 DRAIN_BATCH = 2000
 
@@ -312,7 +311,7 @@ class Capture:
         self.stats.by_table_op[k] = self.stats.by_table_op.get(k, 0) + 1
 
     def _message(self, message: po.LogicalMessage, producer: ChangeLogProducer) -> None:
-        if not message.prefix.startswith(MESSAGE_PREFIX):
+        if not message.prefix.startswith(messages.SPLITTER):
             return
         # pgoutput sends a non-transactional message's *end* LSN, which is where the next record (often
         # a commit) starts; the message covers commits strictly before it, so its position is one less.

@@ -23,7 +23,7 @@ from connectors.kafka.log import ChangeLogConsumer, ChangeLogProducer, LogRecord
 from connectors.pg.sink import ChunkDone, ServiceSink
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint
-from splitter.core import envelope
+from splitter.core import envelope, messages
 from splitter.core.batching import Batch
 from splitter.core.envelope import RelationSchema, RowChange
 from splitter.core.errors import DataRejectedError, FatalError, MalformedMessageError
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 # An idle service still records how far it has read, so lag reads zero on an idle source.
 POSITION_WRITE_INTERVAL = 0.25
-BACKFILL_PREFIX = "splitter.backfill"
 # How often the control row (hold requests from verify and cutover) is read.
 CONTROL_POLL_INTERVAL = 0.2
 
@@ -486,7 +485,7 @@ class Worker:
             self._position = (record.offset, lsn, marker.ts_ms)
         elif kind == envelope.KIND_MESSAGE:
             message = envelope.decode_message(record.value)
-            if message.prefix == BACKFILL_PREFIX and not message.transactional:
+            if message.prefix == messages.BACKFILL and not message.transactional:
                 self._on_watermark(record, message, lsn)
             if message.transactional or lsn <= self._position[1]:
                 return

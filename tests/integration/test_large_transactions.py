@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connectors.pg.verify import HoldControl
+from connectors.pg.state.control import HoldControl
 from splitter.pipeline.worker import Worker
 from tests import expected
 from tests.conftest import KafkaServer
