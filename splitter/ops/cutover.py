@@ -50,6 +50,7 @@ from psycopg import sql
 from connectors.pg import fence
 from connectors.pg.client import connect, wrap_db_error
 from connectors.pg.source import ReplicationConnection, current_wal_lsn, ensure_publication, slot_info
+from connectors.pg.state.control import release_hold, request_hold
 from connectors.pg.state.schema import (
     FROM_BEGINNING,
     Checkpoint,
@@ -318,18 +319,12 @@ class Cutover:
     def _hold(conn: psycopg.Connection, service: str, lsn: int) -> None:
         # Only a free row or our own: a hold someone else (verify) holds is left alone; the wait below then
         # relies on the worker's own position writes instead (slower, not wrong).
-        conn.execute(
-            "INSERT INTO splitter.control AS c (service, pause_at_lsn, requested_by, requested_at) "
-            "VALUES (%s, %s::pg_lsn, %s, now()) ON CONFLICT (service) DO UPDATE SET "
-            "pause_at_lsn = EXCLUDED.pause_at_lsn, requested_by = EXCLUDED.requested_by, "
-            "requested_at = EXCLUDED.requested_at, paused_lsn = NULL, paused_at = NULL "
-            "WHERE c.pause_at_lsn IS NULL OR c.requested_by = EXCLUDED.requested_by",
-            (service, lsn_to_str(lsn), HOLD_BY))
+        request_hold(conn, service, lsn, HOLD_BY)
 
     @staticmethod
     def _release(conn: psycopg.Connection, service: str) -> None:
         if not conn.closed and not conn.broken:
-            conn.execute("DELETE FROM splitter.control WHERE service = %s AND requested_by = %s", (service, HOLD_BY))
+            release_hold(conn, service, HOLD_BY)
 
     @staticmethod
     def _emit(conn: psycopg.Connection, payload: dict[str, Any], transactional: bool = False) -> int:

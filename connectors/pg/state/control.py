@@ -12,14 +12,38 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 from connectors.pg.client import connect, lock_key, wrap_db_error
+from connectors.pg.state import SCHEMA
 from connectors.pg.state.schema import ensure_state_schema
 from splitter.core.errors import RetryableError
 from splitter.core.lsn import lsn_to_str, str_to_lsn
 
 #: requested_by of verify's holds (other requesters name themselves).
 REQUESTER = "verify"
+
+
+def request_hold(conn: psycopg.Connection, service: str, lsn: int, requester: str) -> bool:
+    """Ask `service`'s worker to hold at `lsn` for `requester`; False if another requester holds it.
+
+    Only a free row or the requester's own is taken: one requester never overrides another's hold.
+    """
+    row = conn.execute(
+        sql.SQL("""INSERT INTO {}.control AS c (service, pause_at_lsn, requested_by, requested_at)
+           VALUES (%s, %s::pg_lsn, %s, now())
+           ON CONFLICT (service) DO UPDATE SET pause_at_lsn = EXCLUDED.pause_at_lsn,
+               requested_by = EXCLUDED.requested_by, requested_at = now(), paused_lsn = NULL, paused_at = NULL
+           WHERE c.pause_at_lsn IS NULL OR c.requested_by = EXCLUDED.requested_by
+           RETURNING 1""").format(SCHEMA),
+        (service, lsn_to_str(lsn), requester)).fetchone()
+    return row is not None
+
+
+def release_hold(conn: psycopg.Connection, service: str, requester: str) -> None:
+    """Remove `requester`'s hold of `service` (another requester's hold stays)."""
+    conn.execute(sql.SQL("DELETE FROM {}.control WHERE service = %s AND requested_by = %s").format(SCHEMA),
+                 (service, requester))
 
 
 @dataclass(frozen=True)
@@ -83,15 +107,8 @@ class HoldControl:
     def request(self, lsn: int) -> None:
         """Ask the worker to hold at `lsn` (apply every transaction committed before it, nothing after)."""
         try:
-            row = self.conn.execute(
-                """INSERT INTO splitter.control AS c (service, pause_at_lsn, requested_by, requested_at)
-                   VALUES (%s, %s::pg_lsn, %s, now())
-                   ON CONFLICT (service) DO UPDATE SET pause_at_lsn = EXCLUDED.pause_at_lsn,
-                       requested_by = EXCLUDED.requested_by, requested_at = now(), paused_lsn = NULL, paused_at = NULL
-                   WHERE c.pause_at_lsn IS NULL OR c.requested_by = %s
-                   RETURNING 1""",
-                (self.service, lsn_to_str(lsn), REQUESTER, REQUESTER)).fetchone()
-            if row is None:
+            taken = request_hold(self.conn, self.service, lsn, REQUESTER)
+            if not taken:
                 other = self.state()
                 raise RetryableError(
                     f"service {self.service} is already held by {other.requested_by or 'another requester'} at "
@@ -110,8 +127,7 @@ class HoldControl:
         """Let the worker go on (only verify's own request is removed), then end the session."""
         try:
             if self._requested:
-                self.conn.execute("DELETE FROM splitter.control WHERE service = %s AND requested_by = %s",
-                                  (self.service, REQUESTER))
+                release_hold(self.conn, self.service, REQUESTER)
                 self._requested = False
         except psycopg.Error as exc:
             raise wrap_db_error(exc, f"cannot release the hold of service {self.service}; run "
@@ -121,4 +137,4 @@ class HoldControl:
             self.conn.close()
 
 
-__all__ = ["REQUESTER", "HoldControl", "HoldState", "hold_state"]
+__all__ = ["REQUESTER", "HoldControl", "HoldState", "hold_state", "release_hold", "request_hold"]
