@@ -15,6 +15,13 @@ import psycopg
 from splitter.core.dsn import mask_secrets
 from splitter.core.errors import classify_sqlstate
 
+#: A PostgreSQL connection, for floors above connectors/ that hand one from connector call to connector call
+#: (they never import the driver themselves).
+Connection = psycopg.Connection
+#: The driver's error class, for the few callers that must tell a driver error from their own (rare: connector
+#: functions raise splitter errors).
+DatabaseError = psycopg.Error
+
 
 def wrap_db_error(exc: psycopg.Error, what: str, *dsns: str) -> Exception:
     """A splitter error for a driver error: class from SQLSTATE, message masked of secrets."""
