@@ -6,7 +6,7 @@ Measures, on the same source data and into the same seven (empty) service databa
   (cols) FROM STDIN"` -- the same SELECT splitter renders (`sqlrender.backfill_select`), so the server
   does the same work; services run 4 at a time as splitter's pool does, routes of one service one after
   the other; target sessions use session_replication_role=replica like splitter's.
-* splitter: `splitter.backfill.initial_copy` from the snapshot a freshly created pgoutput slot exports
+* splitter: `splitter.pipeline.initial_copy` from the snapshot a freshly created pgoutput slot exports
   (only the copy is timed, not the slot creation).
 
 Rows are target rows written (fan-out counts once per target table).  The slot this creates is the

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from bench.common import Profiler, burst, current_lsn, lsn_str, pg_bin
-from connectors.kafka.log import ensure_topic
+from connectors.kafka.admin import ensure_topic
 from connectors.pg.source import ensure_publication
 from splitter.pipeline.capture import Capture
 from splitter.pipeline.config import Settings

@@ -25,7 +25,8 @@ import psycopg
 from psycopg import sql
 
 from devtools import datagen, fixtures
-from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
+from devtools.embedded.kafka import EmbeddedKafka
+from devtools.embedded.postgres import EmbeddedPostgres
 from splitter.pipeline.config import Settings, build_settings
 from splitter.topology.model import Topology, load_topology
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from connectors.pg.pgoutput import PgOutputDecoder, decode_message
+from connectors.pg.pgoutput.decoder import PgOutputDecoder, decode_message
 from connectors.pg.replication_protocol import parse_copy_data
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "unit" / "data"

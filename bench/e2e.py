@@ -1,6 +1,6 @@
 """End to end: the highest sustained bento workload rate splitter keeps within 1 s, vs native logical replication.
 
-The workload is `splitter.workload.Workload` (the realistic mix of small application transactions),
+The workload is `devtools.workload.driver.Workload` (the realistic mix of small application transactions),
 4 connections, throttled to a target operation rate.  A stepped search runs steps of `seconds` each
 at geometrically rising rates; a step is *sustained* when the workload reached >= 90 % of the asked
 rate and every service database's lag stayed <= 1 s for the whole step (after its first second).
@@ -43,7 +43,7 @@ import psycopg
 from psycopg import sql
 
 from bench.common import LAG_UNKNOWN, ROOT, LsnClock, Profiler, Servers, current_lsn, percentile, settings_env
-from devtools.workload import Workload
+from devtools.workload.driver import Workload
 from splitter.pipeline.config import Settings
 
 SAMPLE_INTERVAL = 0.1

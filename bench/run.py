@@ -7,7 +7,7 @@ Order (each stage's state is the next one's starting point):
    and every service's checkpoint behind;
 3. capture (bench.capture): pg_recvlogical vs splitter Capture on two slots holding the same burst;
 4. end to end (bench.e2e): splitter (from a fresh copy), then native logical replication, stepped searches;
-5. cutover write pause: only if `splitter.cutover` exists;
+5. cutover write pause: only if `splitter.ops.cutover` exists;
 6. memory (bench.memory): peak RSS of capture and a worker at --memory-scale and 10x that.
 
 Prints a table of ratios, writes bench/results/latest.json (git-ignored) and rewrites the results
@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             native = e2e.run_native(servers, settings, rates, args.seconds, args.threads, log)
             result["e2e"] = {"native": native, "splitter": split}
 
-        result["cutover"] = ("not measured yet (splitter.cutover exists; bench does not drive it)"
-                             if importlib.util.find_spec("splitter.cutover") else "n/a (cutover not built yet)")
+        result["cutover"] = ("not measured yet (splitter.ops.cutover exists; bench does not drive it)"
+                             if importlib.util.find_spec("splitter.ops.cutover") else "n/a (cutover not built yet)")
 
         if "memory" not in args.skip:
             small = args.memory_scale or max(100, args.scale // 10)

@@ -1,6 +1,6 @@
 """Realistic generated data for a bento_social source database, fast and deterministic.
 
-Owns: filling an empty `bento_social` (schema from `splitter.fixtures`) with rows that look like the real
+Owns: filling an empty `bento_social` (schema from `devtools.fixtures`) with rows that look like the real
 thing: names from many languages, unicode and emoji in bios and content, NULLs in nullable columns, empty
 strings, long TOASTed posts and comments, millisecond timestamps, skewed popularity; and counters that
 agree with the rows they count.  Everything is generated server-side (INSERT ... SELECT over

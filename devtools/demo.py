@@ -26,7 +26,8 @@ import psycopg
 from psycopg import sql
 
 from devtools import datagen, fixtures
-from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
+from devtools.embedded.kafka import EmbeddedKafka
+from devtools.embedded.postgres import EmbeddedPostgres
 from splitter.core.lsn import str_to_lsn
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.daemon import Supervisor, child_argv
@@ -99,7 +100,7 @@ def _create_databases(pg: EmbeddedPostgres) -> dict[str, str]:
 
 def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: float | None,
              log_level: str = "INFO") -> int:
-    from devtools.workload import Workload
+    from devtools.workload.driver import Workload
 
     keep = data_dir is not None
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="splitter-demo-"))
@@ -166,7 +167,7 @@ def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: 
 
 
 def _finish(settings: Settings, timeout: float = 180.0) -> bool:
-    from splitter.ops.verify import verify
+    from splitter.ops.verify.run import verify
 
     target, _ = _positions(settings)
     deadline = time.monotonic() + timeout

@@ -1,9 +1,9 @@
 """The shipped bento_social schema and the seven service schemas, and loading them into a database.
 
-Owns: the DDL files under `splitter/sql/` (read through importlib.resources, so they ship in the wheel)
+Owns: the DDL files under `devtools/sql/` (read through importlib.resources, so they ship in the wheel)
 and running them.  The target DDL creates each service's schema, enum types and tables; splitter's own
 state schema (`splitter`) is created by splitter itself, never here.
-Must not: generate data (`splitter.datagen`), write rows, or run against a database it was not handed:
+Must not: generate data (`devtools.datagen`), write rows, or run against a database it was not handed:
 the caller picks the connection and owns its transaction.
 """
 

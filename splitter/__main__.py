@@ -1,3 +1,5 @@
-from splitter.cli.app import main
+"""`python -m splitter`: the same as the `splitter` command."""
+
+from splitter.cli import main
 
 raise SystemExit(main())

@@ -22,7 +22,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
+from devtools.embedded.kafka import EmbeddedKafka
+from devtools.embedded.postgres import EmbeddedPostgres
 
 #: Logical names of the databases one test gets: the source and the seven service databases.
 SOURCE_DB = "bento_social"

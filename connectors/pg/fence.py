@@ -2,7 +2,9 @@
 
 Owns: the `splitter.fence_writes()` trigger function, creating (and turning soft into hard) and dropping
 the `splitter_fence` trigger on a set of tables, the session advisory lock a soft fence depends on, and
-the SQLSTATE applications see.  Must not: decide when to fence (`splitter.cutover` does) or touch data.
+the SQLSTATE applications see, and the rule for taking table locks while writers run (short lock
+timeouts, retried until a deadline).  Must not: decide when to fence (`splitter.ops.cutover` does) or
+touch data.
 
 The fence is one statement-level BEFORE INSERT/UPDATE/DELETE/TRUNCATE trigger per table:
 
@@ -27,13 +29,17 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
 
+from connectors.pg.state import SCHEMA
+
+T = TypeVar("T")
+
 FENCE_SQLSTATE = "SP001"
 TRIGGER_NAME = "splitter_fence"
-STATE_SCHEMA = "splitter"
 FUNCTION_NAME = "fence_writes"
 SOFT = "soft"
 HARD = "hard"
@@ -77,8 +83,8 @@ def try_lock(conn: psycopg.Connection, service: str) -> bool:
 
 def ensure_function(conn: psycopg.Connection) -> None:
     """Create the schema and the trigger function (inside the caller's transaction)."""
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STATE_SCHEMA)))
-    conn.execute(_FUNCTION_DDL.format(schema=sql.Identifier(STATE_SCHEMA), function=sql.Identifier(FUNCTION_NAME),
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(SCHEMA))
+    conn.execute(_FUNCTION_DDL.format(schema=SCHEMA, function=sql.Identifier(FUNCTION_NAME),
                                       sqlstate=sql.Literal(FENCE_SQLSTATE)))
 
 
@@ -98,7 +104,7 @@ def fence_tables(conn: psycopg.Connection, tables: Sequence[tuple[str, str, str]
             "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{function}({args})").format(
             trigger=sql.Identifier(TRIGGER_NAME), table=sql.Identifier(schema, table),
-            schema=sql.Identifier(STATE_SCHEMA), function=sql.Identifier(FUNCTION_NAME), args=args))
+            schema=SCHEMA, function=sql.Identifier(FUNCTION_NAME), args=args))
 
 
 def unfence_tables(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) -> None:
@@ -116,7 +122,7 @@ def unfence_tables(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) 
             "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{function}('', {open}, '0', '0', '')").format(
             trigger=sql.Identifier(TRIGGER_NAME), table=sql.Identifier(schema, table),
-            schema=sql.Identifier(STATE_SCHEMA), function=sql.Identifier(FUNCTION_NAME), open=sql.Literal(OPEN)))
+            schema=SCHEMA, function=sql.Identifier(FUNCTION_NAME), open=sql.Literal(OPEN)))
 
 
 def sweep(conn: psycopg.Connection, tables: Sequence[tuple[str, str]], lock_timeout_ms: int = 200) -> bool:
@@ -171,27 +177,39 @@ def lock_holder_alive(conn: psycopg.Connection, service: str) -> bool:
     return bool(row and row[0])
 
 
-def fence_with_retries(conn: psycopg.Connection, tables: Sequence[tuple[str, str, str]], service: str, mode: str,
-                       hint: str, deadline: float, lock_timeout_ms: int = 2000,
-                       before_commit: Callable[[], None] | None = None) -> None:
-    """Fence `tables` in one transaction, retrying lock timeouts until `deadline` (time.monotonic()).
+def retry_lock_timeouts(conn: psycopg.Connection, body: Callable[[], T], deadline: float,
+                        lock_timeout_ms: int = 2000, pause: float = 0.05) -> T:
+    """Run `body` in one transaction with a short lock_timeout, retrying lock timeouts until `deadline`.
 
-    A short lock_timeout per attempt bounds how long new writers queue behind the waiting CREATE TRIGGER
-    when some old transaction does not finish; the attempt is retried until the deadline.
-    `before_commit`, if given, runs inside the transaction (to persist state atomically with the fence).
+    A short lock_timeout per attempt bounds how long new writers queue behind a statement waiting for a
+    table lock (CREATE TRIGGER waits behind every in-flight writer) when some old transaction does not
+    finish; the attempt is retried, `pause` seconds apart, until the deadline (time.monotonic()), after
+    which the lock timeout is raised.
     """
     while True:
         try:
             with conn.transaction():
                 conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
-                fence_tables(conn, tables, service, mode, hint)
-                if before_commit is not None:
-                    before_commit()
-            return
+                return body()
         except psycopg.errors.LockNotAvailable:
             if time.monotonic() >= deadline:
                 raise
-            time.sleep(0.05)
+            time.sleep(pause)
+
+
+def fence_with_retries(conn: psycopg.Connection, tables: Sequence[tuple[str, str, str]], service: str, mode: str,
+                       hint: str, deadline: float, lock_timeout_ms: int = 2000,
+                       before_commit: Callable[[], None] | None = None) -> None:
+    """Fence `tables` in one transaction, retrying lock timeouts until `deadline` (see `retry_lock_timeouts`).
+
+    `before_commit`, if given, runs inside the transaction (to persist state atomically with the fence).
+    """
+    def body() -> None:
+        fence_tables(conn, tables, service, mode, hint)
+        if before_commit is not None:
+            before_commit()
+
+    retry_lock_timeouts(conn, body, deadline, lock_timeout_ms)
 
 
 __all__ = [
@@ -205,6 +223,7 @@ __all__ = [
     "fences",
     "lock_holder_alive",
     "lock_key",
+    "retry_lock_timeouts",
     "sweep",
     "try_lock",
     "unfence_tables",

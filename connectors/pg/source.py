@@ -1,25 +1,26 @@
 """The PostgreSQL source: catalog reads, publication and slot management, and the replication stream.
 
-Owns: everything splitter does in the source database: the advisory lock that keeps two captures
-off one slot, the publication of exactly the tables the topology takes, the logical slot (created
-with an exported snapshot for the initial copy), the CopyBoth replication stream over
-`psycopg.pq` (START_REPLICATION, reading XLogData and keepalives, sending standby status
-updates), heartbeats written with `pg_logical_emit_message`, and source positions for lag.
-Must not: decide when an LSN is safe to confirm (capture does, from Kafka's acknowledgements)
-or know about Kafka.
+Owns: the source's catalog as capture and copies read it (a table's columns and key, type names,
+row estimates), the advisory lock that keeps two captures off one slot, the publication of exactly
+the tables the topology takes, the logical slot (created with an exported snapshot for the initial
+copy, dropped to start over), the CopyBoth replication stream over `psycopg.pq` (START_REPLICATION,
+reading XLogData and keepalives, sending standby status updates) and heartbeats written with
+`pg_logical_emit_message`.  Source positions and the slot's state are `connectors.pg.positions`'s,
+row copies `connectors.pg.copy`'s.  Must not: decide when an LSN is safe to confirm (capture does,
+from Kafka's acknowledgements) or know about Kafka.
 """
 
 from __future__ import annotations
 
 import logging
 import select
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import pq, sql
 
-from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.replication_protocol import PrimaryKeepalive, XLogData, parse_copy_data, standby_status_update
 from splitter.core import messages
 from splitter.core.dsn import mask_secrets, with_params
@@ -66,6 +67,39 @@ def relation_schema_by_oid(conn: psycopg.Connection, oid: int, schema: str, tabl
     return RelationSchema(schema, table, tuple(columns))
 
 
+def estimated_rows(conn: psycopg.Connection, schema: str, table: str) -> int:
+    """The planner's estimate of a table's rows (0 for one never analyzed)."""
+    row = conn.execute(
+        "SELECT greatest(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def type_names(conn: psycopg.Connection, types: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    """The name of each (type oid, typmod) as `format_type` spells it."""
+    rows = conn.execute(
+        "SELECT t.oid, t.m, format_type(t.oid, t.m) FROM unnest(%s::oid[], %s::int[]) AS t(oid, m)",
+        ([t[0] for t in types], [t[1] for t in types])).fetchall()
+    return {(oid, mod): name for oid, mod, name in rows}
+
+
+def primary_key_columns(conn: psycopg.Connection, oid: int) -> set[str]:
+    """The primary key's column names of the relation `oid` (empty without one)."""
+    return {r[0] for r in conn.execute(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = ANY (i.indkey::int2[]) WHERE i.indrelid = %s AND i.indisprimary", (oid,))}
+
+
+def try_lock_slot(conn: psycopg.Connection, slot: str) -> bool:
+    """Take the session advisory lock that keeps two captures off `slot`; False if another session holds it."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"splitter.slot.{slot}"),)).fetchone()
+    return bool(row and row[0])
+
+
+def drop_slot(conn: psycopg.Connection, slot: str) -> None:
+    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
 def ensure_publication(conn: psycopg.Connection, publication: str, tables: Iterable[tuple[str, str]]) -> None:
     """Create the publication for `tables`, or add the ones it lacks (it never drops any)."""
     wanted = list(tables)
@@ -92,28 +126,6 @@ class SlotInfo:
     active: bool
     wal_status: str | None
     invalidation_reason: str | None
-
-
-def slot_info(conn: psycopg.Connection, slot: str) -> SlotInfo | None:
-    row = conn.execute(
-        "SELECT slot_name, confirmed_flush_lsn::text, restart_lsn::text, active, wal_status, invalidation_reason, "
-        "plugin, database FROM pg_replication_slots WHERE slot_name = %s",
-        (slot,),
-    ).fetchone()
-    if row is None:
-        return None
-    if row[6] != "pgoutput" or row[7] != conn.info.dbname:
-        raise ConfigurationError(
-            f"replication slot {slot!r} exists but belongs to plugin {row[6]!r} in database {row[7]!r}; "
-            f"splitter needs a pgoutput slot in {conn.info.dbname!r}: choose another --slot name")
-    return SlotInfo(row[0], str_to_lsn(row[1]) if row[1] else None, str_to_lsn(row[2]) if row[2] else None,
-                    bool(row[3]), row[4], row[5])
-
-
-def current_wal_lsn(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    assert row is not None
-    return str_to_lsn(row[0])
 
 
 def emit_heartbeat(conn: psycopg.Connection) -> None:
@@ -224,11 +236,14 @@ __all__ = [
     "SlotInfo",
     "check_slot_usable",
     "connect",
-    "current_wal_lsn",
+    "drop_slot",
     "emit_heartbeat",
     "ensure_publication",
+    "estimated_rows",
+    "primary_key_columns",
     "relation_schema",
     "relation_schema_by_oid",
-    "slot_info",
+    "try_lock_slot",
+    "type_names",
     "wrap_db_error",
 ]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the source database bento_social and the seven service databases, and loads the schemas
-# splitter ships (splitter/sql/bento_social.sql, splitter/sql/targets/<database>.sql).
+# splitter ships (devtools/sql/bento_social.sql, devtools/sql/targets/<database>.sql).
 #
 # Run by the postgres image on first start (mounted into /docker-entrypoint-initdb.d), where psql
 # reaches the server over its socket as $POSTGRES_USER.  Safe to run again by hand: a database that

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg import conninfo
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@]*:)(?P<secret>[^@]*)(?P<tail>@)", re.IGNORECASE)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -25,7 +25,7 @@ def mask_secrets(text: str, *dsns: str) -> str:
     out = mask_dsn(text)
     for dsn in dsns:
         try:
-            password = conninfo_to_dict(dsn).get("password")
+            password = conninfo.conninfo_to_dict(dsn).get("password")
         except Exception:  # an unparsable DSN has no password we can find
             continue
         if password:
@@ -33,11 +33,17 @@ def mask_secrets(text: str, *dsns: str) -> str:
     return out
 
 
+def dsn_database(dsn: str) -> str | None:
+    """The database `dsn` names, or None if it names none; raises (libpq's message) if `dsn` is not a DSN."""
+    dbname = conninfo.conninfo_to_dict(dsn).get("dbname")
+    return str(dbname) if dbname is not None else None
+
+
 def with_database(dsn: str, dbname: str) -> str:
     """Return `dsn` pointing at database `dbname`, every other parameter kept."""
-    return make_conninfo(dsn, dbname=dbname)
+    return conninfo.make_conninfo(dsn, dbname=dbname)
 
 
 def with_params(dsn: str, **params: str) -> str:
     """Return `dsn` with extra connection parameters set (for example replication=database)."""
-    return make_conninfo(dsn, **params)
+    return conninfo.make_conninfo(dsn, **params)

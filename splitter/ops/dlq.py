@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import time
 
-from connectors.pg.client import connect
+from connectors.pg.client import Connection, connect
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import ensure_state_schema
 from splitter.core.errors import ConfigurationError
 from splitter.pipeline.config import Settings
 
 
-def _conn(settings: Settings, service: str):  # type: ignore[no-untyped-def]
+def _conn(settings: Settings, service: str) -> Connection:
     settings.topology.service(service)
     conn = connect(settings.target_dsn(service), f"database of service {service}", autocommit=True)
     ensure_state_schema(conn)

@@ -1,21 +1,21 @@
 """`splitter status`: where every service stands, read from the databases alone.
 
 Owns: the status command (`add_commands` registers it; the CLI wires it in), reading the source's
-WAL position, replication slot and cutover rows and each service database's checkpoint and control row,
+WAL position, replication slot and cutover rows and each service database's checkpoint and control row
+(through connectors.pg.positions and connectors.pg.state, the reads the metrics poller uses too),
 and turning them into one table (or JSON) per refresh: state, lag in seconds and bytes, rows/s,
 and the last problem seen.  It needs no daemon port, so it works while splitter is down (that is
-when it matters most).  Lag follows the definitions of `splitter.metrics` (same functions): a
+when it matters most).  Lag follows the definitions of `splitter.observe.lag` (same functions): a
 one-shot status samples the source for up to the caught-up grace (about 3 s; less when every
 service is caught up), `--watch` keeps its samples between refreshes.
 
 Must not: write anything (it only reads; the hold/cutover rows are other commands' business),
 print a DSN unmasked, or keep a transaction open between refreshes.  The cutover section (home,
-fence) is splitter.cutover_state's own view, shown under the table when that module is installed.
+fence) is splitter.ops.cutover.view's, shown under the table when the source answers.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from collections import deque
@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import psycopg
-
-from connectors.pg.client import connect, wrap_db_error
-from connectors.pg.state import STATE_SCHEMA
+from connectors.pg.client import Connection
+from connectors.pg.positions import ReadSession, source_positions
+from connectors.pg.state.control import HoldState, hold_state
+from connectors.pg.state.cutover import read_states
+from connectors.pg.state.schema import AppliedCheckpoint, read_applied
 from splitter.core.errors import SplitterError
-from splitter.core.lsn import lsn_to_str, str_to_lsn
-from splitter.observe.metrics import SourceClock, caught_up_grace, lag_bytes, lag_seconds
+from splitter.core.lsn import lsn_to_str
+from splitter.observe.lag import SourceClock, caught_up_grace, lag_bytes, lag_seconds
 from splitter.pipeline.config import Settings
 
 # A service whose checkpoint has not moved for this long while the source moved is stalled: an idle
@@ -41,6 +42,7 @@ RATE_WINDOW = 60.0
 MIN_RATE_WINDOW = 0.5
 SAMPLE_EVERY = 0.25
 ONE_SHOT_MIN = 1.0
+_APPLICATION_NAME = "splitter-status"
 
 
 @dataclass
@@ -78,7 +80,7 @@ class Status:
     taken_at: str
     source: SourceStatus
     services: list[ServiceStatus] = field(default_factory=list)
-    #: splitter.cutover_state's view (state, home, fence) when that module is installed and the source answers.
+    #: splitter.ops.cutover.view's section (state, home, fence) when the source answers.
     cutover: list[dict[str, Any]] | None = None
     cutover_text: str | None = field(default=None, repr=False)
 
@@ -121,27 +123,15 @@ class StatusReader:
         self.clock = SourceClock()
         self.source = SourceStatus(settings.topology.source_database, slot=settings.slot)
         self.readings: dict[str, _Reading] = {}
-        # service -> (state, last error) from the source's splitter.cutover (owned by splitter.cutover_state).
+        # service -> (state, last error) from the source's splitter.cutover (connectors.pg.state.cutover).
         self.cutover: dict[str, tuple[str, str | None]] = {}
         self._rows: dict[str, deque[tuple[float, int]]] = {n: deque() for n in names}
-        self._conns: dict[str, psycopg.Connection] = {}
+        self._source = ReadSession(settings.source_dsn, "the source database", _APPLICATION_NAME)
+        self._targets: dict[str, ReadSession] = {}
 
     def close(self) -> None:
-        for conn in self._conns.values():
-            conn.close()
-        self._conns.clear()
-
-    def _conn(self, key: str, dsn: str, what: str) -> psycopg.Connection:
-        conn = self._conns.get(key)
-        if conn is None or conn.closed:
-            conn = connect(dsn, what, autocommit=True, application_name="splitter-status")
-            self._conns[key] = conn
-        return conn
-
-    def _drop(self, key: str) -> None:
-        conn = self._conns.pop(key, None)
-        if conn is not None:
-            conn.close()
+        for session in (self._source, *self._targets.values()):
+            session.close()
 
     # -- sampling -----------------------------------------------------------------------------------
 
@@ -161,66 +151,57 @@ class StatusReader:
         s = self.settings
         src = self.source
         try:
-            conn = self._conn("source", s.source_dsn, "the source database")
-            row = conn.execute(
-                "SELECT pg_current_wal_lsn()::text, s.slot_name IS NOT NULL, coalesce(s.active, false), s.wal_status,"
-                " pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,"
-                " pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint"
-                " FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = %s", (s.slot,)).fetchone()
-        except (psycopg.Error, SplitterError) as exc:
-            self._drop("source")
-            src.reachable, src.error, src.slot_state = False, _message(exc, "reading the source"), "unknown"
+            positions = self._source.read("reading the source", lambda conn: source_positions(conn, s.slot))
+        except SplitterError as exc:
+            self._source.close()
+            src.reachable, src.error, src.slot_state = False, _message(exc), "unknown"
             return
-        assert row is not None
-        self.clock.add(str_to_lsn(row[0]))
-        src.reachable, src.error, src.current_lsn = True, None, row[0]
-        src.slot_lag_bytes, src.retained_wal_bytes = row[4], row[5]
-        if not row[1]:
+        self.clock.add(positions.wal_lsn)
+        src.reachable, src.error, src.current_lsn = True, None, lsn_to_str(positions.wal_lsn)
+        src.slot_lag_bytes, src.retained_wal_bytes = positions.slot_lag_bytes, positions.retained_wal_bytes
+        slot = positions.slot
+        if slot is None:
             src.slot_state = "missing"
             src.error = f"replication slot {s.slot!r} does not exist (capture has not started yet)"
-        elif row[3] == "lost":
+        elif slot.wal_status == "lost":
             src.slot_state = "lost"
             src.error = f"replication slot {s.slot!r} was invalidated: changes were lost, copy again"
         else:
-            src.slot_state = "streaming" if row[2] else "inactive"
+            src.slot_state = "streaming" if slot.active else "inactive"
         try:
-            have = conn.execute(f"SELECT to_regclass('{STATE_SCHEMA}.cutover') IS NOT NULL").fetchone()
-            rows = (conn.execute(f"SELECT service, state::text, error FROM {STATE_SCHEMA}.cutover").fetchall()
-                    if have and have[0] else [])
-        except psycopg.Error as exc:
-            self._drop("source")
-            src.error = _message(exc, "reading the cutover states")
+            states = self._source.read("reading the cutover states", read_states)
+        except SplitterError as exc:
+            self._source.close()
+            src.error = _message(exc)
             return
-        self.cutover = {service: (state, error) for service, state, error in rows}
+        self.cutover = states
 
     def _read_service(self, name: str) -> _Reading:
-        s = self.settings
+        session = self._targets.get(name)
+        if session is None:
+            session = ReadSession(self.settings.target_dsn(name), f"database of service {name}", _APPLICATION_NAME)
+            self._targets[name] = session
+
+        def read(conn: Connection) -> tuple[AppliedCheckpoint | None, HoldState]:
+            return read_applied(conn, name), hold_state(conn, name)
+
         try:
-            conn = self._conn(name, s.target_dsn(name), f"database of service {name}")
-            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-                               (f"{STATE_SCHEMA}.checkpoints", f"{STATE_SCHEMA}.control")).fetchone()
-            assert row is not None
-            reading = _Reading(ok=True)
-            if row[0]:
-                cp = conn.execute(
-                    f"SELECT kafka_offset, commit_lsn::text, source_ts, applied_at, rows_applied, transactions_applied "
-                    f"FROM {STATE_SCHEMA}.checkpoints WHERE service = %s", (name,)).fetchone()
-                if cp is not None:
-                    reading.has_checkpoint = True
-                    reading.offset, reading.commit_lsn = cp[0], str_to_lsn(cp[1])
-                    reading.source_ts_ms = int(cp[2].timestamp() * 1000) if cp[2] else 0
-                    reading.applied_at, reading.rows, reading.transactions = cp[3], cp[4], cp[5]
-            if row[1]:
-                ctl = conn.execute(f"SELECT pause_at_lsn::text, paused_lsn::text, requested_by "
-                                   f"FROM {STATE_SCHEMA}.control WHERE service = %s", (name,)).fetchone()
-                if ctl is not None and ctl[0]:
-                    reading.pause_at = str_to_lsn(ctl[0])
-                    reading.paused_lsn = str_to_lsn(ctl[1]) if ctl[1] else None
-                    reading.requested_by = ctl[2]
-            return reading
-        except (psycopg.Error, SplitterError) as exc:
-            self._drop(name)
-            return _Reading(ok=False, error=_message(exc, f"reading the database of service {name}"))
+            applied, hold = session.read(f"reading the database of service {name}", read)
+        except SplitterError as exc:
+            session.close()
+            return _Reading(ok=False, error=_message(exc))
+        reading = _Reading(ok=True)
+        if applied is not None:
+            cp = applied.checkpoint
+            reading.has_checkpoint = True
+            reading.offset, reading.commit_lsn = cp.offset, cp.commit_lsn
+            reading.source_ts_ms = int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0
+            reading.applied_at, reading.rows, reading.transactions = (applied.applied_at, cp.rows_applied,
+                                                                      cp.transactions_applied)
+        if hold.pause_at_lsn is not None:
+            reading.pause_at, reading.paused_lsn, reading.requested_by = (hold.pause_at_lsn, hold.paused_lsn,
+                                                                          hold.requested_by)
+        return reading
 
     # -- the picture ------------------------------------------------------------------------------------
 
@@ -277,9 +258,9 @@ class StatusReader:
         return out
 
 
-def _message(exc: BaseException, what: str) -> str:
-    # splitter errors are masked where they are raised; driver errors are masked here.
-    text = str(wrap_db_error(exc, what)) if isinstance(exc, psycopg.Error) else str(exc)
+def _message(exc: SplitterError) -> str:
+    # Masked where it was raised (connect and ReadSession wrap driver errors with wrap_db_error).
+    text = str(exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
@@ -350,13 +331,8 @@ def render_table(status: Status) -> str:
 
 
 def with_cutover(status: Status, settings: Settings) -> Status:
-    """Add splitter.cutover_state's section (home, fence) when that module is there and the source answers."""
-    try:
-        module = importlib.import_module("splitter.ops.cutover_state")
-    except ModuleNotFoundError as exc:
-        if exc.name != "splitter.ops.cutover_state":
-            raise
-        return status
+    """Add splitter.ops.cutover.view's section (home, fence) when the source answers."""
+    from splitter.ops.cutover import view as module
     try:
         rows = module.status(settings)
     except SplitterError:

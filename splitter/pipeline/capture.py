@@ -6,8 +6,8 @@ produces it, and confirms to the slot only positions whose every record Kafka ha
 On an idle stream it confirms the server's reported position once nothing is in flight, and
 writes heartbeats so a source whose published tables are idle while others are busy does not
 keep WAL without bound.  On first start it creates the publication and slot and runs the initial
-copy from the slot's snapshot before streaming.  Must not: apply to service databases, or confirm
-anything before the broker has it.
+copy from the slot's snapshot before streaming.  Must not: apply to service databases, confirm
+anything before the broker has it, or run SQL itself (its statements are `connectors.pg.source`'s).
 """
 
 from __future__ import annotations
@@ -18,19 +18,23 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import psycopg
-
-from connectors.kafka.log import ChangeLogProducer, ensure_topic
-from connectors.pg import pgoutput as po
-from connectors.pg.client import connect, lock_key
+from connectors.kafka.admin import ensure_topic
+from connectors.kafka.producer import ChangeLogProducer
+from connectors.pg.client import DatabaseError, connect
+from connectors.pg.pgoutput import messages as po
+from connectors.pg.pgoutput.decoder import PgOutputDecoder
+from connectors.pg.positions import slot_info
 from connectors.pg.replication_protocol import PrimaryKeepalive
 from connectors.pg.source import (
     FIRST_USER_OID,
     ReplicationConnection,
     check_slot_usable,
+    drop_slot,
     emit_heartbeat,
     ensure_publication,
-    slot_info,
+    primary_key_columns,
+    try_lock_slot,
+    type_names,
 )
 from splitter.core import envelope, messages
 from splitter.core.envelope import ColumnSchema, RelationSchema
@@ -90,9 +94,7 @@ class Capture:
         s = self.settings
         lock = connect(s.source_dsn, "the source database", autocommit=True, application_name="splitter-capture")
         try:
-            got = lock.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"splitter.slot.{s.slot}"),))
-            row = got.fetchone()
-            if not row or not row[0]:
+            if not try_lock_slot(lock, s.slot):
                 raise RetryableError(f"another splitter capture holds slot {s.slot!r}; waiting for it to stop")
             self._catalog = connect(s.source_dsn, "the source database", autocommit=True,
                                     application_name="splitter-capture")
@@ -114,7 +116,7 @@ class Capture:
             to_copy = backfill.plan_initial_copy(s, slot_exists=info is not None)
             if info is not None and to_copy:
                 log.warning("slot %s exists but no service was ever copied: re-creating it", s.slot)
-                self._catalog.execute("SELECT pg_drop_replication_slot(%s)", (s.slot,))
+                drop_slot(self._catalog, s.slot)
                 info = None
             if info is None:
                 consistent, snapshot = repl.create_slot(s.slot)
@@ -137,7 +139,7 @@ class Capture:
     def _stream(self, stop: threading.Event, repl: ReplicationConnection, producer: ChangeLogProducer,
                 confirmed: int) -> None:
         s = self.settings
-        decoder = po.PgOutputDecoder()
+        decoder = PgOutputDecoder()
         last_status = last_heartbeat = time.monotonic()
         reply = False
         try:
@@ -193,7 +195,7 @@ class Capture:
     def _heartbeat(self) -> None:
         try:
             emit_heartbeat(self._catalog)
-        except psycopg.Error as exc:
+        except DatabaseError as exc:
             log.warning("heartbeat failed (%s); WAL may be retained until the next one", exc.sqlstate)
 
     # -- one pgoutput message -----------------------------------------------------------------
@@ -251,14 +253,8 @@ class Capture:
         wanted = [(c.type_oid, c.type_modifier) for c in message.columns
                   if c.type_oid < FIRST_USER_OID and (c.type_oid, c.type_modifier) not in self._types]
         if wanted:
-            rows = self._catalog.execute(
-                "SELECT t.oid, t.m, format_type(t.oid, t.m) FROM unnest(%s::oid[], %s::int[]) AS t(oid, m)",
-                ([w[0] for w in wanted], [w[1] for w in wanted])).fetchall()
-            for oid, mod, name in rows:
-                self._types[(oid, mod)] = name
-        pk = {r[0] for r in self._catalog.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = ANY (i.indkey::int2[]) WHERE i.indrelid = %s AND i.indisprimary", (message.oid,))}
+            self._types.update(type_names(self._catalog, wanted))
+        pk = primary_key_columns(self._catalog, message.oid)
         if not pk:  # no primary key: the replica identity columns identify rows
             pk = {c.name for c in message.columns if c.is_key}
         columns = tuple(

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
-
-from splitter.core.dsn import mask_dsn, with_database
+from splitter.core.dsn import dsn_database, mask_dsn, with_database
 from splitter.core.errors import ConfigurationError
 from splitter.topology.model import Topology, load_topology
 
@@ -61,7 +59,7 @@ def _require(value: str | None, option: str, env: str) -> str:
 
 def _check_dsn(dsn: str, what: str) -> None:
     try:
-        conninfo_to_dict(dsn)
+        dsn_database(dsn)
     except Exception as exc:
         raise ConfigurationError(f"{what} is not a valid PostgreSQL connection string: {mask_dsn(dsn)}") from exc
 
@@ -115,7 +113,7 @@ def build_settings(
     topology = load_topology(path)
     source = _require(source_dsn or env.get("SPLITTER_SOURCE_DSN"), "--source-dsn", "SPLITTER_SOURCE_DSN")
     _check_dsn(source, "--source-dsn")
-    if not conninfo_to_dict(source).get("dbname"):
+    if not dsn_database(source):
         source = with_database(source, topology.source_database)
     bootstrap = _require(kafka or env.get("SPLITTER_KAFKA"), "--kafka", "SPLITTER_KAFKA")
     targets: dict[str, str] = {}

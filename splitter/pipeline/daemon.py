@@ -3,7 +3,8 @@
 Owns: running one component (capture or a worker) until SIGTERM/SIGINT, restarting it after
 retryable faults with capped exponential backoff, turning fatal and configuration errors into an
 exit code, and supervising child processes (one capture, one worker per service) for
-`splitter run`.  Must not: contain pipeline logic.
+`splitter run`.  Must not: contain pipeline logic, or import a database driver (a driver error a
+component lets through is told apart as `connectors.pg.client.DatabaseError`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-import psycopg
-
+from connectors.pg.client import DatabaseError
 from splitter.core import exit_codes
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError, SplitterError, classify_sqlstate
 
@@ -49,7 +49,7 @@ def run_with_retries(name: str, component: Callable[[threading.Event], None], st
             raise RetryableError(f"{name} ended without being asked to")
         except RetryableError as exc:
             error: Exception = exc
-        except psycopg.Error as exc:
+        except DatabaseError as exc:  # a driver error a component let through: classified by its SQLSTATE
             kind = classify_sqlstate(getattr(exc, "sqlstate", None))
             if kind is not RetryableError:
                 log.error("%s: %s (SQLSTATE %s)", name, type(exc).__name__, exc.sqlstate)

@@ -1,40 +1,34 @@
 """The initial copy: every service database filled from one consistent snapshot of the source.
 
 Owns: deciding which service databases need the initial copy (no checkpoint, empty tables),
-copying each route's projection with COPY from the slot's exported snapshot into the target, and
-writing each service's first checkpoint (the slot's consistent point) in the same transaction as
-its rows, so nothing is missed or doubled between the copy and the stream.  All services are
-copied in parallel and committed together at the end, so a crash mid-copy leaves none half
-filled.  Must not: stream changes, or copy into a database that already holds rows it did not
-write.
+copying each route's projection from the slot's exported snapshot into the target (the COPY pipes
+are `connectors.pg.copy.ServiceCopy`'s), and writing each service's first checkpoint (the slot's
+consistent point) in the same transaction as its rows, so nothing is missed or doubled between the
+copy and the stream.  All services are copied in parallel and committed together at the end, so a
+crash mid-copy leaves none half filled.  Must not: stream changes, copy into a database that
+already holds rows it did not write, or run SQL itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import psycopg
-from psycopg import sql
-
 from connectors.pg.catalog import target_columns
-from connectors.pg.client import connect, wrap_db_error
-from connectors.pg.source import relation_schema
+from connectors.pg.client import connect
+from connectors.pg.copy import ServiceCopy, table_has_rows
 from connectors.pg.state.schema import (
     FROM_BEGINNING,
     Checkpoint,
     ensure_state_schema,
     read_checkpoint,
-    write_checkpoint,
 )
 from splitter.core.errors import ConfigurationError, FatalError
 from splitter.pipeline.config import Settings
-from splitter.topology import sqlrender
-from splitter.topology.model import Route, Service
+from splitter.topology.model import Service
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +50,7 @@ def service_state(settings: Settings, service: Service) -> Checkpoint | None:
             return cp
         for route in settings.topology.routes_for(service):
             target_columns(conn, route)  # the table and its columns must exist
-            non_empty = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
-                sqlrender.qualified(route.target_schema, route.target_table))).fetchone()
-            if non_empty and non_empty[0]:
+            if table_has_rows(conn, route.target_schema, route.target_table):
                 raise ConfigurationError(
                     f"service {service.name}: table {route.target_schema}.{route.target_table} in database "
                     f"{service.database} already has rows but splitter has no checkpoint there; refusing to copy "
@@ -66,63 +58,38 @@ def service_state(settings: Settings, service: Service) -> Checkpoint | None:
         return None
 
 
-def copy_route(source: psycopg.Connection, target: psycopg.Connection, route: Route) -> int:
-    relation = relation_schema(source, route.source_schema, route.source_table)
-    columns = target_columns(target, route)
-    select = sqlrender.backfill_select(route, relation.columns, columns)
-    copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sqlrender.qualified(route.target_schema, route.target_table),
-        sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
-    with source.cursor() as out_cur, target.cursor() as in_cur:
-        with out_cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(select)) as out, in_cur.copy(copy_in) as inp:
-            for chunk in out:
-                inp.write(chunk)
-        return in_cur.rowcount
-
-
 def initial_copy(settings: Settings, snapshot: str, consistent_lsn: int, services: list[Service],
                  progress: Callable[[str], None] = log.info) -> list[CopyResult]:
     """Copy `services` from `snapshot`; their checkpoints say consistent_lsn.  All commit together."""
     if not services:
         return []
-    opened: list[tuple[psycopg.Connection, psycopg.Connection]] = []
+    opened: list[ServiceCopy] = []
 
     def copy_one(service: Service) -> CopyResult:
         started = time.monotonic()
-        source = connect(settings.source_dsn, "the source database", application_name="splitter-backfill")
-        target = connect(settings.target_dsn(service.name), f"database of service {service.name}",
-                         application_name="splitter-backfill")
-        opened.append((source, target))
-        try:
-            source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            target.execute("SET LOCAL session_replication_role = replica")
-            rows = {}
-            for route in settings.topology.routes_for(service):
-                rows[route.describe()] = copy_route(source, target, route)
-                progress(f"copied {rows[route.describe()]} rows: {route.describe()}")
-            write_checkpoint(target, service.name, Checkpoint(
-                settings.topic, 0, FROM_BEGINNING, consistent_lsn, None))
-        except psycopg.Error as exc:
-            raise wrap_db_error(exc, f"initial copy of service {service.name} failed",
-                                settings.source_dsn, settings.target_dsn(service.name)) from exc
+        copy = ServiceCopy(settings.source_dsn, settings.target_dsn(service.name), service.name)
+        opened.append(copy)
+        copy.begin(snapshot)
+        rows = {}
+        for route in settings.topology.routes_for(service):
+            rows[route.describe()] = copy.copy(route)
+            progress(f"copied {rows[route.describe()]} rows: {route.describe()}")
+        copy.write_checkpoint(service.name, Checkpoint(settings.topic, 0, FROM_BEGINNING, consistent_lsn, None))
         return CopyResult(service.name, rows, time.monotonic() - started)
 
     try:
         with ThreadPoolExecutor(max_workers=min(4, len(services)), thread_name_prefix="backfill") as pool:
             results = list(pool.map(copy_one, services))
-        for _, target in opened:
-            target.commit()
+        for copy in opened:
+            copy.commit()
         return results
     except Exception:
-        for _, target in opened:
-            with contextlib.suppress(psycopg.Error):
-                target.rollback()
+        for copy in opened:
+            copy.rollback()
         raise
     finally:
-        for source, target in opened:
-            source.close()
-            target.close()
+        for copy in opened:
+            copy.close()
 
 
 def plan_initial_copy(settings: Settings, slot_exists: bool) -> list[Service]:

@@ -1,26 +1,20 @@
 """The reverse stream: after a cutover, changes a service makes in its own database flow back to the source.
 
-Owns: the inverse of a service's routes (a Topology built in code whose one service writes the original
-source tables from the service's tables), the names of the reverse slot, publication, topic and
-checkpoint row, the Settings that point a Capture at the service database and a Worker at the source,
-the preflight that says whether a service can be reversed at all, and the `splitter reverse` daemon that
-runs a reverse Capture and Worker for every service whose cutover state needs one.
-Must not: decide or persist cutover states (`splitter.cutover_state` / `splitter.cutover` do), write SQL
-for applying rows (the same sink as the forward stream does that), or start a copy: the cutover writes
-the reverse checkpoint at the reverse slot's consistent point before the reverse capture ever runs.
+Owns: the names of the reverse slot, publication, topic and checkpoint row, the reverse topology of a
+service under those names (the inversion itself is `splitter.topology.inversion`'s), the Settings that
+point a Capture at the service database and a Worker at the source, the reversibility preflight (the
+topology's verdicts on the source catalog's facts), and the `splitter reverse` daemon that runs a reverse
+Capture and Worker for every service whose cutover state needs one.
+Must not: decide or persist cutover states (`splitter.ops.cutover` does, through
+`connectors.pg.state.cutover`, which this module only reads), run SQL of its own, write SQL for applying
+rows (the same sink as the forward stream does that), or start a copy: the cutover writes the reverse
+checkpoint at the reverse slot's consistent point before the reverse capture ever runs.
 
 Why the same machinery: the reverse direction is the forward pipeline with the roles swapped.  The
 reverse Capture streams with `origin 'none'`, so the forward worker's writes into the service database
 (made under origin `splitter_<service>`) are never sent back; the reverse Worker applies with
 session_replication_role = replica (the source's fence triggers do not fire for it) and under origin
 `splitter_<service>.reverse`, so the forward capture never sends its writes forward again.
-
-Inversion (what can be copied back): a target column whose expression is a plain source column `c`, or
-`coalesce(c, <constants>)`, is written back into `c` (for coalesce a source NULL comes back as the
-default the target holds; the forward projection of it is unchanged, so verify still matches).  Source
-columns no target column maps back to are left out of the reverse route: an update keeps their values and
-an insert takes their defaults.  Anything else (date_trunc, casts, arithmetic, constants) is not carried
-back; see docs/cutover.md.
 """
 
 from __future__ import annotations
@@ -32,12 +26,13 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import psycopg
-from pglast import ast
-
+from connectors.pg.client import Connection
+from connectors.pg.cutover_sql import writeback_columns
+from connectors.pg.state.cutover import services_needing_reverse
 from splitter.core.errors import ConfigurationError, FatalError
 from splitter.pipeline.config import Settings
-from splitter.topology.model import Route, Service, Table, Topology, parse_expression
+from splitter.topology.inversion import column_problems, invert_service, sharing_problems
+from splitter.topology.model import Topology
 
 log = logging.getLogger(__name__)
 
@@ -76,74 +71,9 @@ def reverse_names(settings: Settings, service: str) -> ReverseNames:
     )
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def inverse_source_column(expr: str) -> tuple[str, bool] | None:
-    """The source column a target column's expression can be written back into, and whether exactly.
-
-    `c` → (c, True); `coalesce(c, constants...)` → (c, False); anything else → None.
-    """
-    node = parse_expression(expr)
-    exact = True
-    if isinstance(node, ast.CoalesceExpr):
-        args = node.args or ()
-        if len(args) < 2 or not all(isinstance(a, ast.A_Const | ast.TypeCast) for a in args[1:]):
-            return None
-        node, exact = args[0], False
-    if isinstance(node, ast.ColumnRef):
-        fields = node.fields or ()
-        if len(fields) == 1 and isinstance(fields[0], ast.String) and fields[0].sval:
-            return fields[0].sval, exact
-    return None
-
-
-def invert_route(route: Route) -> Table:
-    """The reverse table: fills `route`'s source table from its target table (see the module docstring)."""
-    columns: dict[str, str] = {}
-    exact_for: dict[str, bool] = {}
-    for target_column, expr in route.table.columns.items():
-        found = inverse_source_column(expr)
-        if found is None:
-            continue
-        source_column, exact = found
-        # Several target columns may read one source column: prefer the one that copies it exactly.
-        if source_column not in columns or (exact and not exact_for[source_column]):
-            columns[source_column] = _quote(target_column)
-            exact_for[source_column] = exact
-    key: list[str] = []
-    for target_key in route.table.key:
-        found = inverse_source_column(route.table.columns[target_key])
-        if found is None or not found[1]:
-            raise ConfigurationError(
-                f"{route.table.origin}: {route.describe()}: key column {target_key!r} is computed "
-                f"({route.table.columns[target_key]!r}), so rows written in the service cannot be matched to "
-                f"source rows; this service cannot be cut over with a reverse stream")
-        key.append(found[0])
-    return Table(
-        name=f"{route.source_schema}.{route.source_table}",
-        source=f"{route.target_schema}.{route.target_table}",
-        key=tuple(key),
-        columns=columns,
-    )
-
-
 def reverse_topology(settings: Settings, service: str) -> Topology:
     """A topology whose one service writes `service`'s source tables, reading the service database."""
-    forward = settings.topology
-    svc = forward.service(service)
-    routes = forward.routes_for(svc)
-    tables = tuple(invert_route(r) for r in routes)
-    names = reverse_names(settings, service)
-    topology = Topology(
-        source_database=svc.database,
-        services=(Service(names.service, database=forward.source_database, schema=forward.source_schema,
-                          tables=tables),),
-        source_schema=svc.schema,
-    )
-    topology.validate()
-    return topology
+    return invert_service(settings.topology, service, reverse_names(settings, service).service)
 
 
 def reverse_settings(settings: Settings, service: str) -> Settings:
@@ -165,58 +95,16 @@ def reverse_settings(settings: Settings, service: str) -> Settings:
     )
 
 
-def reversibility_problems(settings: Settings, service: str, source: psycopg.Connection) -> list[str]:
+def reversibility_problems(settings: Settings, service: str, source: Connection) -> list[str]:
     """Why `service` cannot be cut over with a reverse stream (empty: it can).  `source`: the source DB."""
-    forward = settings.topology
-    svc = forward.service(service)
-    problems: list[str] = []
-    routes = forward.routes_for(svc)
-    seen: dict[tuple[str, str], Route] = {}
-    for route in routes:
-        table = (route.source_schema, route.source_table)
-        if table in seen:
-            problems.append(f"{route.describe()} and {seen[table].describe()} both come from "
-                            f"{'.'.join(table)}: two routes cannot both be written back into one table")
-        seen[table] = route
-        others = sorted({r.service.name for r in forward.routes()
-                         if (r.source_schema, r.source_table) == table and r.service.name != service})
-        if others:
-            problems.append(f"source table {'.'.join(table)} is also taken by service(s) {', '.join(others)}: "
-                            f"fencing it would stop their writes too (cut over services that share a table "
-                            f"together is not supported)")
+    problems = sharing_problems(settings.topology, service)
     try:
         reverse = reverse_topology(settings, service)
     except ConfigurationError as exc:
         return [*problems, str(exc)]
     for rtable in reverse.services[0].tables:
         schema, name = rtable.name.split(".", 1)
-        rows = source.execute(
-            """SELECT a.attname, a.attnotnull, a.atthasdef, a.attidentity, a.attgenerated,
-                      coalesce(a.attnum = ANY (pk.indkey::int2[]), false)
-                 FROM pg_attribute a
-                 JOIN pg_class c ON c.oid = a.attrelid
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                 LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
-                WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped""",
-            (schema, name)).fetchall()
-        if not rows:
-            problems.append(f"source table {rtable.name} does not exist")
-            continue
-        pk = {r[0] for r in rows if r[5]}
-        if set(rtable.key) != pk:
-            problems.append(f"{rtable.name}: the service's key maps back to ({', '.join(rtable.key)}) but the source "
-                            f"primary key is ({', '.join(sorted(pk))})")
-        for column, notnull, hasdef, identity, generated, _ in rows:
-            if column in rtable.columns:
-                if generated:
-                    problems.append(f"{rtable.name}.{column} is a generated column: it cannot be written back")
-                elif identity == "a":
-                    problems.append(f"{rtable.name}.{column} is GENERATED ALWAYS AS IDENTITY: rows written in "
-                                    f"the service cannot be copied back with their ids")
-            elif notnull and not hasdef and not identity and not generated:
-                problems.append(f"{rtable.name}.{column} is NOT NULL without a default and no column of "
-                                f"{rtable.source} maps back to it: rows inserted in the service could not be "
-                                f"copied back")
+        problems += column_problems(rtable, writeback_columns(source, schema, name))
     return problems
 
 
@@ -243,11 +131,9 @@ class ReverseDaemon:
         self._running: dict[str, _Running] = {}
 
     def run(self, stop: threading.Event) -> None:
-        from splitter.ops import cutover_state
-
         try:
             while not stop.is_set():
-                wanted = cutover_state.services_needing_reverse(self.settings, self.services)
+                wanted = services_needing_reverse(self.settings.source_dsn, self.services)
                 for service in self.services:
                     running = self._running.get(service)
                     if service in wanted and running is None:
@@ -299,8 +185,6 @@ class ReverseDaemon:
 __all__ = [
     "ReverseDaemon",
     "ReverseNames",
-    "inverse_source_column",
-    "invert_route",
     "reverse_names",
     "reverse_settings",
     "reverse_topology",

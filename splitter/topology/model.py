@@ -3,8 +3,9 @@
 Owns: the declarative classes `topology.py` is written with, loading that file, and the checks that
 need no database (expressions parse, names are unique, keys are projected, every expression refers to
 columns by plain names).  Every problem is reported with the file and line of the declaration.
-Must not: connect to a database (schema-aware checks live in `splitter.plan`) or render SQL
-(`splitter.sqlrender` does that from this model).
+Must not: connect to a database (schema-aware checks live in `splitter.ops.plan`), render SQL
+(`splitter.topology.sqlrender` does that from this model) or parse SQL itself (it asks
+`splitter.topology.expressions`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pglast
-from pglast import ast
-from pglast.visitors import Visitor
-
 from splitter.core.errors import ConfigurationError
+from splitter.topology.expressions import expression_columns, split_qualified
 
 
 @dataclass(frozen=True)
@@ -43,67 +41,6 @@ def _declaration_origin() -> Origin:
     if frame is None:
         return Origin("<unknown>", 0)
     return Origin(frame.f_code.co_filename, frame.f_lineno)
-
-
-def split_qualified(name: str, default_schema: str) -> tuple[str, str]:
-    """Split `schema.table` (or bare `table`, taken in `default_schema`) into its two parts."""
-    parts = name.split(".")
-    if len(parts) == 1:
-        return default_schema, parts[0]
-    if len(parts) == 2 and all(parts):
-        return parts[0], parts[1]
-    raise ConfigurationError(f"{name!r} is not a table name (expected 'table' or 'schema.table')")
-
-
-class _ColumnRefCollector(Visitor):
-    """Collects the column names an expression reads, and rejects forms that cannot run per row."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.columns: set[str] = set()
-        self.problems: list[str] = []
-
-    def visit_ColumnRef(self, ancestors: object, node: ast.ColumnRef) -> None:
-        fields = node.fields or ()
-        if len(fields) != 1 or not isinstance(fields[0], ast.String) or fields[0].sval is None:
-            self.problems.append("refers to a column by a qualified name or '*'; use the plain source column name")
-            return
-        self.columns.add(fields[0].sval)
-
-    def visit_SubLink(self, ancestors: object, node: ast.SubLink) -> None:
-        self.problems.append("contains a subquery; expressions must be computed from the source row alone")
-
-    def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
-        if node.agg_star or node.over is not None or node.agg_order or node.agg_filter is not None:
-            self.problems.append("uses an aggregate or window function; expressions are computed per row")
-
-
-def parse_expression(expr: str) -> ast.Node:
-    """Parse one SQL scalar expression; raise ConfigurationError naming the expression if it does not parse."""
-    if not expr.strip():
-        raise ConfigurationError("empty expression")
-    try:
-        statements = pglast.parse_sql(f"SELECT {expr}")
-    except pglast.parser.ParseError as exc:
-        raise ConfigurationError(f"expression {expr!r} does not parse: {exc}") from exc
-    stmt = statements[0].stmt
-    if len(statements) != 1 or not isinstance(stmt, ast.SelectStmt) or len(stmt.targetList or ()) != 1:
-        raise ConfigurationError(f"expression {expr!r} must be exactly one scalar SQL expression")
-    if stmt.fromClause or stmt.whereClause or stmt.groupClause or stmt.limitCount or stmt.sortClause:
-        raise ConfigurationError(f"expression {expr!r} must be a scalar expression, not a query")
-    target = stmt.targetList[0]  # type: ignore[index]
-    if target.name:
-        raise ConfigurationError(f"expression {expr!r} must not carry its own alias")
-    return target.val  # type: ignore[no-any-return]
-
-
-def expression_columns(expr: str) -> frozenset[str]:
-    """The source column names `expr` reads (raises ConfigurationError on unsupported forms)."""
-    collector = _ColumnRefCollector()
-    collector(parse_expression(expr))
-    if collector.problems:
-        raise ConfigurationError(f"expression {expr!r} {collector.problems[0]}")
-    return frozenset(collector.columns)
 
 
 ON_ERROR_POLICIES = ("stop", "dead_letter")

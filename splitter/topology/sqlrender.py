@@ -24,7 +24,8 @@ from psycopg import sql
 
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import ConfigurationError, MalformedMessageError
-from splitter.topology.model import Route, expression_columns
+from splitter.topology.expressions import expression_columns
+from splitter.topology.model import Route
 
 ROW_COL = "__row"
 KIND_COL = "__kind"

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from connectors.pg.fence import FENCE_SQLSTATE
-from devtools.workload import Workload
+from devtools.workload.driver import Workload
 from splitter.core.exit_codes import ABORTED as EXIT_ABORTED
 from splitter.core.exit_codes import OK as EXIT_OK
 from splitter.core.exit_codes import REFUSED as EXIT_REFUSED

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from devtools.workload import Workload
+from devtools.workload.driver import Workload
 from splitter.ops.backfill import run_backfill
 from tests import expected
 from tests.conftest import KafkaServer

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psycopg
 
-from devtools.embedded import EmbeddedKafka
-from devtools.workload import Workload
+from devtools.embedded.kafka import EmbeddedKafka
+from devtools.workload.driver import Workload
 from splitter.core.lsn import str_to_lsn
 from tests import expected
 from tests.conftest import KafkaServer

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from connectors.pg.watermarks import wait_for_transactions_before as _wait_for_transactions_before
 from splitter.core.errors import RetryableError
-from splitter.ops.backfill import _wait_for_transactions_before
 
 
 def test_the_chunk_read_waits_for_a_writer_open_at_the_low_watermark(

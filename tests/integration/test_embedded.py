@@ -15,7 +15,9 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from devtools.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedServerError
+from devtools.embedded.kafka import EmbeddedKafka
+from devtools.embedded.postgres import EmbeddedPostgres
+from devtools.embedded.process import EmbeddedServerError
 from tests.conftest import ALL_DBS, KafkaServer, PgServer
 
 
@@ -172,7 +174,8 @@ def test_other_postgres_version_via_bin_dir(pg_factory: Callable[..., EmbeddedPo
 _CHILD = """
 import sys
 from pathlib import Path
-from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
+from devtools.embedded.kafka import EmbeddedKafka
+from devtools.embedded.postgres import EmbeddedPostgres
 pg = EmbeddedPostgres(Path(sys.argv[1]))
 pg.start()
 broker = EmbeddedKafka(log_path=Path(sys.argv[1]).parent / "tansu.log")
@@ -185,7 +188,7 @@ if sys.argv[2] == "hang":
 
 
 def _pids_gone(pids: list[int], timeout: float) -> bool:
-    from devtools.embedded import _wait_gone
+    from devtools.embedded.process import _wait_gone
 
     return _wait_gone(pids, timeout)
 

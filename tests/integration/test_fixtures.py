@@ -16,7 +16,8 @@ import pytest
 from psycopg import sql
 
 from devtools import datagen, fixtures
-from devtools.workload import OP_KINDS, Workload
+from devtools.workload.driver import Workload
+from devtools.workload.mix import OP_KINDS
 from splitter.topology.model import Topology, load_topology
 from tests import expected as ex
 

@@ -31,14 +31,15 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from connectors.pg.state import cutover as cutover_state
 from devtools import datagen, fixtures
-from devtools.embedded import free_port
-from devtools.workload import Workload
+from devtools.embedded.process import free_port
+from devtools.workload.driver import Workload
 from splitter.cli.commands import status as status_command
 from splitter.observe import metrics
-from splitter.ops import cutover_state, status
+from splitter.ops import status
 from splitter.ops.backfill import run_backfill
-from splitter.ops.verify import verify
+from splitter.ops.verify.run import verify
 from splitter.pipeline.capture import Capture
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.daemon import run_with_retries

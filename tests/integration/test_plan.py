@@ -22,7 +22,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devtools import fixtures
-from devtools.embedded import EmbeddedPostgres, free_port
+from devtools.embedded.postgres import EmbeddedPostgres
+from devtools.embedded.process import free_port
 from splitter.ops.plan import ERROR, INFO, WARNING, Finding, PlanResult, build_plan, run_plan
 from splitter.pipeline.config import Settings, build_settings
 from splitter.topology.model import Topology

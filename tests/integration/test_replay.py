@@ -23,12 +23,13 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
-from connectors.kafka.log import ChangeLogConsumer, OffsetGoneError, ensure_topic
+from connectors.kafka.admin import ensure_topic
+from connectors.kafka.consumer import ChangeLogConsumer, OffsetGoneError
 from connectors.kafka.log_reader import LogReader
 from connectors.pg.client import connect
 from connectors.pg.state.schema import Checkpoint, ensure_state_schema, write_checkpoint
 from devtools import datagen, fixtures
-from devtools.workload import Workload
+from devtools.workload.driver import Workload
 from splitter import cli
 from splitter.core import envelope
 from splitter.core.errors import ConfigurationError

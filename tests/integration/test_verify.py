@@ -21,11 +21,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devtools.workload import Workload
+from devtools.workload.driver import Workload
 from splitter.cli.commands.verify import register as add_commands
 from splitter.cli.options import common_options as _common
 from splitter.core.errors import FatalError
-from splitter.ops.verify import verify, verify_quiesced
+from splitter.ops.verify.run import verify, verify_quiesced
 from splitter.pipeline.capture import Capture
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.worker import Worker

@@ -13,13 +13,8 @@ import pytest
 from splitter.cli.options import parse_duration
 from splitter.core.errors import ConfigurationError
 from splitter.pipeline.config import Settings, build_settings
-from splitter.pipeline.reverse import (
-    inverse_source_column,
-    invert_route,
-    reverse_names,
-    reverse_settings,
-    reverse_topology,
-)
+from splitter.pipeline.reverse import reverse_names, reverse_settings, reverse_topology
+from splitter.topology.inversion import inverse_source_column, invert_route
 from splitter.topology.model import Route, Service, Table, Topology
 
 ROOT = Path(__file__).resolve().parents[2]

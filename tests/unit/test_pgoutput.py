@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.pg.pgoutput import (
+from connectors.pg.pgoutput.decoder import PgOutputDecoder, decode_message
+from connectors.pg.pgoutput.messages import (
     PG_EPOCH_UNIX_MS,
     UNCHANGED_TOAST,
     Begin,
@@ -29,7 +30,6 @@ from connectors.pg.pgoutput import (
     LogicalMessage,
     Message,
     Origin,
-    PgOutputDecoder,
     Prepare,
     Relation,
     RollbackPrepared,
@@ -42,7 +42,6 @@ from connectors.pg.pgoutput import (
     Type,
     UnchangedToast,
     Update,
-    decode_message,
     pg_time_to_unix_ms,
 )
 from splitter.core.errors import MalformedMessageError

@@ -7,29 +7,22 @@ expressions that already truncate or coalesce, enum value sets, uniqueness the s
 
 from __future__ import annotations
 
+from connectors.pg.inspect import ColumnFacts, IndexFacts, SourceRole, TableFacts, TargetRole, TypeInfo
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.ops.plan import (
     ERROR,
     INFO,
     WARNING,
-    ColumnFacts,
     ExprCheck,
     Finding,
-    IndexFacts,
     SlotFacts,
     SourceFacts,
-    SourceRole,
-    TableFacts,
     TargetFacts,
-    TargetRole,
-    TypeInfo,
     Unreachable,
     collect_findings,
     conversion_findings,
-    may_be_null,
-    possible_values,
-    truncated_precision,
 )
+from splitter.topology.expressions import may_be_null, possible_values, truncated_precision
 from splitter.topology.model import Service, Table, Topology
 
 INT2 = TypeInfo(21, -1, "smallint", "int2", "N")

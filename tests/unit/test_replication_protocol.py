@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.pg.pgoutput import Begin, Commit, Insert, Relation, decode_message
+from connectors.pg.pgoutput.decoder import decode_message
+from connectors.pg.pgoutput.messages import Begin, Commit, Insert, Relation
 from connectors.pg.replication_protocol import (
     PG_EPOCH_UNIX_US,
     PrimaryKeepalive,

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from splitter.core.errors import ConfigurationError, FatalError
-from splitter.ops.verify import Progress, ProgressLine, TableReport, VerifyReport, merge_rows, select_routes
+from splitter.ops.verify.merge import merge_rows
+from splitter.ops.verify.progress import Progress, ProgressLine
+from splitter.ops.verify.report import TableReport, VerifyReport
+from splitter.ops.verify.run import select_routes
 from splitter.pipeline.config import build_settings
 
 COLUMNS = ("id", "name", "n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.kafka.log import OffsetGoneError
+from connectors.kafka.consumer import OffsetGoneError
 from splitter.pipeline.config import build_settings
 from splitter.pipeline.worker import Worker
 

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.state import SCHEMA
+from connectors.pg.state.dead_letters import Request
 from connectors.pg.state.schema import ensure_state_schema
 from splitter.core.errors import RetryableError
 from splitter.core.lsn import lsn_to_str, str_to_lsn
@@ -24,18 +25,21 @@ from splitter.core.lsn import lsn_to_str, str_to_lsn
 REQUESTER = "verify"
 
 
-def request_hold(conn: psycopg.Connection, service: str, lsn: int, requester: str) -> bool:
+def request_hold(conn: psycopg.Connection, service: str, lsn: int, requester: str, *,
+                 take_over: bool = False) -> bool:
     """Ask `service`'s worker to hold at `lsn` for `requester`; False if another requester holds it.
 
-    Only a free row or the requester's own is taken: one requester never overrides another's hold.
+    Only a free row or the requester's own is taken: one requester never overrides another's hold,
+    unless `take_over` (`splitter complete`, whose hold retires the worker for good) says so.
     """
+    only_free = sql.SQL("" if take_over else "WHERE c.pause_at_lsn IS NULL OR c.requested_by = EXCLUDED.requested_by")
     row = conn.execute(
         sql.SQL("""INSERT INTO {}.control AS c (service, pause_at_lsn, requested_by, requested_at)
            VALUES (%s, %s::pg_lsn, %s, now())
            ON CONFLICT (service) DO UPDATE SET pause_at_lsn = EXCLUDED.pause_at_lsn,
                requested_by = EXCLUDED.requested_by, requested_at = now(), paused_lsn = NULL, paused_at = NULL
-           WHERE c.pause_at_lsn IS NULL OR c.requested_by = EXCLUDED.requested_by
-           RETURNING 1""").format(SCHEMA),
+           {}
+           RETURNING 1""").format(SCHEMA, only_free),
         (service, lsn_to_str(lsn), requester)).fetchone()
     return row is not None
 
@@ -137,4 +141,29 @@ class HoldControl:
             self.conn.close()
 
 
-__all__ = ["REQUESTER", "HoldControl", "HoldState", "hold_state", "release_hold", "request_hold"]
+__all__ = ["REQUESTER", "HoldControl", "HoldState", "hold_state", "mark_paused", "poll_control", "release_hold",
+           "request_hold"]
+
+
+# -- the worker's side: what it is asked to do, and reporting that it holds ---------------------------------------
+
+
+def poll_control(conn: psycopg.Connection, service: str) -> tuple[Request | None, int | None]:
+    """In one round trip: the oldest pending operator request of `service`, and the LSN a hold was asked at."""
+    row = conn.execute(
+        sql.SQL("SELECT r.id, r.action, r.from_offset, r.from_lsn::text, r.ids, "
+                "(SELECT c.pause_at_lsn::text FROM {schema}.control c WHERE c.service = %(s)s) "
+                "FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM {schema}.requests q "
+                "WHERE q.service = %(s)s AND q.done_at IS NULL ORDER BY q.id LIMIT 1) AS r ON true")
+        .format(schema=SCHEMA), {"s": service}).fetchone()
+    assert row is not None
+    request = Request(*row[:5]) if row[0] is not None else None
+    return request, (str_to_lsn(row[5]) if row[5] else None)
+
+
+def mark_paused(conn: psycopg.Connection, service: str, pause_at: int, held: int) -> None:
+    """Report, in the worker's apply transaction, that it holds at `held` for the hold asked at `pause_at`."""
+    conn.execute(
+        sql.SQL("UPDATE {}.control SET paused_lsn = %s::pg_lsn, paused_at = now() "
+                "WHERE service = %s AND pause_at_lsn = %s::pg_lsn").format(SCHEMA),
+        (lsn_to_str(held), service, lsn_to_str(pause_at)))

@@ -4,7 +4,7 @@ Owns: the `splitter.dead_letters` table (one row per rejected or unreadable chan
 SQLSTATE and message, its log offset and commit LSN, its status open/retried/dropped, kept for audit)
 and the `splitter.requests` table through which operator commands (replay, dlq retry/drop) reach
 the running worker, which is the only writer of its service database.  Must not: decide when a change
-is dead-lettered (the worker and sink do) or talk to Kafka.
+is dead-lettered or how a stored one is applied again (the pipeline does) or talk to Kafka.
 """
 
 from __future__ import annotations

@@ -103,3 +103,37 @@ def write_checkpoint(conn: psycopg.Connection, service: str, cp: Checkpoint) -> 
         (service, cp.topic, cp.partition, cp.offset, lsn_to_str(cp.commit_lsn), cp.source_ts,
          cp.rows_applied, cp.transactions_applied),
     )
+
+
+# -- reads for observers (splitter status, the metrics poller) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppliedCheckpoint:
+    """A service's checkpoint and when it was last written (an idle worker still rewrites it every second)."""
+
+    checkpoint: Checkpoint
+    applied_at: datetime
+
+
+def read_applied(conn: psycopg.Connection, service: str) -> AppliedCheckpoint | None:
+    """The checkpoint with its write time; None before the first one (or before the table exists)."""
+    present = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{STATE_SCHEMA}.checkpoints",)).fetchone()
+    if not present or not present[0]:
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT topic, kafka_partition, kafka_offset, commit_lsn::text, source_ts, rows_applied, "
+            "transactions_applied, applied_at FROM {}.checkpoints WHERE service = %s"
+        ).format(sql.Identifier(STATE_SCHEMA)),
+        (service,),
+    ).fetchone()
+    if row is None:
+        return None
+    return AppliedCheckpoint(Checkpoint(row[0], row[1], row[2], str_to_lsn(row[3]), row[4], row[5], row[6]), row[7])
+
+
+def state_tables_exist(conn: psycopg.Connection) -> bool:
+    """Whether the state tables are there: `ensure_state_schema` creates them together, verify_progress last."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{STATE_SCHEMA}.verify_progress",)).fetchone()
+    return bool(row and row[0])

@@ -7,8 +7,8 @@ import logging
 import threading
 from typing import Any
 
+from connectors.pg.state.cutover import completed_services
 from splitter.cli.options import settings_env, settings_from
-from splitter.ops.cutover_state import completed_services
 from splitter.pipeline.daemon import Supervisor, child_argv, install_stop_signals
 
 log = logging.getLogger("splitter")
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         for name in args.service:
             settings.topology.service(name)
         services = list(args.service)
-    retired = completed_services(settings)  # their forward worker is held for good by `splitter complete`
+    retired = completed_services(settings.source_dsn)  # their forward worker is held for good by `splitter complete`
     services = [s for s in services if s not in retired]
 
     def port(i: int) -> list[str]:

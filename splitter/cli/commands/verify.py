@@ -7,7 +7,8 @@ from typing import Any
 
 from splitter.cli.options import settings_from
 from splitter.core import exit_codes
-from splitter.ops.verify import DEFAULT_CHUNK_ROWS, DEFAULT_SAMPLE, DEFAULT_TIMEOUT, ProgressLine, verify
+from splitter.ops.verify.progress import ProgressLine
+from splitter.ops.verify.run import DEFAULT_CHUNK_ROWS, DEFAULT_SAMPLE, DEFAULT_TIMEOUT, verify
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

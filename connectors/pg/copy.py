@@ -1,0 +1,135 @@
+"""Copying rows out of the source: the initial copy's COPY pipes and the online backfill's chunk reads.
+
+Owns: the statements that move table rows from the source into a service database or into the
+backfill's chunk store: the initial copy of one service (`ServiceCopy`: the source at the slot's exported
+snapshot, the service database in one open transaction with triggers off, each route's projection piped
+with COPY, the first checkpoint written in that transaction), the check that a service table is empty,
+and the backfill's chunk reads in primary-key order (`ChunkReader`).  Must not: decide which services or
+tables need a copy, when to commit (`splitter.pipeline.initial_copy` commits every service together), or
+write watermarks (`connectors.pg.watermarks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from connectors.pg.catalog import target_columns
+from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.source import relation_schema
+from connectors.pg.state.schema import Checkpoint, write_checkpoint
+from splitter.core.envelope import RelationSchema
+from splitter.topology import sqlrender
+from splitter.topology.model import Route
+
+
+def table_has_rows(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """Whether the table holds any row."""
+    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sqlrender.qualified(schema, table))
+    row = conn.execute(query).fetchone()
+    return bool(row and row[0])
+
+
+def copy_route(source: psycopg.Connection, target: psycopg.Connection, route: Route) -> int:
+    """Pipe `route`'s projection of its source table into its service table with COPY; the rows copied."""
+    relation = relation_schema(source, route.source_schema, route.source_table)
+    columns = target_columns(target, route)
+    select = sqlrender.backfill_select(route, relation.columns, columns)
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sqlrender.qualified(route.target_schema, route.target_table),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
+    with source.cursor() as out_cur, target.cursor() as in_cur:
+        with out_cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(select)) as out, in_cur.copy(copy_in) as inp:
+            for chunk in out:
+                inp.write(chunk)
+        return in_cur.rowcount
+
+
+class ServiceCopy:
+    """One service's initial copy: the source read at an exported snapshot, the service database in one
+    transaction that the caller commits (or rolls back) together with the other services'."""
+
+    def __init__(self, source_dsn: str, target_dsn: str, service: str) -> None:
+        self._dsns = (source_dsn, target_dsn)
+        self._what = f"initial copy of service {service} failed"
+        self.source = connect(source_dsn, "the source database", application_name="splitter-backfill")
+        try:
+            self.target = connect(target_dsn, f"database of service {service}", application_name="splitter-backfill")
+        except BaseException:
+            self.source.close()
+            raise
+
+    def begin(self, snapshot: str) -> None:
+        """Read the source at `snapshot`; write the service database without firing its triggers."""
+        try:
+            self.source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self.source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            self.target.execute("SET LOCAL session_replication_role = replica")
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, self._what, *self._dsns) from exc
+
+    def copy(self, route: Route) -> int:
+        try:
+            return copy_route(self.source, self.target, route)
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, self._what, *self._dsns) from exc
+
+    def write_checkpoint(self, service: str, checkpoint: Checkpoint) -> None:
+        try:
+            write_checkpoint(self.target, service, checkpoint)
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, self._what, *self._dsns) from exc
+
+    def commit(self) -> None:
+        self.target.commit()
+
+    def rollback(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.target.rollback()
+
+    def close(self) -> None:
+        self.source.close()
+        self.target.close()
+
+
+class ChunkReader:
+    """A source table read in primary-key order, `chunk_rows` rows at a time, every column as text."""
+
+    def __init__(self, relation: RelationSchema, chunk_rows: int) -> None:
+        key_cols = relation.key_columns
+        self._chunk_rows = chunk_rows
+        self._names = [c.name for c in relation.columns]
+        self._key_types = {c.name: sqlrender.checked_type(c.sql_type) for c in relation.columns if c.name in key_cols}
+        self._key_cols = key_cols
+        self._select_cols = sql.SQL(", ").join(
+            sql.SQL("{}::text AS {}").format(sql.Identifier(c.name), sql.Identifier(c.name)) for c in relation.columns)
+        self._order = sql.SQL(", ").join(sql.Identifier(k) for k in key_cols)
+        self._key_tuple = sql.SQL("({})").format(self._order)
+        self._relation = sqlrender.qualified(relation.schema, relation.table)
+
+    def after(self, conn: psycopg.Connection, last_key: Sequence[Any] | None) -> list[dict[str, Any]]:
+        """The next chunk: the first rows with a key above `last_key` (from the first key if None)."""
+        where: sql.Composable = sql.SQL("")
+        params: list[Any] = []
+        if last_key is not None:
+            typed_params = sql.SQL(", ").join(sql.SQL("%s::{}").format(self._key_types[k]) for k in self._key_cols)
+            where = sql.SQL("WHERE {} > ({})").format(self._key_tuple, typed_params)
+            params = list(last_key)
+        return self._read(conn, where, params)
+
+    def keys(self, conn: psycopg.Connection, keys: list[list[str | None]]) -> list[dict[str, Any]]:
+        """The rows of `keys` (each key's column values as text, in key-column order) that still exist."""
+        where = sql.SQL("WHERE {} IN (SELECT {} FROM jsonb_array_elements(%s::jsonb) AS e)").format(
+            self._key_tuple, sql.SQL(", ").join(sql.SQL("(e->>{})::{}").format(sql.Literal(i), self._key_types[k])
+                                                for i, k in enumerate(self._key_cols)))
+        return self._read(conn, where, [orjson.dumps(keys).decode()])
+
+    def _read(self, conn: psycopg.Connection, where: sql.Composable, params: list[Any]) -> list[dict[str, Any]]:
+        rows = conn.execute(sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
+            self._select_cols, self._relation, where, self._order, sql.Literal(self._chunk_rows)), params).fetchall()
+        return [dict(zip(self._names, r, strict=True)) for r in rows]

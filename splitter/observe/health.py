@@ -1,0 +1,79 @@
+"""Health of one capture or worker, as `/healthz` reports it, and the heartbeat that feeds it.
+
+Owns: `Health` (where the component is: starting, running, backing off, stopped; when its loop last
+ticked) and `TickingStop`, the stop event a component's `run` gets: each capture and worker loop polls
+`stop` once per iteration (it must, to stop promptly on SIGTERM), so every poll is a tick, and "polled
+`stop` recently" is "the loop ticked recently".  `check()` is healthy while the component is starting
+(connecting, initial copy) or its loop ticked within `max_age` seconds; unhealthy (with the reason) in
+retry backoff, after a fatal error, or when the loop has not ticked for longer.
+Must not: do more than one attribute store on the component's loop (`tick`), or decide anything about
+the pipeline: it only looks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class Health:
+    """Where the component is: starting, running (ticking), backing off, or stopped."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._phase = "starting"  # starting | running | backoff | stopped
+        self._last_tick = 0.0
+        self._reason = "not started yet"
+
+    def tick(self) -> None:
+        # Called from the component's loop on every poll of its stop event: one attribute store.
+        self._last_tick = time.monotonic()
+
+    def entered(self) -> None:
+        with self._lock:
+            self._phase, self._last_tick, self._reason = "starting", 0.0, "starting"
+
+    def left(self, reason: str, stopped: bool) -> None:
+        with self._lock:
+            self._phase, self._reason = ("stopped" if stopped else "backoff"), reason
+
+    def check(self) -> tuple[bool, str, float | None]:
+        """(healthy, reason, seconds since the last tick or None)."""
+        with self._lock:
+            phase, reason, last = self._phase, self._reason, self._last_tick
+        age = time.monotonic() - last if last else None
+        if phase in ("backoff", "stopped"):
+            return False, reason, age
+        if age is None:
+            return True, "starting (connecting or copying)", None
+        if age > self.max_age:
+            return False, f"loop has not ticked for {age:.0f}s", age
+        return True, "ok", age
+
+
+class TickingStop(threading.Event):
+    """The stop event a component's run() gets: delegates to the real one, and each poll is a tick."""
+
+    def __init__(self, inner: threading.Event, tick: Callable[[], None]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._tick = tick
+
+    def is_set(self) -> bool:
+        self._tick()
+        return self._inner.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._tick()
+        return self._inner.wait(timeout)
+
+    def set(self) -> None:
+        self._inner.set()
+
+    def clear(self) -> None:
+        self._inner.clear()
+
+
+__all__ = ["Health", "TickingStop"]

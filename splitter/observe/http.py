@@ -1,0 +1,64 @@
+"""The HTTP endpoint of a capture or worker process: `/metrics` (Prometheus text format) and `/healthz`.
+
+Owns: the server thread, the two paths (anything else is 404) and their answers: the registry's text
+exposition, and 200 or 503 with `Health.check()`'s reason.
+Must not: compute a metric (collectors do, when this asks the registry), log per request (one line per
+scrape is noise; errors surface as failed scrapes in Prometheus), or put anything secret in an answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from splitter.core.errors import ConfigurationError
+from splitter.observe.health import Health
+
+
+class MetricsServer:
+    """Serves `registry` and `health` on host:port in a daemon thread until `close()`."""
+
+    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int, name: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # http.server's naming
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                elif path == "/healthz":
+                    ok, reason, _age = health.check()
+                    self._reply(200 if ok else 503, "text/plain; charset=utf-8", f"{reason}\n".encode())
+                else:
+                    self._reply(404, "text/plain; charset=utf-8", b"see /metrics and /healthz\n")
+
+            def _reply(self, code: int, content_type: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
+                pass  # one line per scrape is noise; errors surface as failed scrapes in Prometheus
+
+        try:
+            server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+        server.daemon_threads = True
+        self._server = server
+        #: The port it listens on (the one picked when `port` was 0).
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=name,
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+__all__ = ["MetricsServer"]

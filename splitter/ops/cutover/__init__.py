@@ -1,0 +1,25 @@
+"""Cutover, rollback and complete: move one service's writes to its own database, back, or for good.
+
+The package, read in this order: `flow` (the `Cutover` command object the CLI opens), `forward` (the
+cutover's steps, with the sequence of a cutover in its docstring), `rollback` (rollback and complete),
+`session` (the two database sessions, locks and the steps the flows share), `sequences` (moving
+sequences at a switch), `hook` (the switch hook), `view` (the section of `splitter status`).  The
+persisted state machine (state names, which of them mean what, the `splitter.cutover` and
+`splitter.routing` tables) is `connectors.pg.state.cutover`, below this floor, because the reverse
+daemon and metrics read it too.  Must not: apply rows (workers do, forward and reverse) or run SQL
+outside `connectors/`.
+"""
+
+from splitter.ops.cutover.flow import Cutover
+from splitter.ops.cutover.sequences import advance_sequences
+from splitter.ops.cutover.session import DEFAULT_MAX_LAG, DEFAULT_TIMEOUT, CutoverAborted, CutoverRefused, Options
+
+__all__ = [
+    "DEFAULT_MAX_LAG",
+    "DEFAULT_TIMEOUT",
+    "Cutover",
+    "CutoverAborted",
+    "CutoverRefused",
+    "Options",
+    "advance_sequences",
+]

@@ -1,0 +1,88 @@
+"""THE commit order of a worker: the one place that says what is durable when, and in which order.
+
+1. The target transaction: the batch's data, the checkpoint that covers it, the dead letters set aside,
+   the backfill chunks' progress and the hold report, committed at once by the sink or not at all.  The
+   checkpoint in the service database is the only truth about where to resume.
+2. The copy of those dead letters to the dead-letter topic, only after they are committed (the topic may
+   miss a copy, never hold one the table lacks).
+3. The Kafka offset of the consumer group, last: for lag tools only, never read back.
+
+Owns: that order, and the fallback when the database rejects a row of the batch (by the service's
+policy: stop, or apply the batch again row by row, setting rejected rows aside).  Must not: build
+batches, move the read position, or commit anything anywhere else (no other module calls `commit`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from connectors.kafka.consumer import ChangeLogConsumer
+from connectors.pg.sink_values import ApplyMode, CommitExtras
+from connectors.pg.state.dead_letters import DeadLetter
+from connectors.pg.state.schema import Checkpoint
+from splitter.core.errors import DataRejectedError
+from splitter.pipeline.sink import ApplySession
+from splitter.pipeline.worker.dead_letter_topic import DeadLetterTopic
+from splitter.pipeline.worker.isolation import ApplyModes, apply_each
+from splitter.pipeline.worker.state import Pending, WorkerStats
+
+log = logging.getLogger(__name__)
+
+
+class Committer:
+    """Commits one batch at a time, in the order above."""
+
+    def __init__(self, service: str, sink: ApplySession, consumer: ChangeLogConsumer, dlq: DeadLetterTopic,
+                 modes: ApplyModes, stats: WorkerStats, on_rejected: Callable[[DataRejectedError], None]) -> None:
+        self._service = service
+        self._sink = sink
+        self._consumer = consumer
+        self._dlq = dlq
+        self._modes = modes
+        self._stats = stats
+        self._on_rejected = on_rejected  # stops the worker unless the service dead-letters rejected rows
+
+    def commit(self, pending: Pending, checkpoint: Checkpoint, paused: tuple[int, int] | None,
+               letters: Sequence[DeadLetter], parts_pending: bool) -> list[DeadLetter] | None:
+        """Commit `pending` (and the parts of a large transaction the sink holds, `parts_pending`) with
+        `checkpoint`; the dead letters stored with it.  None when the database rejected a row after parts had
+        gone: they went with the rollback, so the caller reads the transaction again, to apply it row by row.
+        `paused` = (requested LSN, held LSN) reports in the same transaction that the worker now holds.
+        """
+        sink = self._sink
+        mode = self._modes.for_batch(pending.first_lsn)
+        # 1. The target transaction.
+        if self._modes.isolated(pending.first_lsn, pending.units):
+            stored = self._commit_isolated(pending, checkpoint, letters, mode)
+        else:
+            try:
+                sink.apply(pending.batch.steps(), mode, f"applying changes up to offset {checkpoint.offset}")
+                sink.commit(checkpoint, CommitExtras(pending.transactions, paused, letters, pending.chunks),
+                            "committing")
+                stored = list(letters)
+            except DataRejectedError as exc:
+                self._on_rejected(exc)
+                if parts_pending:
+                    return None
+                log.warning("service %s: batch rejected (SQLSTATE %s); applying it row by row", self._service,
+                            exc.sqlstate)
+                stored = self._commit_isolated(pending, checkpoint, letters, mode)
+        # 2. The dead-letter copy.
+        if stored:
+            self._stats.dead_lettered += len(stored)
+            self._dlq.publish(stored)
+        # 3. The Kafka offset.
+        self._consumer.commit(checkpoint.offset + 1)
+        return stored
+
+    def _commit_isolated(self, pending: Pending, checkpoint: Checkpoint, letters: Sequence[DeadLetter],
+                         mode: ApplyMode) -> list[DeadLetter]:
+        """Apply the batch row by row and commit it with the letters set aside.
+
+        No hold report goes with a batch applied row by row (it never did: `paused` is not passed here).
+        """
+        stored = [*letters, *apply_each(self._sink, pending.units, self._modes.parked, mode)]
+        self._sink.commit(checkpoint, CommitExtras(pending.transactions, None, stored, pending.chunks),
+                          "committing changes applied one by one")
+        return stored

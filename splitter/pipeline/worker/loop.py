@@ -1,0 +1,397 @@
+"""A service worker's read loop: reads the change log, keeps its service's tables, applies whole transactions.
+
+Owns: routing records by header before parsing them, reassembling source transactions (and dropping the
+incomplete copy of a transaction that capture re-sends after a crash), skipping records at or below the
+position already applied (so re-sends and replays change nothing), grouping complete transactions into
+one batch and deciding when to flush it, holds (stop before a requested LSN) and when to serve operator
+requests, the read position and rewinding it to the checkpoint the service database holds (the only
+truth about where to resume).  The other jobs are its siblings: `commit` (THE commit order), `parts`,
+`window`, `requests`, `isolation`, `on_error`, `schema_policy`, `dead_letter_topic`.  Must not: write SQL
+(the sink does), commit other than through `commit`, or commit part of a source transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from connectors.kafka.consumer import ChangeLogConsumer, LogRecord, OffsetGoneError
+from connectors.pg.sink import ServiceSink
+from connectors.pg.state.dead_letters import DeadLetter, Request
+from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint
+from splitter.core import envelope, messages
+from splitter.core.envelope import RelationSchema
+from splitter.core.errors import DataRejectedError, FatalError, MalformedMessageError
+from splitter.core.lsn import lsn_to_str
+from splitter.pipeline.config import Settings
+from splitter.pipeline.sink import Sink
+from splitter.pipeline.worker import on_error, requests
+from splitter.pipeline.worker.commit import Committer
+from splitter.pipeline.worker.dead_letter_topic import DeadLetterTopic
+from splitter.pipeline.worker.isolation import ApplyModes
+from splitter.pipeline.worker.parts import LargeTransactions
+from splitter.pipeline.worker.schema_policy import SchemaPolicy
+from splitter.pipeline.worker.state import OpenTxn, Pending, WorkerStats
+from splitter.pipeline.worker.window import BackfillWindow, read_watermark
+from splitter.topology.model import load_topology
+
+log = logging.getLogger(__name__)
+
+# An idle service still records how far it has read, so lag reads zero on an idle source.
+POSITION_WRITE_INTERVAL = 0.25
+# How often the control row (hold requests from verify and cutover) is read.
+CONTROL_POLL_INTERVAL = 0.2
+
+
+class Worker:
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.settings = settings
+        self.service = settings.topology.service(service)
+        self.routes = settings.topology.routes_for(self.service)
+        self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
+        # Source columns the topology reads, per source table: a schema change touching them stops the service.
+        self._schema = SchemaPolicy(self.service.name, self.routes)
+        self.stats = WorkerStats()
+        self._relations: dict[bytes, RelationSchema] = {}
+        self._letters: list[DeadLetter] = []
+        self._modes = ApplyModes(self.service.name)
+        self._dlq = DeadLetterTopic(settings.kafka_bootstrap, settings.topic, self.service.name, settings.kafka_extra)
+        # (offset, commit LSN, source ts ms) of the last record read that moves the position.
+        self._position = (FROM_BEGINNING, 0, 0)
+        self._applied_lsn = 0
+        self._rewound = False
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self._pending = Pending()
+        self._open: OpenTxn | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        s = self.settings
+        sink = ServiceSink(s.target_dsn(self.service.name), self.service.name, self.routes, topic=s.topic)
+        try:
+            cp = self._wait_for_checkpoint(sink, stop)
+            if cp is None:
+                return
+            consumer = ChangeLogConsumer(s.kafka_bootstrap, s.topic, s.group_id(self.service.name),
+                                         extra=dict(s.kafka_extra))
+            try:
+                self._stream(stop, sink, consumer, cp)
+            finally:
+                consumer.close()
+        finally:
+            sink.close()
+
+    def _wait_for_checkpoint(self, sink: Sink, stop: threading.Event) -> Checkpoint | None:
+        announced = False
+        while not stop.is_set():
+            cp = sink.checkpoint()
+            if cp is not None:
+                return cp
+            if not announced:
+                log.info("service %s: waiting for the initial copy to finish", self.service.name)
+                announced = True
+            stop.wait(0.5)
+        return None
+
+    def _bind(self, sink: Sink, consumer: ChangeLogConsumer) -> None:
+        """The jobs of a run that talk to the service database and the log."""
+        name = self.service.name
+        self._sink = sink
+        self._consumer = consumer
+        self._commit = Committer(name, sink, consumer, self._dlq, self._modes, self.stats, self._on_rejected)
+        self._parts = LargeTransactions(name, sink, self._modes, self.settings.max_txn_changes, self._on_rejected)
+        self._backfill = BackfillWindow(sink, self._schema)
+
+    def _stream(self, stop: threading.Event, sink: Sink, consumer: ChangeLogConsumer, cp: Checkpoint) -> None:
+        self._bind(sink, consumer)
+        self._modes.parked = sink.parked_keys()
+        self._rewind(cp)
+        self.stats.transactions_applied = sink.transactions_applied
+        self.stats.rows_applied = sink.rows_applied
+        log.info("service %s: applying from offset %s (commit LSN %X)", self.service.name,
+                 cp.offset + 1 if cp.offset >= 0 else "earliest", cp.commit_lsn)
+        last_write = time.monotonic()
+        last_control = 0.0  # read requests before anything else
+        max_rows, max_wait = self.settings.batch_max_rows, self.settings.batch_max_wait
+        pause_at: int | None = None
+        holding = False
+        while not stop.is_set():
+            now = time.monotonic()
+            # Control reads end the sink's transaction: not while it holds parts of a large transaction (a
+            # hold or a request waits for its commit record).
+            if now - last_control >= CONTROL_POLL_INTERVAL and not self._parts.pending:
+                last_control = now
+                request, requested = sink.poll_control()
+                if request is not None:
+                    self._serve_request(request)
+                    continue
+                if requested != pause_at:
+                    pause_at, holding = requested, False
+                    if pause_at is not None:
+                        self._prepare_pause(pause_at)
+            if holding:
+                stop.wait(CONTROL_POLL_INTERVAL / 2)
+                continue
+            try:
+                records = consumer.read(2000, timeout=0.02 if self._pending.transactions else 0.25)
+            except OffsetGoneError as exc:
+                raise self._gone(exc) from exc
+            self._rewound = False
+            for record in records:
+                headers = envelope.header_map(record.headers)
+                try:
+                    lsn = self._record_lsn(record, headers)
+                except MalformedMessageError as exc:
+                    self._reject_record(record, exc)
+                    continue
+                if pause_at is not None and lsn >= pause_at and lsn > self._position[1]:
+                    # Everything committed before pause_at is in hand (the log is in commit order).  A
+                    # transaction already begun is read again from its first record after the hold.
+                    resume_at = record.offset if self._open is None else self._open.first_offset
+                    self._drop_open()
+                    self._flush(paused=(pause_at, max(self._position[1], self._applied_lsn)))
+                    consumer.seek(resume_at)
+                    holding = True
+                    log.info("service %s: holding at %X as requested", self.service.name, pause_at)
+                    break
+                try:
+                    self._on_record(record, headers, lsn)
+                except MalformedMessageError as exc:
+                    self._reject_record(record, exc)
+                if self._rewound:
+                    break  # the rest of this read lies past the new read position
+            if holding:
+                continue
+            now = time.monotonic()
+            pending = self._pending
+            batch_due = pending.transactions and (len(pending.batch) >= max_rows or not records
+                                                  or now - pending.started >= max_wait)
+            # An idle service still records how far it has read, so its lag reads zero.
+            position_due = (not pending.transactions and self._open is None
+                            and self._position[0] > self.stats.applied_offset
+                            and now - last_write >= POSITION_WRITE_INTERVAL)
+            if batch_due or position_due:
+                self._flush()
+                last_write = now
+
+    def _gone(self, exc: OffsetGoneError) -> FatalError:
+        name = self.service.name
+        tables = ", ".join(sorted({r.table.name for r in self.routes}))
+        return FatalError(
+            f"service {name}: {exc}. It applied the log up to offset {self._position[0]} (commit LSN "
+            f"{lsn_to_str(self._position[1])}); the changes after that can no longer be read, so it stops rather "
+            f"than go on without them. To recover: `splitter replay --service {name} --from-offset <the earliest "
+            f"offset the log holds> --accept-gap --yes`, restart this worker, then re-copy each table while it "
+            f"streams: `splitter backfill --service {name} --table T` for T in {tables}")
+
+    def _rewind(self, cp: Checkpoint) -> None:
+        """Position everything at the checkpoint the service database holds."""
+        if self._parts.pending:
+            self._parts.abandon()
+        self._rewound = True
+        self._letters = []  # records past the checkpoint: reading them again sets them aside again
+        self._reset_batch()
+        self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
+        self._applied_lsn = cp.commit_lsn
+        self.stats.applied_lsn, self.stats.applied_offset = cp.commit_lsn, cp.offset
+        self._consumer.seek(cp.offset + 1 if cp.offset != FROM_BEGINNING else None)
+
+    def _prepare_pause(self, pause_at: int) -> None:
+        """A hold was requested: make sure nothing at or past `pause_at` gets applied."""
+        if self._position[1] < pause_at:
+            return  # what is in memory is all before the hold point: keep going up to it
+        if self._applied_lsn >= pause_at:
+            # Already applied past the point: report where we hold; the requester asks again later.
+            self._flush(paused=(pause_at, max(self._position[1], self._applied_lsn)))
+            return
+        # The batch in memory crosses the hold point: drop it and read again from the checkpoint.
+        cp = self._sink.checkpoint()
+        assert cp is not None
+        self._rewind(cp)
+
+    def _flush(self, paused: tuple[int, int] | None = None) -> None:
+        offset, lsn, ts_ms = self._position
+        window = self._backfill.open
+        if window is not None:
+            # Reading must restart at the open chunk's low watermark, to note its changed keys again.
+            offset = min(offset, window.low_offset - 1)
+        started = time.monotonic()
+        source_ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms else None
+        checkpoint = Checkpoint(self.settings.topic, 0, offset, lsn, source_ts)
+        stored = self._commit.commit(self._pending, checkpoint, paused, self._letters, self._parts.pending)
+        if stored is None:
+            # The parts applied before went with the rollback: read it all again, row by row.
+            self._reread_isolated(self._position[1])
+            return
+        self._parts.settled()
+        self._letters = []
+        st = self.stats
+        st.last_apply_seconds = time.monotonic() - started
+        st.last_batch_rows = len(self._pending.batch)
+        st.batches += 1
+        st.applied_lsn, st.applied_offset, st.applied_source_ts_ms = lsn, offset, ts_ms
+        st.transactions_applied = self._sink.transactions_applied
+        st.rows_applied = self._sink.rows_applied
+        self._applied_lsn = lsn
+        open_txn = self._open
+        self._reset_batch()
+        self._open = open_txn
+
+    def _on_rejected(self, exc: DataRejectedError) -> None:
+        on_error.rejected_row(self.service, exc, self.stats)  # the service as reloaded, if it was
+
+    def _reread_isolated(self, through_lsn: int) -> None:
+        log.warning("service %s: a large transaction was rejected after parts of it were applied; reading it "
+                    "again from the checkpoint and applying it row by row", self.service.name)
+        self._parts.settled()  # the sink rolled them back
+        self._modes.isolate_through = max(self._modes.isolate_through, through_lsn)
+        cp = self._sink.checkpoint()
+        assert cp is not None
+        self._rewind(cp)
+
+    def _serve_request(self, request: Request) -> None:
+        if request.action == "replay":
+            cp = requests.replay(self._sink, request, self.settings.topic)
+            self._modes.replay_until = max(self._modes.replay_until, self._applied_lsn)
+            log.info("service %s: replaying from offset %d (transactions after %s)", self.service.name,
+                     request.from_offset, request.from_lsn)
+            self._rewind(cp)
+            return
+        if self._pending.transactions:
+            self._flush()
+        result = requests.resolve_dead_letters(self._sink, request, self._modes.current)
+        self._modes.parked = self._sink.parked_keys()
+        log.info("service %s: %s", self.service.name, result)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _reject_record(self, record: LogRecord, exc: MalformedMessageError) -> None:
+        """A record that is not a valid splitter event: dead letter it, or stop, by the service's policy."""
+        self._letters.append(on_error.unreadable_record(self.service, record, exc))
+        if self._open is None and not self._pending.transactions:
+            self._position = (record.offset, self._position[1], self._position[2])
+
+    def _record_lsn(self, record: LogRecord, headers: dict[str, bytes]) -> int:
+        try:
+            return int(headers[envelope.LSN_HEADER])
+        except (KeyError, ValueError) as exc:
+            raise MalformedMessageError(
+                f"record at offset {record.offset} of {self.settings.topic!r} has no valid {envelope.LSN_HEADER} "
+                f"header: it was not written by splitter capture") from exc
+
+    def _on_record(self, record: LogRecord, headers: dict[str, bytes], lsn: int) -> None:
+        kind = headers.get(envelope.KIND_HEADER)
+        if kind == envelope.KIND_ROW:
+            table = headers.get(envelope.TABLE_HEADER)
+            self._backfill.track(table, record.value, headers)
+            if table not in self._tables or lsn <= self._position[1]:
+                return
+            self._on_row(record, headers, table, lsn)
+        elif kind == envelope.KIND_COMMIT:
+            if lsn <= self._position[1]:
+                return
+            marker = envelope.decode_commit(record.value)
+            if self._open is not None:
+                if self._open.commit_lsn == lsn:
+                    pending = self._pending
+                    if not pending.transactions:
+                        pending.started = time.monotonic()
+                        pending.first_lsn = lsn
+                    for unit in self._open.changes:
+                        pending.add(unit)
+                    pending.transactions += 1
+                    if self._open.applied_in_parts:
+                        self.stats.transactions_applied_in_parts += 1
+                else:
+                    self._discard_open()
+                self._open = None
+            self._position = (record.offset, lsn, marker.ts_ms)
+        elif kind == envelope.KIND_MESSAGE:
+            message = envelope.decode_message(record.value)
+            if message.prefix == messages.BACKFILL and not message.transactional:
+                self._on_watermark(record, message, lsn)
+            if message.transactional or lsn <= self._position[1]:
+                return
+            if self._open is not None:
+                self._discard_open()
+            self._position = (record.offset, lsn, message.ts_ms)
+        else:
+            raise MalformedMessageError(
+                f"record at offset {record.offset} of {self.settings.topic!r} has kind {kind!r}: not a splitter record")
+
+    def _on_watermark(self, record: LogRecord, message: envelope.ControlMessage, lsn: int) -> None:
+        """A backfill watermark of this service (see `window`); a table it does not route reloads the topology."""
+        mark = read_watermark(record.offset, message)
+        if mark.service != self.service.name:
+            return
+        if mark.table.encode() not in self._tables:
+            self._reload_topology(mark.table)
+        self._backfill.on_mark(mark, record.offset, lsn, message.ts_ms, self._applied_lsn, self._pending)
+
+    def _reload_topology(self, table: str) -> None:
+        """A backfill names a table this worker does not route: take the current topology file."""
+        path = self.settings.topology_path
+        if path is None:
+            raise FatalError(f"service {self.service.name}: a backfill of {table} arrived but the topology file is "
+                             f"unknown; restart the worker with the new topology")
+        topology = load_topology(path)
+        self.settings = dataclasses.replace(self.settings, topology=topology)
+        self.service = topology.service(self.service.name)
+        self.routes = topology.routes_for(self.service)
+        self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
+        self._schema.set_routes(self.routes)
+        if table.encode() not in self._tables:
+            raise FatalError(f"service {self.service.name}: a backfill of {table} arrived but {path} does not route "
+                             f"{table} to this service")
+        self._sink.set_routes(self.routes)
+        log.info("service %s: reloaded %s; now routing %s", self.service.name, path, table)
+
+    def _on_row(self, record: LogRecord, headers: dict[str, bytes], table: bytes, lsn: int) -> None:
+        change = envelope.decode_row(record.value)
+        if change.commit_lsn != lsn:
+            raise MalformedMessageError(f"record at offset {record.offset}: header LSN {lsn} differs from its "
+                                        f"value's {change.commit_lsn}")
+        open_txn = self._open
+        if open_txn is not None and (open_txn.commit_lsn != lsn or change.sequence <= open_txn.last_sequence):
+            self._discard_open()
+            open_txn = None
+        if open_txn is None:
+            open_txn = self._open = OpenTxn(lsn, -1, record.offset)
+        raw_schema = headers.get(envelope.SCHEMA_HEADER)
+        if raw_schema is None:
+            raise MalformedMessageError(f"row record at offset {record.offset} has no schema header")
+        relation = self._relations.get(raw_schema)
+        if relation is None:
+            relation = RelationSchema.from_header(table.decode(), raw_schema)
+            self._schema.check(relation, record.offset)
+            self._relations[raw_schema] = relation
+        open_txn.changes.append((record.offset, change, relation))
+        open_txn.last_sequence = change.sequence
+        if self._parts.due(open_txn):
+            self._apply_part(open_txn)
+
+    def _apply_part(self, open_txn: OpenTxn) -> None:
+        """Move the open transaction's changes so far into the sink's open transaction (see `parts`)."""
+        if not open_txn.applied_in_parts:
+            if self._pending.transactions:
+                self._flush()  # complete transactions before it commit on their own
+            self._parts.announce(open_txn)
+        if not self._parts.apply(open_txn, self._letters):
+            self._open = None
+            self._reread_isolated(open_txn.commit_lsn)
+
+    def _discard_open(self) -> None:
+        """An incomplete transaction: capture stopped mid-way and sends it again whole."""
+        self.stats.discarded_partial_transactions += 1
+        log.debug("service %s: dropping an incomplete copy of a transaction", self.service.name)
+        self._drop_open()
+
+    def _drop_open(self) -> None:
+        """Forget the transaction being read (it is read again); roll back its applied parts."""
+        if self._open is not None and self._open.applied_in_parts:
+            self._parts.abandon()
+        self._open = None

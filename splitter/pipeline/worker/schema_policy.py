@@ -1,0 +1,61 @@
+"""The schema-change policy of a worker: go on through a source schema change unless it breaks the topology.
+
+Owns: which source columns the topology reads per source table, the last shape seen of each table, and
+the decision to stop (FatalError, with what to do) when a column the topology reads is gone or changed
+type.  Must not: read anything but the relation shapes it is shown (they come with the records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from splitter.core.envelope import RelationSchema
+from splitter.core.errors import FatalError
+from splitter.topology.expressions import expression_columns
+from splitter.topology.model import Route
+
+
+def columns_read(routes: Sequence[Route]) -> dict[str, set[str]]:
+    """Source columns the topology reads, per source table (`schema.table`)."""
+    reads: dict[str, set[str]] = {}
+    for r in routes:
+        cols = reads.setdefault(f"{r.source_schema}.{r.source_table}", set())
+        for expr in r.table.columns.values():
+            cols |= expression_columns(expr)
+    return reads
+
+
+class SchemaPolicy:
+    """Checks each new source relation shape against the columns the topology reads."""
+
+    def __init__(self, service: str, routes: Sequence[Route]) -> None:
+        self._service = service
+        self._reads = columns_read(routes)
+        self._last_shape: dict[str, RelationSchema] = {}
+
+    def set_routes(self, routes: Sequence[Route]) -> None:
+        """Take a reloaded topology's routes."""
+        self._reads = columns_read(routes)
+
+    def check(self, relation: RelationSchema, offset: int) -> None:
+        """Go on unless a column the topology reads is gone or changed type (first seen at log `offset`)."""
+        name = relation.qualified
+        types = {c.name: c.sql_type for c in relation.columns}
+        missing = sorted(self._reads.get(name, set()) - types.keys())
+        if missing:
+            raise FatalError(
+                f"service {self._service}: source table {name} no longer has column(s) {', '.join(missing)} "
+                f"(dropped or renamed; first seen at log offset {offset}), which topology.py reads. Nothing was "
+                f"applied from that change on. Update topology.py for the new shape and restart this worker")
+        previous = self._last_shape.get(name)
+        if previous is not None:
+            before = {c.name: c.sql_type for c in previous.columns}
+            changed = sorted(c for c in self._reads.get(name, set())
+                             if c in before and before[c] != types[c])
+            if changed:
+                details = ", ".join(f"{c} {before[c]} -> {types[c]}" for c in changed)
+                raise FatalError(
+                    f"service {self._service}: source table {name} changed the type of {details} (at log offset "
+                    f"{offset}), which topology.py reads. Check the expressions and the target column types, then "
+                    f"restart this worker")
+        self._last_shape[name] = relation

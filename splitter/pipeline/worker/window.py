@@ -1,0 +1,141 @@
+"""Online backfill in a worker: the DBLog watermark window of one chunk.
+
+Between a chunk's low and high watermark in the change log, the worker notes which rows of the table
+the stream changed; at the high watermark it applies the rows `splitter backfill` copied in between,
+minus those (the stream carries their newer values), at that point of the log, in the next commit.
+Owns: reading watermarks, the open window, and turning a chunk into units of the pending batch with
+the chunk's progress (`ChunkDone`).  Must not: read the source, or commit (the chunk goes with the batch).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from connectors.pg.sink_values import ChunkDone, Key
+from splitter.core import envelope
+from splitter.core.envelope import RelationSchema, RowChange
+from splitter.core.errors import MalformedMessageError
+from splitter.pipeline.sink import BackfillSession
+from splitter.pipeline.worker.schema_policy import SchemaPolicy
+from splitter.pipeline.worker.state import Pending
+
+
+@dataclass(slots=True)
+class Window:
+    """An open backfill chunk: between its low and high watermark, the keys the stream changed."""
+
+    job_id: int
+    chunk: int
+    table: bytes
+    low_offset: int
+    keys: set[Key] = field(default_factory=set)
+    # Updates that left TOASTed columns out: they cannot replace the copied row, so they are re-applied
+    # on top of it (setting the same values twice is harmless), in log order.
+    partials: dict[Key, list[tuple[RowChange, RelationSchema]]] = field(default_factory=dict)
+    truncated: bool = False
+
+    def track(self, change: RowChange, headers: dict[str, bytes]) -> None:
+        raw = headers.get(envelope.SCHEMA_HEADER)
+        if raw is None:
+            return
+        if change.op == "t":
+            self.truncated = True
+            return
+        relation = RelationSchema.from_header(self.table.decode(), raw)
+        new_key = tuple(change.after.get(k) for k in relation.key_columns) if change.after is not None else None
+        old_key = tuple(change.before.get(k) for k in relation.key_columns) if change.before is not None else None
+        if change.op == "u" and change.unchanged_toast and new_key is not None and old_key in (None, new_key):
+            self.partials.setdefault(new_key, []).append((change, relation))
+            return
+        for key in (old_key, new_key):
+            if key is not None:
+                self.keys.add(key)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """A backfill watermark message, as `splitter backfill` writes it (values as they came)."""
+
+    service: Any
+    table: Any
+    job_id: int
+    chunk: int
+    kind: Any  # "low" | "high"
+    # A repair chunk names the missed keys it copies again (see connectors.pg.state.backfills).
+    repaired: list[list[str | None]] | None
+    final: bool
+
+
+def read_watermark(offset: int, message: envelope.ControlMessage) -> Watermark:
+    try:
+        mark = orjson.loads(message.content)
+        service, table, job_id, chunk, kind = (mark["service"], mark["table"], int(mark["job"]),
+                                               int(mark["chunk"]), mark["mark"])
+        repaired: list[list[str | None]] | None = mark.get("repair")
+        if repaired is not None and not (isinstance(repaired, list) and all(isinstance(k, list) for k in repaired)):
+            raise TypeError("'repair' is not a list of keys")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessageError(f"backfill watermark at offset {offset} is not valid: {exc}") from exc
+    return Watermark(service, table, job_id, chunk, kind, repaired, bool(mark.get("final")))
+
+
+class BackfillWindow:
+    """The watermark window of one worker."""
+
+    def __init__(self, sink: BackfillSession, schema: SchemaPolicy) -> None:
+        self._sink = sink
+        self._schema = schema
+        self.open: Window | None = None
+
+    def track(self, table: bytes | None, value: bytes | None, headers: dict[str, bytes]) -> None:
+        """Note a row record of the log (any table; only the open window's counts)."""
+        window = self.open
+        if window is not None and table == window.table:
+            window.track(envelope.decode_row(value), headers)
+
+    def on_mark(self, mark: Watermark, offset: int, lsn: int, ts_ms: int, applied_lsn: int,
+                pending: Pending) -> None:
+        """Low watermark: open the window.  High: add the chunk, minus the rows the stream changed, to `pending`."""
+        table = mark.table
+        if mark.kind == "low":
+            self.open = Window(mark.job_id, mark.chunk, table.encode(), offset)
+            return
+        window = self.open
+        if mark.kind != "high" or window is None or (window.job_id, window.chunk) != (mark.job_id, mark.chunk):
+            return  # a high without its low in this run: the backfill command sends that chunk again
+        self.open = None
+        if lsn <= applied_lsn:
+            return  # applied before a restart
+        job, rows = self._sink.backfill_chunk(mark.job_id, mark.chunk)
+        if job is None:
+            return
+        relation = RelationSchema.from_header(table, job.relation_header.encode())
+        self._schema.check(relation, offset)
+        keys = relation.key_columns
+        copied = skipped = 0
+        copied_keys: list[list[str | None]] = []
+        last_key: Key | None = None
+        if not pending.transactions:
+            pending.started = time.monotonic()
+        for row in rows:
+            values = {k: (None if v is None else str(v)) for k, v in row.items()}
+            key = tuple(values.get(k) for k in keys)
+            last_key = key
+            if window.truncated or key in window.keys:
+                skipped += 1
+                continue
+            change = RowChange("r", table, None, values, (), lsn, 0, 0, ts_ms)
+            pending.add((offset, change, relation))
+            for partial, partial_relation in window.partials.get(key, ()):
+                pending.add((offset, partial, partial_relation))
+            copied += 1
+            copied_keys.append(list(key))
+        pending.transactions += 1
+        if mark.repaired is not None:
+            last_key = None  # a repair chunk copies keys again; it does not move the key cursor
+        pending.chunks.append(ChunkDone(mark.job_id, mark.chunk, copied, skipped, list(last_key) if last_key else None,
+                                        mark.final, mark.repaired or (), copied_keys, lsn))
