@@ -228,7 +228,11 @@ def _row_image(value: Any, field: str) -> Row | None:
 
 
 def decode_row(raw: bytes | None) -> RowChange:
-    value = _load(raw, "row")
+    return row_change(_load(raw, "row"))
+
+
+def row_change(value: dict[str, Any]) -> RowChange:
+    """The change a row record's parsed JSON holds (what `decode_row` reads; a stored event is one too)."""
     try:
         source = value["source"]
         op = value["op"]

@@ -16,14 +16,12 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-import orjson
-
 from connectors.pg.sink_values import ApplyMode, CommitExtras, MissingRows, MissingRowsAction, Rejected, Resolution
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import Checkpoint
 from splitter.core.batching import Step
-from splitter.core.envelope import RelationSchema, RowChange, decode_row
+from splitter.core.envelope import RelationSchema, RowChange, row_change
 from splitter.core.errors import FatalError
 from splitter.topology.model import Route
 
@@ -158,4 +156,4 @@ def stored_change(letter: dead_letters.StoredDeadLetter) -> tuple[RowChange, Rel
     assert letter.event is not None
     event = dict(letter.event)
     relation = RelationSchema.from_header(str(letter.source_table), str(event.pop("__schema")).encode())
-    return decode_row(orjson.dumps(event)), relation
+    return row_change(event), relation
