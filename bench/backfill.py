@@ -82,7 +82,7 @@ def run(servers: Servers, settings: Settings) -> dict[str, Any]:
     base_s = time.monotonic() - started
     _truncate_targets(settings)
 
-    to_copy = backfill.plan_initial_copy(settings, slot_exists=False)
+    to_copy = backfill.plan_initial_copy(settings, None)
     repl = ReplicationConnection(settings.source_dsn)
     try:
         consistent, snapshot = repl.create_slot(settings.slot)

@@ -5,8 +5,8 @@ backfill's chunk store: the initial copy of one service (`ServiceCopy`: the sour
 snapshot, the service database in one open transaction with triggers off, each route's projection piped
 with COPY, the first checkpoint written in that transaction), the check that a service table is empty,
 and the backfill's chunk reads in primary-key order (`ChunkReader`).  Must not: decide which services or
-tables need a copy, when to commit (`splitter.pipeline.initial_copy` commits every service together), or
-write watermarks (`connectors.pg.watermarks`).
+tables need a copy, which checkpoint to write or when to commit (`splitter.pipeline.initial_copy` does),
+or write watermarks (`connectors.pg.watermarks`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def copy_route(source: psycopg.Connection, target: psycopg.Connection, route: Ro
 
 class ServiceCopy:
     """One service's initial copy: the source read at an exported snapshot, the service database in one
-    transaction that the caller commits (or rolls back) together with the other services'."""
+    transaction (its rows and its first checkpoint) that the caller commits or rolls back."""
 
     def __init__(self, source_dsn: str, target_dsn: str, service: str) -> None:
         self._dsns = (source_dsn, target_dsn)
@@ -86,7 +86,10 @@ class ServiceCopy:
             raise wrap_db_error(exc, self._what, *self._dsns) from exc
 
     def commit(self) -> None:
-        self.target.commit()
+        try:
+            self.target.commit()
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, self._what, *self._dsns) from exc
 
     def rollback(self) -> None:
         with contextlib.suppress(psycopg.Error):

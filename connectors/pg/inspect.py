@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.client import connect
+from connectors.pg.origins import origin_access
 from connectors.pg.source import FIRST_USER_OID
 from splitter.core.dsn import mask_secrets
 from splitter.core.envelope import RelationSchema
@@ -211,19 +212,17 @@ def target_role(conn: psycopg.Connection[Any], state_schema: str) -> TargetRole:
     row = conn.execute(
         "SELECT current_user, r.rolsuper, has_database_privilege(current_database(), 'CREATE'), "
         "has_database_privilege(current_database(), 'TEMP'), n.oid IS NOT NULL, "
-        "n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE') AND has_schema_privilege(n.oid, 'CREATE'), "
-        "has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE') "
-        "AND has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE') "
+        "n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE') AND has_schema_privilege(n.oid, 'CREATE') "
         "FROM pg_roles r LEFT JOIN pg_namespace n ON n.nspname = %s WHERE r.rolname = current_user",
         (state_schema,)).fetchone()
     assert row is not None
-    user, superuser, can_create, can_temp, schema_exists, can_use_schema, can_origin = row
+    user, superuser, can_create, can_temp, schema_exists, can_use_schema = row
     can_set = bool(superuser)
     if not can_set and conn.info.server_version >= 150000:
         granted = conn.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')").fetchone()
         can_set = bool(granted and granted[0])
     return TargetRole(str(user), bool(superuser), bool(can_create), bool(can_temp), bool(schema_exists),
-                      bool(can_use_schema), can_set, bool(superuser or can_origin))
+                      bool(can_use_schema), can_set, origin_access(conn).usable)
 
 
 def publication(conn: psycopg.Connection[Any], name: str) -> PublicationFacts | None:

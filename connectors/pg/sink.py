@@ -22,6 +22,7 @@ import psycopg
 from connectors.pg.apply import Applier
 from connectors.pg.catalog import target_columns
 from connectors.pg.client import connect, lock_key, wrap_db_error
+from connectors.pg.origins import origin_name, setup_origin
 from connectors.pg.sink_values import ApplyMode, CommitExtras, Rejected, Resolution
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state import control, dead_letters
@@ -72,17 +73,17 @@ class ServiceSink:
             self._applier.rows_applied, self._transactions_applied = cp.rows_applied, cp.transactions_applied
 
     def _setup_origin(self) -> None:
-        """Mark this session's writes with a replication origin so they are never captured back."""
-        name = f"splitter_{self.service}"
-        try:
-            with self.conn.transaction():
-                exists = self.conn.execute("SELECT 1 FROM pg_replication_origin WHERE roname = %s", (name,)).fetchone()
-                if not exists:
-                    self.conn.execute("SELECT pg_replication_origin_create(%s)", (name,))
-            self.conn.execute("SELECT pg_replication_origin_session_setup(%s)", (name,))
-        except psycopg.errors.InsufficientPrivilege as exc:
+        """Mark this session's writes with a replication origin so they are never captured back.
+
+        Without the privilege it warns and goes on unmarked: outside a cutover nothing captures the
+        service database, so unmarked writes harm nothing; the cutover preflight refuses to start a
+        reverse stream for a role that cannot mark them (`connectors.pg.origins`).
+        """
+        name = origin_name(self.service)
+        access = setup_origin(self.conn, name)
+        if not access.usable:
             log.warning("service %s: cannot use replication origin %s (%s); its writes are not marked",
-                        self.service, name, exc.sqlstate)
+                        self.service, name, access.refusal())
 
     @property
     def rows_applied(self) -> int:

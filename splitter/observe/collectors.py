@@ -1,14 +1,15 @@
 """The metrics of a capture or worker: every name, label and help text splitter exports.
 
 Owns: the Prometheus collector that, when Prometheus scrapes, reads the component's plain `stats`, its
-health, error counts and the poller's last readings, and the two worker histograms (observed by the
-poller).  Every name starts with `splitter_`, carries its unit, counters end in `_total`, labels are few
-and bounded: `component`, `service`, `table`, `op`, `kind`, `slot`, `state`, `status`, `target`.
+health, error counts, the poller's last readings and (capture) the stop records of the other components
+(splitter.observe.components), and the two worker histograms (observed by the poller).  Every name
+starts with `splitter_`, carries its unit, counters end in `_total`, labels are few and bounded:
+`component`, `service`, `table`, `op`, `kind`, `slot`, `state`, `status`, `target`.
 Names, labels and help texts are what dashboards (grafana/), alerts (prometheus/) and
 docs/observability.md use: keep them.  Lag comes from splitter.observe.lag (the definitions status shares);
 the slot's numbers are the source's (current WAL - confirmed_flush_lsn, current WAL - restart_lsn); the
 Kafka lag is a second view: the log end - 1 - the applied offset.
-Must not: read a database or the broker (the poller does), change anything, or put row contents or DSNs in
+Must not: read a database or the broker (the poller and the watcher do), change anything, or put row contents or DSNs in
 a label.
 """
 
@@ -23,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from connectors.pg.state import cutover as cutover_store
+from splitter.observe.components import StoppedWatcher
 from splitter.observe.health import Health
 from splitter.observe.lag import SourceClock, SourceSample, lag_bytes, lag_seconds
 from splitter.observe.poller import Poller, ServiceState
@@ -30,6 +32,8 @@ from splitter.pipeline.config import Settings
 
 # Batch sizes in rows, and apply times: buckets span one-row commits to the 5000-row batch limit.
 BATCH_ROWS_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, float("inf"))
+#: The `kind` of splitter_component_stopped: the exit classes of splitter.components.
+STOPPED_KINDS = ("configuration", "fatal")
 APPLY_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 
 
@@ -56,6 +60,9 @@ class Watched(Protocol):
 
     @property
     def poller(self) -> Poller: ...
+
+    @property
+    def components(self) -> StoppedWatcher | None: ...
 
     @property
     def stats(self) -> Any: ...
@@ -149,6 +156,15 @@ class ComponentCollector(Collector):
                              ["slot", "status"],
                              *[([o.settings.slot, s], 1 if slot.wal_status == s else 0)
                                for s in sorted({"reserved", "extended", "unreserved", "lost", slot.wal_status})])
+        watcher = o.components
+        if watcher is not None:  # a state set per component: 1 for the kind it stopped with, all 0 while it may run
+            stopped = watcher.stopped()
+            yield _gauge("splitter_component_stopped",
+                         "1 for a component that stopped for good with this kind of error (splitter.components)",
+                         ["component", "service", "kind"],
+                         *[([component, service, kind], 1 if (c := stopped.get((component, service))) is not None
+                            and c.exit_class == kind else 0)
+                           for component, service in watcher.watched for kind in STOPPED_KINDS])
         cutover = poller.cutover_states
         if cutover is not None:  # a state set: every known state (1 for the current one) and any other a row holds
             yield _gauge("splitter_cutover_state", "Each service's cutover state (state set, from splitter.cutover)",

@@ -1,11 +1,13 @@
 """Health of one capture or worker, as `/healthz` reports it, and the heartbeat that feeds it.
 
 Owns: `Health` (where the component is: starting, running, backing off, stopped; when its loop last
-ticked) and `TickingStop`, the stop event a component's `run` gets: each capture and worker loop polls
+ticked).  The ticks come from `splitter.pipeline.daemon.TickingStop`, the stop event a component's `run`
+gets (metrics.instrument wraps it once more with `Health.tick`): each capture and worker loop polls
 `stop` once per iteration (it must, to stop promptly on SIGTERM), so every poll is a tick, and "polled
-`stop` recently" is "the loop ticked recently".  `check()` is healthy while the component is starting
-(connecting, initial copy) or its loop ticked within `max_age` seconds; unhealthy (with the reason) in
-retry backoff, after a fatal error, or when the loop has not ticked for longer.
+`stop` recently" is "the loop ticked recently"; the daemon uses the same ticks to reset its backoff.
+`check()` is healthy while the component is starting (connecting, initial copy) or its loop ticked
+within `max_age` seconds; unhealthy (with the reason) in retry backoff, after a fatal error, or when the
+loop has not ticked for longer.
 Must not: do more than one attribute store on the component's loop (`tick`), or decide anything about
 the pipeline: it only looks.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 
 class Health:
@@ -53,27 +54,4 @@ class Health:
         return True, "ok", age
 
 
-class TickingStop(threading.Event):
-    """The stop event a component's run() gets: delegates to the real one, and each poll is a tick."""
-
-    def __init__(self, inner: threading.Event, tick: Callable[[], None]) -> None:
-        super().__init__()
-        self._inner = inner
-        self._tick = tick
-
-    def is_set(self) -> bool:
-        self._tick()
-        return self._inner.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self._tick()
-        return self._inner.wait(timeout)
-
-    def set(self) -> None:
-        self._inner.set()
-
-    def clear(self) -> None:
-        self._inner.clear()
-
-
-__all__ = ["Health", "TickingStop"]
+__all__ = ["Health"]

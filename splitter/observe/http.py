@@ -1,7 +1,8 @@
 """The HTTP endpoint of a capture or worker process: `/metrics` (Prometheus text format) and `/healthz`.
 
 Owns: the server thread, the two paths (anything else is 404) and their answers: the registry's text
-exposition, and 200 or 503 with `Health.check()`'s reason.
+exposition, and 200 or 503 with `Health.check()`'s reason (then any `notes`, one a line: capture's
+names the other components that stopped for good; they do not change its own status code).
 Must not: compute a metric (collectors do, when this asks the registry), log per request (one line per
 scrape is noise; errors surface as failed scrapes in Prometheus), or put anything secret in an answer.
 """
@@ -9,6 +10,7 @@ scrape is noise; errors surface as failed scrapes in Prometheus), or put anythin
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,7 +24,8 @@ from splitter.observe.health import Health
 class MetricsServer:
     """Serves `registry` and `health` on host:port in a daemon thread until `close()`."""
 
-    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int, name: str) -> None:
+    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int, name: str,
+                 notes: Callable[[], list[str]] | None = None) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # http.server's naming
                 path = self.path.split("?", 1)[0]
@@ -30,7 +33,9 @@ class MetricsServer:
                     self._reply(200, CONTENT_TYPE_LATEST, generate_latest(registry))
                 elif path == "/healthz":
                     ok, reason, _age = health.check()
-                    self._reply(200 if ok else 503, "text/plain; charset=utf-8", f"{reason}\n".encode())
+                    lines = [reason, *(notes() if notes is not None else [])]
+                    body = "".join(f"{line}\n" for line in lines).encode()
+                    self._reply(200 if ok else 503, "text/plain; charset=utf-8", body)
                 else:
                     self._reply(404, "text/plain; charset=utf-8", b"see /metrics and /healthz\n")
 

@@ -6,7 +6,8 @@ the metric names; http: the endpoint), and the accounting of the component's att
 (`error_kind`, `ERROR_KINDS`), retries, and counters that survive a retry rebuilding the component.  A
 worker's endpoint also exports what operator commands record in its service database: the progress of
 `splitter backfill` jobs and of a `splitter verify` (so Prometheus, which scrapes the daemon, sees
-commands run from anywhere).
+commands run from anywhere).  Capture's endpoint also reports the other components that stopped for
+good (splitter.observe.components): a metric per component, and a line each on /healthz.
 
 Must not: do work on the pipeline's hot path (collectors read the components' plain `stats`
 attributes when Prometheus scrapes; histograms are observed from stats deltas by the poller), put
@@ -20,7 +21,8 @@ How it attaches (the CLI does this; tests do the same in threads)::
 
 `instrument` builds a fresh component per attempt (as `run_with_retries` expects), points the
 collectors at its `stats`, counts its errors by kind and its retries, and hands its `run` a stop
-event whose every poll is a heartbeat (splitter.observe.health).
+event whose every poll is a heartbeat (splitter.observe.health; run_with_retries' own ticking stop
+event, splitter.pipeline.daemon.TickingStop, is inside it).
 """
 
 from __future__ import annotations
@@ -42,16 +44,20 @@ from splitter.core.errors import (
     classify_sqlstate,
 )
 from splitter.observe.collectors import ComponentCollector, worker_histograms
-from splitter.observe.health import Health, TickingStop
+from splitter.observe.components import StoppedWatcher
+from splitter.observe.health import Health
 from splitter.observe.http import MetricsServer
 from splitter.observe.lag import SourceClock, caught_up_grace
 from splitter.observe.poller import Component, LogEndMode, Poller
 from splitter.pipeline.config import Settings
+from splitter.pipeline.daemon import TickingStop
 
 log = logging.getLogger(__name__)
 
 #: Error kinds (`kind` label); each is exported from the start at 0 so rate() and alerts see a series.
 ERROR_KINDS: tuple[str, ...] = ("retryable", "fatal", "configuration", "malformed_message", "unexpected")
+#: How often capture reads the other components' stop records (they change rarely).
+STOPPED_POLL_INTERVAL = 2.0
 
 
 class _Runnable(Protocol):
@@ -141,11 +147,16 @@ class ComponentMetrics:
         self.poller = Poller(settings, component, self.service, poll_interval=poll_interval, clock=self.clock,
                              stats=lambda: self._stats, batch_rows=self.batch_rows,
                              apply_seconds=self.apply_seconds, log_end=log_end)
+        #: capture: the stop records of the reverse daemon and every worker (their own endpoints are gone).
+        self.components = (StoppedWatcher(settings, max(poll_interval, STOPPED_POLL_INTERVAL))
+                           if component == "capture" else None)
         self._server: MetricsServer | None = None
         self.port: int | None = None
         if port is not None:
             self._serve(host, port)
         self.poller.start()
+        if self.components is not None:
+            self.components.start()
 
     # -- attaching to the component --------------------------------------------------------------------
 
@@ -203,13 +214,16 @@ class ComponentMetrics:
 
     def _serve(self, host: str, port: int) -> None:
         name = f"metrics-http-{self.component}{'-' + self.service if self.service else ''}"
-        self._server = MetricsServer(self.registry, self.health, host, port, name)
+        notes = self.components.describe if self.components is not None else None
+        self._server = MetricsServer(self.registry, self.health, host, port, name, notes=notes)
         self.port = self._server.port
         log.info("%s%s: metrics on http://%s:%d/metrics", self.component,
                  f"[{self.service}]" if self.service else "", host, self.port)
 
     def close(self) -> None:
         self.poller.stop(10)
+        if self.components is not None:
+            self.components.close(10)
         if self._server is not None:
             self._server.close()
             self._server = None

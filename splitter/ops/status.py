@@ -1,13 +1,14 @@
 """`splitter status`: where every service stands, read from the databases alone.
 
 Owns: the status command (`add_commands` registers it; the CLI wires it in), reading the source's
-WAL position, replication slot and cutover rows and each service database's checkpoint and control row
-(through connectors.pg.positions and connectors.pg.state, the reads the metrics poller uses too),
-and turning them into one table (or JSON) per refresh: state, lag in seconds and bytes, rows/s,
-and the last problem seen.  It needs no daemon port, so it works while splitter is down (that is
-when it matters most).  Lag follows the definitions of `splitter.observe.lag` (same functions): a
-one-shot status samples the source for up to the caught-up grace (about 3 s; less when every
-service is caught up), `--watch` keeps its samples between refreshes.
+WAL position, replication slot, cutover rows and stopped components and each service database's
+checkpoint, control row and stopped worker (through connectors.pg.positions and connectors.pg.state,
+the reads the metrics poller uses too), and turning them into one table (or JSON) per refresh: state,
+lag in seconds and bytes, rows/s, and the last problem seen; a component that stopped for good
+(splitter.components) is listed with its exit class and error, and its service's state is "stopped".
+It needs no daemon port, so it works while splitter is down (that is when it matters most).  Lag
+follows `splitter.observe.lag` (same functions): a one-shot status samples the source for up to the
+caught-up grace (about 3 s; less when every service is caught up), `--watch` keeps its samples.
 
 Must not: write anything (it only reads; the hold/cutover rows are other commands' business),
 print a DSN unmasked, or keep a transaction open between refreshes.  The cutover section (home,
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 from connectors.pg.client import Connection
 from connectors.pg.positions import ReadSession, source_positions
+from connectors.pg.state.components import StoppedComponent, read_stopped
 from connectors.pg.state.control import HoldState, hold_state
 from connectors.pg.state.cutover import read_states
 from connectors.pg.state.schema import AppliedCheckpoint, read_applied
@@ -76,10 +78,33 @@ class ServiceStatus:
 
 
 @dataclass
+class ComponentStatus:
+    """A component that stopped for good and has not run since (a row of splitter.components)."""
+
+    component: str
+    service: str
+    state: str
+    exit_class: str
+    exit_code: int
+    error: str
+    since: str
+
+    @classmethod
+    def of(cls, c: StoppedComponent) -> ComponentStatus:
+        return cls(c.component, c.service, "stopped", c.exit_class, c.exit_code, c.message,
+                   c.since.isoformat(timespec="seconds"))
+
+    def summary(self) -> str:
+        return f"stopped ({self.exit_class}, exit {self.exit_code}) at {self.since}: {' '.join(self.error.split())}"
+
+
+@dataclass
 class Status:
     taken_at: str
     source: SourceStatus
     services: list[ServiceStatus] = field(default_factory=list)
+    #: Components that stopped for good: capture and reverse (from the source), workers (their databases).
+    stopped: list[ComponentStatus] = field(default_factory=list)
     #: splitter.ops.cutover.view's section (state, home, fence) when the source answers.
     cutover: list[dict[str, Any]] | None = None
     cutover_text: str | None = field(default=None, repr=False)
@@ -106,6 +131,7 @@ class _Reading:
     pause_at: int | None = None
     paused_lsn: int | None = None
     requested_by: str | None = None
+    stopped: StoppedComponent | None = None
 
 
 class StatusReader:
@@ -125,6 +151,7 @@ class StatusReader:
         self.readings: dict[str, _Reading] = {}
         # service -> (state, last error) from the source's splitter.cutover (connectors.pg.state.cutover).
         self.cutover: dict[str, tuple[str, str | None]] = {}
+        self.source_stopped: list[StoppedComponent] = []  # capture and reverse, from the source
         self._rows: dict[str, deque[tuple[float, int]]] = {n: deque() for n in names}
         self._source = ReadSession(settings.source_dsn, "the source database", _APPLICATION_NAME)
         self._targets: dict[str, ReadSession] = {}
@@ -170,11 +197,12 @@ class StatusReader:
             src.slot_state = "streaming" if slot.active else "inactive"
         try:
             states = self._source.read("reading the cutover states", read_states)
+            stopped = self._source.read("reading the stopped components", read_stopped)
         except SplitterError as exc:
             self._source.close()
             src.error = _message(exc)
             return
-        self.cutover = states
+        self.cutover, self.source_stopped = states, stopped
 
     def _read_service(self, name: str) -> _Reading:
         session = self._targets.get(name)
@@ -182,15 +210,16 @@ class StatusReader:
             session = ReadSession(self.settings.target_dsn(name), f"database of service {name}", _APPLICATION_NAME)
             self._targets[name] = session
 
-        def read(conn: Connection) -> tuple[AppliedCheckpoint | None, HoldState]:
-            return read_applied(conn, name), hold_state(conn, name)
+        def read(conn: Connection) -> tuple[AppliedCheckpoint | None, HoldState, list[StoppedComponent]]:
+            return read_applied(conn, name), hold_state(conn, name), read_stopped(conn)
 
         try:
-            applied, hold = session.read(f"reading the database of service {name}", read)
+            applied, hold, stopped = session.read(f"reading the database of service {name}", read)
         except SplitterError as exc:
             session.close()
             return _Reading(ok=False, error=_message(exc))
         reading = _Reading(ok=True)
+        reading.stopped = next((c for c in stopped if c.component == "worker" and c.service == name), None)
         if applied is not None:
             cp = applied.checkpoint
             reading.has_checkpoint = True
@@ -216,6 +245,7 @@ class StatusReader:
         now = time.time()
         latest = self.clock.latest()
         out = Status(datetime.now(UTC).isoformat(timespec="seconds"), self.source)
+        out.stopped = [ComponentStatus.of(c) for c in self.source_stopped]
         for name in self.services:
             reading = self.readings.get(name) or _Reading(ok=False, error="not read yet")
             st = ServiceStatus(name, self.settings.topology.service(name).database)
@@ -225,9 +255,14 @@ class StatusReader:
             if not reading.ok:
                 st.state, st.last_error = "unreachable", reading.error
                 continue
+            stopped = ComponentStatus.of(reading.stopped) if reading.stopped is not None else None
+            if stopped is not None:
+                out.stopped.append(stopped)
             if not reading.has_checkpoint:
                 st.state = "not started"
                 st.last_error = "no checkpoint yet: the initial copy has not finished (or capture never ran)"
+                if stopped is not None:
+                    st.state, st.last_error = "stopped", f"worker {stopped.summary()}"
                 continue
             st.applied_lsn, st.applied_offset = lsn_to_str(reading.commit_lsn), reading.offset
             st.applied_at = reading.applied_at.isoformat(timespec="seconds") if reading.applied_at else None
@@ -250,6 +285,8 @@ class StatusReader:
                                     f" (capture is not streaming: slot {self.source.slot_state})"))
             else:
                 st.state = "streaming"
+            if stopped is not None:  # it does not run: whatever else holds, this is what to fix first
+                st.state, st.last_error = "stopped", f"worker {stopped.summary()}"
             # A cutover in progress names the state; `streaming` is what the worker does anyway.
             if cutover_state and cutover_state != "streaming":
                 st.state = cutover_state if st.state == "streaming" else f"{cutover_state} ({st.state})"
@@ -324,6 +361,7 @@ def render_table(status: Status) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    lines += [f"{c.component} {c.summary()}" for c in status.stopped if c.component != "worker"]  # workers: above
     return "\n".join(lines)
 
 
@@ -354,13 +392,5 @@ def emit(status: Status, as_json: bool, stream: TextIO, clear: bool) -> None:
     stream.flush()
 
 
-__all__ = [
-    "ServiceStatus",
-    "SourceStatus",
-    "Status",
-    "StatusReader",
-    "collect",
-    "emit",
-    "render_table",
-    "with_cutover",
-]
+__all__ = ["ComponentStatus", "ServiceStatus", "SourceStatus", "Status", "StatusReader", "collect", "emit",
+           "render_table", "with_cutover"]

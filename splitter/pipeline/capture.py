@@ -6,8 +6,10 @@ produces it, and confirms to the slot only positions whose every record Kafka ha
 On an idle stream it confirms the server's reported position once nothing is in flight, and
 writes heartbeats so a source whose published tables are idle while others are busy does not
 keep WAL without bound.  On first start it creates the publication and slot and runs the initial
-copy from the slot's snapshot before streaming.  Must not: apply to service databases, confirm
-anything before the broker has it, or run SQL itself (its statements are `connectors.pg.source`'s).
+copy from the slot's snapshot before streaming (after a copy that failed part way, it copies the
+services left without a checkpoint from a snapshot of their own, keeping the slot).  Must not: apply to
+service databases, confirm anything before the broker has it, or run SQL itself (its statements are
+`connectors.pg.source`'s).
 """
 
 from __future__ import annotations
@@ -113,8 +115,8 @@ class Capture:
         repl = ReplicationConnection(s.source_dsn)
         try:
             info = slot_info(self._catalog, s.slot)
-            to_copy = backfill.plan_initial_copy(s, slot_exists=info is not None)
-            if info is not None and to_copy:
+            to_copy = backfill.plan_initial_copy(s, info)
+            if info is not None and len(to_copy) == len(s.topology.services):
                 log.warning("slot %s exists but no service was ever copied: re-creating it", s.slot)
                 drop_slot(self._catalog, s.slot)
                 info = None
@@ -123,9 +125,13 @@ class Capture:
                 log.info("created slot %s at %s; copying %d service(s) from snapshot %s", s.slot,
                          lsn_to_str(consistent), len(to_copy), snapshot)
                 backfill.initial_copy(s, snapshot, consistent, to_copy)
-                confirmed = consistent
+                confirmed = consistent  # a slot position: the next commit to stream may start here
             else:
                 check_slot_usable(info, s.slot)
+                if to_copy:
+                    log.warning("the initial copy did not finish: copying service(s) %s; slot %s is kept",
+                                ", ".join(svc.name for svc in to_copy), s.slot)
+                    backfill.copy_from_own_snapshot(s, to_copy)
                 confirmed = info.confirmed_flush_lsn or 0
             self.stats.confirmed_lsn = confirmed
             repl.start(s.slot, s.publication)

@@ -1,14 +1,19 @@
-"""The daemon skeleton: signals, retries with backoff, and the process tree of `splitter run`.
+"""The daemon skeleton: signals, retries with backoff, stop records, and the process tree of `splitter run`.
 
-Owns: running one component (capture or a worker) until SIGTERM/SIGINT, restarting it after
-retryable faults with capped exponential backoff, turning fatal and configuration errors into an
-exit code, and supervising child processes (one capture, one worker per service) for
-`splitter run`.  Must not: contain pipeline logic, or import a database driver (a driver error a
-component lets through is told apart as `connectors.pg.client.DatabaseError`).
+Owns: running one component (capture, a worker, the reverse daemon) until SIGTERM/SIGINT, restarting it
+after retryable faults with capped exponential backoff that starts again from the first delay as soon as
+the component made progress after the fault (its loop still ticked `PROGRESS_AFTER` seconds into the
+attempt: `TickingStop`, the stop event every component's `run` gets, counts each poll); turning fatal
+and configuration errors into an exit code and a stop record in the component's database
+(`ComponentRecord`, cleared once it runs again); and supervising child processes for `splitter run`
+(`Supervisor`: a child that exits with a configuration or fatal code stays down, and the run ends once
+nothing can make progress).  Must not: contain pipeline logic, or import a database driver (a driver
+error a component lets through is told apart as `connectors.pg.client.DatabaseError`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -16,17 +21,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
 from connectors.pg.client import DatabaseError
+from connectors.pg.state import components
 from splitter.core import exit_codes
+from splitter.core.dsn import mask_secrets
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError, SplitterError, classify_sqlstate
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+FIRST_BACKOFF = 0.5
+#: An attempt whose loop still ticked this many seconds after it started got past connecting and ran: the
+#: fault that ends it is a new one, and the backoff starts again from FIRST_BACKOFF.
+PROGRESS_AFTER = 1.0
+#: A child that exits with one of these is not started again: retrying cannot help (README "Exit codes").
+FINAL_EXIT_CODES = frozenset({exit_codes.CONFIG, exit_codes.FATAL})
 
 
 def install_stop_signals(stop: threading.Event) -> None:
@@ -37,13 +50,148 @@ def install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def run_with_retries(name: str, component: Callable[[threading.Event], None], stop: threading.Event) -> int:
-    """Run `component(stop)` until it returns with `stop` set; retry retryable faults.  Returns an exit code."""
-    backoff = 0.5
-    while not stop.is_set():
-        started = time.monotonic()
+class TickingStop(threading.Event):
+    """The stop event a component's run() gets: delegates to the real one, and each poll is a tick.
+
+    Capture, workers and the reverse daemon poll `stop` once per loop iteration (they must, to stop
+    promptly on SIGTERM), so "polled recently" is "the loop ticked recently".
+    """
+
+    def __init__(self, inner: threading.Event, tick: Callable[[], None]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._tick = tick
+
+    def is_set(self) -> bool:
+        self._tick()
+        return self._inner.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._tick()
+        return self._inner.wait(timeout)
+
+    def set(self) -> None:
+        self._inner.set()
+
+    def clear(self) -> None:
+        self._inner.clear()
+
+
+class _Progress:
+    """When the current attempt started and its loop last ticked (one attribute store per tick)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.last_tick = 0.0
+        self.ever = False  # some attempt made progress (the stop record may be cleared)
+
+    def begin(self) -> None:
+        self.started, self.last_tick = time.monotonic(), 0.0
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def made(self) -> bool:
+        return self.last_tick - self.started >= PROGRESS_AFTER
+
+
+@dataclass(frozen=True)
+class ComponentRecord:
+    """Where a component records that it stopped for good: `splitter.components` of the database it belongs
+    to (a worker's service database; the source for capture and the reverse daemon)."""
+
+    dsn: str
+    what: str  # the database, as connection errors name it
+    component: str  # capture | worker | reverse
+    service: str = ""
+
+    def stopped(self, exit_code: int, message: str) -> None:
+        """Best effort: a database that cannot be reached is logged, the exit code stands."""
+        exit_class = "configuration" if exit_code == exit_codes.CONFIG else "fatal"
         try:
-            component(stop)
+            components.record_stopped(self.dsn, self.what, self.component, self.service, exit_class, exit_code,
+                                      mask_secrets(message, self.dsn))
+        except SplitterError as exc:
+            log.warning("could not record the stop for `splitter status`: %s", _one_line(exc))
+
+    def clear(self) -> None:
+        components.clear_stopped(self.dsn, self.what, self.component, self.service)
+
+    @contextlib.contextmanager
+    def on_failure(self) -> Iterator[None]:
+        """Record a configuration or fatal error raised before the component runs (metrics port taken, ...)."""
+        try:
+            yield
+        except ConfigurationError as exc:
+            self.stopped(exit_codes.CONFIG, str(exc))
+            raise
+        except FatalError as exc:
+            self.stopped(exit_codes.FATAL, str(exc))
+            raise
+
+
+class _Clearer(threading.Thread):
+    """Clears the stop record once the component has made progress: a database write, off its loop."""
+
+    def __init__(self, name: str, record: ComponentRecord, progress: _Progress) -> None:
+        super().__init__(name=f"{name}-stop-record", daemon=True)
+        self._record = record
+        self._progress = progress
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # held while clearing: a stop recorded after close() is never cleared
+        self.start()
+
+    def run(self) -> None:
+        warned = False
+        while not self._done.wait(0.25):
+            if not (self._progress.ever or self._progress.made()):
+                continue
+            with self._lock:
+                if self._done.is_set():
+                    return
+                try:
+                    self._record.clear()
+                    return
+                except SplitterError as exc:
+                    if not warned:
+                        log.warning("could not clear the stop record (will try again): %s", _one_line(exc))
+                        warned = True
+            self._done.wait(5.0)
+
+    def close(self) -> None:
+        self._done.set()
+        with self._lock:
+            pass
+
+
+def run_with_retries(name: str, component: Callable[[threading.Event], None], stop: threading.Event,
+                     record: ComponentRecord | None = None) -> int:
+    """Run `component(stop)` until it returns with `stop` set; retry retryable faults.  Returns an exit code.
+
+    The backoff doubles (up to MAX_BACKOFF) while attempts fail without progress, and starts again from
+    FIRST_BACKOFF after an attempt that made progress.  With `record`, a configuration or fatal error is
+    recorded in the component's database before this returns, and an earlier record is cleared once the
+    component made progress.
+    """
+    progress = _Progress()
+    clearer = _Clearer(name, record, progress) if record is not None else None
+    try:
+        code, message = _attempts(name, component, stop, progress)
+    finally:
+        if clearer is not None:
+            clearer.close()
+    if record is not None and code in FINAL_EXIT_CODES:
+        record.stopped(code, message)
+    return code
+
+
+def _attempts(name: str, component: Callable[[threading.Event], None], stop: threading.Event,
+              progress: _Progress) -> tuple[int, str]:
+    backoff = FIRST_BACKOFF
+    while not stop.is_set():
+        progress.begin()
+        try:
+            component(TickingStop(stop, progress.tick))
             if stop.is_set():
                 break
             raise RetryableError(f"{name} ended without being asked to")
@@ -52,22 +200,24 @@ def run_with_retries(name: str, component: Callable[[threading.Event], None], st
         except DatabaseError as exc:  # a driver error a component let through: classified by its SQLSTATE
             kind = classify_sqlstate(getattr(exc, "sqlstate", None))
             if kind is not RetryableError:
-                log.error("%s: %s (SQLSTATE %s)", name, type(exc).__name__, exc.sqlstate)
-                return exit_codes.FATAL
+                message = f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})"
+                log.error("%s: %s", name, message)
+                return exit_codes.FATAL, message
             error = exc
         except ConfigurationError as exc:
             log.error("%s: %s", name, exc)
-            return exit_codes.CONFIG
+            return exit_codes.CONFIG, str(exc)
         except FatalError as exc:
             log.error("%s: %s", name, exc)
-            return exit_codes.FATAL
-        if time.monotonic() - started > 60:
-            backoff = 0.5  # it ran well for a while: this is a new fault, not the same one again
+            return exit_codes.FATAL, str(exc)
+        if progress.made():
+            progress.ever = True
+            backoff = FIRST_BACKOFF  # it ran again after the last fault: this is a new fault, not the same one
         log.warning("%s: %s; retrying in %.1fs", name, _one_line(error), backoff)
         stop.wait(backoff)
         backoff = min(backoff * 2, MAX_BACKOFF)
     log.info("%s stopped", name)
-    return exit_codes.OK
+    return exit_codes.OK, ""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -82,14 +232,25 @@ class _Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    down: int | None = None  # the exit code it stopped with for good (one of FINAL_EXIT_CODES)
 
 
 class Supervisor:
-    """Keeps child processes running until stopped; stops them all with SIGTERM, then SIGKILL."""
+    """Keeps child processes running until stopped; stops them all with SIGTERM, then SIGKILL.
+
+    A child that exits with a configuration or fatal code stays down (it recorded why in its database,
+    where `splitter status` reads it).  `needed` names groups of children the run cannot do without: once
+    every child of one group is down for good (or every child at all), nothing can make progress and
+    `run` stops the others and returns the highest exit code among that group.
+    """
 
     def __init__(self, children: Sequence[tuple[str, list[str]]], env: dict[str, str] | None = None,
-                 grace: float = 15.0, output: IO[bytes] | None = None) -> None:
+                 grace: float = 15.0, output: IO[bytes] | None = None,
+                 needed: Sequence[Sequence[str]] = ()) -> None:
         self._children = [_Child(name, argv) for name, argv in children]
+        by_name = {c.name: c for c in self._children}
+        self._groups = [[by_name[n] for n in group] for group in needed if group]
+        self._groups.append(list(self._children))
         self._env = env
         self._grace = grace
         self._output = output
@@ -97,27 +258,54 @@ class Supervisor:
     def pids(self) -> dict[str, int]:
         return {c.name: c.process.pid for c in self._children if c.process is not None and c.process.poll() is None}
 
+    def down(self) -> dict[str, int]:
+        """Children that stopped for good, with their exit codes."""
+        return {c.name: c.down for c in self._children if c.down is not None}
+
     def run(self, stop: threading.Event) -> int:
         try:
             while not stop.is_set():
                 now = time.monotonic()
                 for child in self._children:
-                    code = child.process.poll() if child.process is not None else None
-                    if child.process is not None and code is None:
-                        continue
-                    if child.process is not None:
-                        delay = min(0.5 * 2 ** min(child.restarts, 6), MAX_BACKOFF)
-                        log.warning("%s exited with code %s; restarting in %.1fs", child.name, code, delay)
-                        child.restarts += 1
-                        child.next_start = now + delay
-                        child.process = None
-                    if now >= child.next_start:
-                        child.process = subprocess.Popen(child.argv, env=self._env, stdout=self._output,
-                                                         stderr=subprocess.STDOUT if self._output else None)
+                    self._tend(child, now)
+                blocked = self._blocked()
+                if blocked is not None:
+                    return blocked
                 stop.wait(0.2)
             return exit_codes.OK
         finally:
             self.stop_children()
+
+    def _tend(self, child: _Child, now: float) -> None:
+        if child.down is not None:
+            return
+        code = child.process.poll() if child.process is not None else None
+        if child.process is not None and code is None:
+            return
+        if child.process is not None:
+            child.process = None
+            if code in FINAL_EXIT_CODES:
+                child.down = code
+                log.error("%s exited with code %s: it stays down (retrying cannot help; `splitter status` shows "
+                          "why); restart `splitter run` once the cause is fixed", child.name, code)
+                return
+            delay = min(FIRST_BACKOFF * 2 ** min(child.restarts, 6), MAX_BACKOFF)
+            log.warning("%s exited with code %s; restarting in %.1fs", child.name, code, delay)
+            child.restarts += 1
+            child.next_start = now + delay
+        if now >= child.next_start:
+            child.process = subprocess.Popen(child.argv, env=self._env, stdout=self._output,
+                                             stderr=subprocess.STDOUT if self._output else None)
+
+    def _blocked(self) -> int | None:
+        """The exit code once some needed group is down for good; None while the run can make progress."""
+        for group in self._groups:
+            codes = [c.down for c in group]
+            if group and all(code is not None for code in codes):
+                log.error("nothing can make progress: %s down for good; stopping the rest",
+                          ", ".join(f"{c.name} (exit {c.down})" for c in group))
+                return max(code for code in codes if code is not None)
+        return None
 
     def stop_children(self) -> None:
         running = [c for c in self._children if c.process is not None and c.process.poll() is None]
@@ -148,4 +336,4 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-__all__ = ["SplitterError", "Supervisor", "run_with_retries"]
+__all__ = ["FINAL_EXIT_CODES", "ComponentRecord", "SplitterError", "Supervisor", "TickingStop", "run_with_retries"]

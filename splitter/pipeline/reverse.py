@@ -8,7 +8,7 @@ Capture and Worker for every service whose cutover state needs one.
 Must not: decide or persist cutover states (`splitter.ops.cutover` does, through
 `connectors.pg.state.cutover`, which this module only reads), run SQL of its own, write SQL for applying
 rows (the same sink as the forward stream does that), or start a copy: the cutover writes the reverse
-checkpoint at the reverse slot's consistent point before the reverse capture ever runs.
+checkpoint just before the reverse slot's consistent point before the reverse capture ever runs.
 
 Why the same machinery: the reverse direction is the forward pipeline with the roles swapped.  The
 reverse Capture streams with `origin 'none'`, so the forward worker's writes into the service database

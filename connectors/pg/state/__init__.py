@@ -1,7 +1,8 @@
 """Everything splitter keeps in its own `splitter` schema, and the only code that reads or writes it.
 
 One module per kind of state: `schema` (DDL and checkpoints), `control` (hold requests), `dead_letters`,
-`backfills`, `verify_progress`, `cutover`.  The schema's name is defined here, once.
+`backfills`, `verify_progress`, `cutover`, `components` (why a component stopped for good).  The schema's
+name is defined here, once.
 """
 
 from psycopg import sql

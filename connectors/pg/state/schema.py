@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.client import lock_key
-from connectors.pg.state import STATE_SCHEMA, dead_letters, verify_progress
+from connectors.pg.state import STATE_SCHEMA, components, dead_letters, verify_progress
 from connectors.pg.state import backfills as backfill_store
 from splitter.core.lsn import lsn_to_str, str_to_lsn
 
@@ -72,7 +72,8 @@ def ensure_state_schema(conn: psycopg.Connection) -> None:
         # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: skip it
         # when an operator created the schema beforehand for a role without that privilege.
         exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
-        for stmt in [*_STATE_DDL[1 if exists else 0:], *dead_letters.DDL, *backfill_store.DDL, *verify_progress.DDL]:
+        for stmt in [*_STATE_DDL[1 if exists else 0:], *dead_letters.DDL, *backfill_store.DDL, *components.DDL,
+                     *verify_progress.DDL]:
             conn.execute(stmt)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from splitter.cli.options import settings_from
 from splitter.observe.metrics import start_metrics
 from splitter.pipeline.capture import Capture
-from splitter.pipeline.daemon import install_stop_signals, run_with_retries
+from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -21,5 +21,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     stop = threading.Event()
     install_stop_signals(stop)
-    with start_metrics(settings, "capture", port=args.metrics_port) as metrics:
-        return run_with_retries("capture", metrics.instrument(lambda: Capture(settings)), stop)
+    # A stop for good is recorded in the source's splitter.components (`splitter status` shows it).
+    record = ComponentRecord(settings.source_dsn, "the source database", "capture")
+    with record.on_failure(), start_metrics(settings, "capture", port=args.metrics_port) as metrics:
+        return run_with_retries("capture", metrics.instrument(lambda: Capture(settings)), stop, record)

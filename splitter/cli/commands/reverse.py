@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from splitter.cli.options import settings_from
-from splitter.pipeline.daemon import install_stop_signals, run_with_retries
+from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries
 from splitter.pipeline.reverse import ReverseDaemon
 
 
@@ -25,4 +25,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     stop = threading.Event()
     install_stop_signals(stop)
-    return run_with_retries("reverse", lambda ev: ReverseDaemon(settings, args.service).run(ev), stop)
+    # A stop for good is recorded in the source's splitter.components (`splitter status` shows it).
+    record = ComponentRecord(settings.source_dsn, "the source database", "reverse")
+    with record.on_failure():
+        return run_with_retries("reverse", lambda ev: ReverseDaemon(settings, args.service).run(ev), stop, record)

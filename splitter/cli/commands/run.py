@@ -1,4 +1,11 @@
-"""`splitter run`: the daemon, capture and one worker per service and the reverse stream as one process tree."""
+"""`splitter run`: the daemon, capture and one worker per service and the reverse stream as one process tree.
+
+A child that exits with a configuration or fatal code stays down (`splitter status` shows why; restart
+`splitter run` once the cause is fixed); other exits are restarted with backoff.  The run ends, with the
+highest exit code among them, once nothing can make progress: capture is down for good (nothing new can
+enter the change log), or every worker is (nothing would apply it).  A worker or the reverse stream down
+for good while capture and at least one worker run is degraded: the run goes on.
+"""
 
 from __future__ import annotations
 
@@ -45,4 +52,5 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     install_stop_signals(stop)
     log.info("starting capture and %d worker(s): %s", len(services), ", ".join(services))
-    return Supervisor(children, env=settings_env(settings, args.topology)).run(stop)
+    workers = [name for name, _argv in children if name.startswith("worker[")]
+    return Supervisor(children, env=settings_env(settings, args.topology), needed=[["capture"], workers]).run(stop)

@@ -8,7 +8,7 @@ from typing import Any
 
 from splitter.cli.options import settings_from
 from splitter.observe.metrics import start_metrics
-from splitter.pipeline.daemon import install_stop_signals, run_with_retries
+from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries
 from splitter.pipeline.worker import Worker
 
 
@@ -23,6 +23,10 @@ def run(args: argparse.Namespace) -> int:
     settings.topology.service(args.service)
     stop = threading.Event()
     install_stop_signals(stop)
-    with start_metrics(settings, "worker", service=args.service, port=args.metrics_port) as metrics:
+    # A stop for good is recorded in the service database's splitter.components (`splitter status` shows it).
+    record = ComponentRecord(settings.target_dsn(args.service), f"database of service {args.service}", "worker",
+                             args.service)
+    with record.on_failure(), start_metrics(settings, "worker", service=args.service,
+                                            port=args.metrics_port) as metrics:
         return run_with_retries(f"worker[{args.service}]",
-                                metrics.instrument(lambda: Worker(settings, args.service)), stop)
+                                metrics.instrument(lambda: Worker(settings, args.service)), stop, record)

@@ -7,11 +7,12 @@ failure before the switch.
 
 The sequence of a cutover of service S (see docs/cutover.md for the reasoning):
 
-1. preflight: S's tables can be written back (`splitter.pipeline.reverse.reversibility_problems`), and S's
-   worker reaches the source's current position within --max-lag.
-2. the reverse slot is created in S's database and the reverse worker's checkpoint is written at its
-   consistent point (so no copy happens).  Before the fence, because creating a slot waits for every
-   running transaction of the cluster.
+1. preflight: S's tables can be written back (`splitter.pipeline.reverse.reversibility_problems`), the roles
+   the forward and reverse workers apply with may use replication origins (else the two streams would send
+   each other's writes back), and S's worker reaches the source's current position within --max-lag.
+2. the reverse slot is created in S's database and the reverse worker's checkpoint is written one byte
+   before its consistent point (so no copy happens, and a commit exactly at that point is applied).
+   Before the fence, because creating a slot waits for every running transaction of the cluster.
 3. fence (state `fenced`): a *soft* fence trigger on S's source tables, created in the transaction that
    records the state; creating it waits for in-flight writers (the drain).  The session that created it
    holds an advisory lock for the whole command; a soft fence lets writes through once that session is
@@ -83,7 +84,7 @@ def cutover(s: Session, confirm: Callable[[str], bool]) -> int:
 
 
 def _preflight(s: Session) -> str:
-    problems = reversibility_problems(s.settings, s.service, s.src)
+    problems = reversibility_problems(s.settings, s.service, s.src) + s.origin_problems()
     if problems:
         raise CutoverRefused(f"service {s.service} cannot be cut over:\n  " + "\n  ".join(problems))
     lag = s.lag(s.src, s.forward_position, f"the worker of service {s.service}")
@@ -192,7 +193,8 @@ def _prepare_reverse(s: Session) -> int:
     # The reverse worker starts from here: no copy, and nothing before the slot existed is sent.
     with s.src.transaction():
         ensure_state_schema(s.src)
-        write_checkpoint(s.src, s.names.service, Checkpoint(s.names.topic, 0, FROM_BEGINNING, consistent, None))
+        # One byte before the consistent point: a commit exactly at it is streamed, so it must be applied.
+        write_checkpoint(s.src, s.names.service, Checkpoint(s.names.topic, 0, FROM_BEGINNING, consistent - 1, None))
     return consistent
 
 

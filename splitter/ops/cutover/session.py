@@ -3,7 +3,8 @@
 Owns: the command's two sessions (source and service database) and their advisory locks, its options and
 errors, the crash points tests use, and the steps the flows share: recording a state, fence messages,
 waiting for a stream to reach a position (a marker after the fence, a hold at it, a lag probe), the final
-verify, the sequence pairs, sweeping lifted fences, dropping the reverse stream and asking for approval.
+verify, the sequence pairs, whether both workers can mark their writes with a replication origin, sweeping
+lifted fences, dropping the reverse stream and asking for approval.
 Must not: order the steps (`forward` and `rollback` do), run SQL itself (every statement is a function in
 `connectors/`), or hold state anywhere but `connectors.pg.state.cutover`.
 """
@@ -22,6 +23,7 @@ from connectors.pg import fence
 from connectors.pg.client import Connection, DatabaseError, connect, wrap_db_error
 from connectors.pg.cutover_sql import drop_publication, drop_slot
 from connectors.pg.messages import emit_message
+from connectors.pg.origins import origin_access
 from connectors.pg.positions import current_wal_lsn, slot_info
 from connectors.pg.state import cutover as st
 from connectors.pg.state.control import release_hold, request_hold
@@ -230,6 +232,24 @@ class Session:
             got = position() or 0
             raise CutoverRefused(f"service {self.service}: {what} is more than {self.options.max_lag:g}s behind "
                                  f"({max(0, now - got):,} bytes); is it running? ({exc})") from exc
+
+    # -- preconditions --------------------------------------------------------------------------------
+
+    def origin_problems(self) -> list[str]:
+        """Why the workers' writes could not be marked with a replication origin (empty: they can).
+
+        The forward worker applies into the service database and the reverse worker into the source, each
+        with the DSN this command connects with; a write applied without an origin is captured by the other
+        direction's stream and sent back, where an older value can overwrite a newer write.
+        """
+        problems = []
+        for conn, worker, echo in ((self.dst, "forward", "sent back by the reverse stream"),
+                                   (self.src, "reverse", "sent forward again by the forward stream")):
+            access = origin_access(conn)
+            if not access.usable:
+                problems.append(f"{access.refusal()} (the {worker} worker applies into it as this role; its "
+                                f"unmarked writes would be {echo})")
+        return problems
 
     # -- verify, sequences, the reverse stream, approval ----------------------------------------------
 

@@ -1,18 +1,18 @@
 """A service worker's read loop: reads the change log, keeps its service's tables, applies whole transactions.
 
 Owns: routing records by header before parsing them, reassembling source transactions (and dropping the
-incomplete copy of a transaction that capture re-sends after a crash), skipping records at or below the
-position already applied (so re-sends and replays change nothing), grouping complete transactions into
-one batch and deciding when to flush it, holds (stop before a requested LSN) and when to serve operator
-requests, the read position and rewinding it to the checkpoint the service database holds (the only
-truth about where to resume).  The other jobs are its siblings: `commit` (THE commit order), `parts`,
-`window`, `requests`, `isolation`, `on_error`, `schema_policy`, `dead_letter_topic`.  Must not: write SQL
-(the sink does), commit other than through `commit`, or commit part of a source transaction.
+incomplete copy of a transaction that capture re-sends after a crash), refusing one whose records do not
+add up (counted by `tally`, every table's), skipping records at or below the position already applied
+(so re-sends and replays change nothing), grouping complete transactions into one batch and deciding
+when to flush it, holds (stop before a requested LSN) and when to serve operator requests, the read
+position and rewinding it to the checkpoint the service database holds (the only truth about where to
+resume).  The other jobs are its siblings: `commit` (THE commit order), `parts`, `tally`, `window`,
+`requests`, `isolation`, `on_error`, `schema_policy`, `dead_letter_topic`.  Must not: write SQL (the
+sink does), commit other than through `commit`, or commit part of a source transaction.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -23,7 +23,6 @@ from connectors.pg.sink import ServiceSink
 from connectors.pg.state.dead_letters import DeadLetter, Request
 from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint
 from splitter.core import envelope, messages
-from splitter.core.envelope import RelationSchema
 from splitter.core.errors import DataRejectedError, FatalError, MalformedMessageError
 from splitter.core.lsn import lsn_to_str
 from splitter.pipeline.config import Settings
@@ -35,8 +34,8 @@ from splitter.pipeline.worker.isolation import ApplyModes
 from splitter.pipeline.worker.parts import LargeTransactions
 from splitter.pipeline.worker.schema_policy import SchemaPolicy
 from splitter.pipeline.worker.state import OpenTxn, Pending, WorkerStats
-from splitter.pipeline.worker.window import BackfillWindow, read_watermark
-from splitter.topology.model import load_topology
+from splitter.pipeline.worker.tally import Tally, refused, skip_and_recopy
+from splitter.pipeline.worker.window import BackfillWindow, read_watermark, reload_routes
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,6 @@ class Worker:
         # Source columns the topology reads, per source table: a schema change touching them stops the service.
         self._schema = SchemaPolicy(self.service.name, self.routes)
         self.stats = WorkerStats()
-        self._relations: dict[bytes, RelationSchema] = {}
         self._letters: list[DeadLetter] = []
         self._modes = ApplyModes(self.service.name)
         self._dlq = DeadLetterTopic(settings.kafka_bootstrap, settings.topic, self.service.name, settings.kafka_extra)
@@ -63,6 +61,7 @@ class Worker:
         self._position = (FROM_BEGINNING, 0, 0)
         self._applied_lsn = 0
         self._rewound = False
+        self._tally = Tally()  # the transaction being read, every table's records counted
         self._reset_batch()
 
     def _reset_batch(self) -> None:
@@ -151,8 +150,9 @@ class Worker:
                 if pause_at is not None and lsn >= pause_at and lsn > self._position[1]:
                     # Everything committed before pause_at is in hand (the log is in commit order).  A
                     # transaction already begun is read again from its first record after the hold.
-                    resume_at = record.offset if self._open is None else self._open.first_offset
+                    resume_at = self._tally.resume_offset(lsn, record.offset)
                     self._drop_open()
+                    self._tally.reset()
                     self._flush(paused=(pause_at, max(self._position[1], self._applied_lsn)))
                     consumer.seek(resume_at)
                     holding = True
@@ -180,13 +180,14 @@ class Worker:
 
     def _gone(self, exc: OffsetGoneError) -> FatalError:
         name = self.service.name
-        tables = ", ".join(sorted({r.table.name for r in self.routes}))
         return FatalError(
             f"service {name}: {exc}. It applied the log up to offset {self._position[0]} (commit LSN "
             f"{lsn_to_str(self._position[1])}); the changes after that can no longer be read, so it stops rather "
-            f"than go on without them. To recover: `splitter replay --service {name} --from-offset <the earliest "
-            f"offset the log holds> --accept-gap --yes`, restart this worker, then re-copy each table while it "
-            f"streams: `splitter backfill --service {name} --table T` for T in {tables}")
+            f"than go on without them. {skip_and_recopy(name, '<the earliest offset the log holds>', self._names)}")
+
+    @property
+    def _names(self) -> str:
+        return ", ".join(sorted({r.table.name for r in self.routes}))
 
     def _rewind(self, cp: Checkpoint) -> None:
         """Position everything at the checkpoint the service database holds."""
@@ -195,6 +196,7 @@ class Worker:
         self._rewound = True
         self._letters = []  # records past the checkpoint: reading them again sets them aside again
         self._reset_batch()
+        self._tally.reset()
         self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
         self._applied_lsn = cp.commit_lsn
         self.stats.applied_lsn, self.stats.applied_offset = cp.commit_lsn, cp.offset
@@ -272,7 +274,7 @@ class Worker:
     def _reject_record(self, record: LogRecord, exc: MalformedMessageError) -> None:
         """A record that is not a valid splitter event: dead letter it, or stop, by the service's policy."""
         self._letters.append(on_error.unreadable_record(self.service, record, exc))
-        if self._open is None and not self._pending.transactions:
+        if self._open is None and self._tally.reading is None and not self._pending.transactions:
             self._position = (record.offset, self._position[1], self._position[2])
 
     def _record_lsn(self, record: LogRecord, headers: dict[str, bytes]) -> int:
@@ -288,22 +290,22 @@ class Worker:
         if kind == envelope.KIND_ROW:
             table = headers.get(envelope.TABLE_HEADER)
             self._backfill.track(table, record.value, headers)
-            if table not in self._tables or lsn <= self._position[1]:
+            if lsn <= self._position[1]:
                 return
-            self._on_row(record, headers, table, lsn)
+            if self._tally.count(record.offset, lsn, envelope.row_sequence(record.value)) and self._open is not None:
+                self._discard_open()  # capture sent the transaction again: this record begins the new copy
+            if table in self._tables:
+                self._on_row(record, headers, table, lsn)
         elif kind == envelope.KIND_COMMIT:
             if lsn <= self._position[1]:
                 return
             marker = envelope.decode_commit(record.value)
+            incomplete = self._tally.close(marker, record.offset)
+            if incomplete is not None:
+                raise self._refuse(refused(self.service.name, marker, incomplete, record.offset, self._names))
             if self._open is not None:
                 if self._open.commit_lsn == lsn:
-                    pending = self._pending
-                    if not pending.transactions:
-                        pending.started = time.monotonic()
-                        pending.first_lsn = lsn
-                    for unit in self._open.changes:
-                        pending.add(unit)
-                    pending.transactions += 1
+                    self._pending.add_transaction(lsn, self._open.changes)
                     if self._open.applied_in_parts:
                         self.stats.transactions_applied_in_parts += 1
                 else:
@@ -314,10 +316,14 @@ class Worker:
             message = envelope.decode_message(record.value)
             if message.prefix == messages.BACKFILL and not message.transactional:
                 self._on_watermark(record, message, lsn)
-            if message.transactional or lsn <= self._position[1]:
+            if lsn <= self._position[1]:
+                return
+            if message.transactional:
+                self._tally.count(record.offset, lsn, None)
                 return
             if self._open is not None:
                 self._discard_open()
+            self._tally.reset()  # no transaction goes on across a message outside transactions
             self._position = (record.offset, lsn, message.ts_ms)
         else:
             raise MalformedMessageError(
@@ -329,26 +335,12 @@ class Worker:
         if mark.service != self.service.name:
             return
         if mark.table.encode() not in self._tables:
-            self._reload_topology(mark.table)
+            # A backfill names a table this worker does not route: take the current topology file.
+            self.settings, self.service, self.routes = reload_routes(self.settings, self.service.name, mark.table)
+            self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
+            self._schema.set_routes(self.routes)
+            self._sink.set_routes(self.routes)
         self._backfill.on_mark(mark, record.offset, lsn, message.ts_ms, self._applied_lsn, self._pending)
-
-    def _reload_topology(self, table: str) -> None:
-        """A backfill names a table this worker does not route: take the current topology file."""
-        path = self.settings.topology_path
-        if path is None:
-            raise FatalError(f"service {self.service.name}: a backfill of {table} arrived but the topology file is "
-                             f"unknown; restart the worker with the new topology")
-        topology = load_topology(path)
-        self.settings = dataclasses.replace(self.settings, topology=topology)
-        self.service = topology.service(self.service.name)
-        self.routes = topology.routes_for(self.service)
-        self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
-        self._schema.set_routes(self.routes)
-        if table.encode() not in self._tables:
-            raise FatalError(f"service {self.service.name}: a backfill of {table} arrived but {path} does not route "
-                             f"{table} to this service")
-        self._sink.set_routes(self.routes)
-        log.info("service %s: reloaded %s; now routing %s", self.service.name, path, table)
 
     def _on_row(self, record: LogRecord, headers: dict[str, bytes], table: bytes, lsn: int) -> None:
         change = envelope.decode_row(record.value)
@@ -361,14 +353,7 @@ class Worker:
             open_txn = None
         if open_txn is None:
             open_txn = self._open = OpenTxn(lsn, -1, record.offset)
-        raw_schema = headers.get(envelope.SCHEMA_HEADER)
-        if raw_schema is None:
-            raise MalformedMessageError(f"row record at offset {record.offset} has no schema header")
-        relation = self._relations.get(raw_schema)
-        if relation is None:
-            relation = RelationSchema.from_header(table.decode(), raw_schema)
-            self._schema.check(relation, record.offset)
-            self._relations[raw_schema] = relation
+        relation = self._schema.relation(table, headers.get(envelope.SCHEMA_HEADER), record.offset)
         open_txn.changes.append((record.offset, change, relation))
         open_txn.last_sequence = change.sequence
         if self._parts.due(open_txn):
@@ -395,3 +380,12 @@ class Worker:
         if self._open is not None and self._open.applied_in_parts:
             self._parts.abandon()
         self._open = None
+
+    def _refuse(self, error: FatalError) -> FatalError:
+        """A transaction that does not add up: roll back its parts, commit what came before it, stop."""
+        self._drop_open()
+        first = self._position[0]  # the read position is still before the refused transaction
+        self._letters = [d for d in self._letters if d.kafka_offset <= first]
+        if self._pending.transactions:
+            self._flush()
+        return error

@@ -1,6 +1,7 @@
 """The schema-change policy of a worker: go on through a source schema change unless it breaks the topology.
 
-Owns: which source columns the topology reads per source table, the last shape seen of each table, and
+Owns: which source columns the topology reads per source table, the relation shapes the records carry (each
+checked once), the last shape seen of each table, and
 the decision to stop (FatalError, with what to do) when a column the topology reads is gone or changed
 type.  Must not: read anything but the relation shapes it is shown (they come with the records).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from splitter.core.envelope import RelationSchema
-from splitter.core.errors import FatalError
+from splitter.core.errors import FatalError, MalformedMessageError
 from splitter.topology.expressions import expression_columns
 from splitter.topology.model import Route
 
@@ -32,6 +33,18 @@ class SchemaPolicy:
         self._service = service
         self._reads = columns_read(routes)
         self._last_shape: dict[str, RelationSchema] = {}
+        self._relations: dict[bytes, RelationSchema] = {}  # by schema header: each shape is checked once
+
+    def relation(self, table: bytes, header: bytes | None, offset: int) -> RelationSchema:
+        """The source relation a row record's schema header describes, checked when first seen (at `offset`)."""
+        if header is None:
+            raise MalformedMessageError(f"row record at offset {offset} has no schema header")
+        relation = self._relations.get(header)
+        if relation is None:
+            relation = RelationSchema.from_header(table.decode(), header)
+            self.check(relation, offset)
+            self._relations[header] = relation
+        return relation
 
     def set_routes(self, routes: Sequence[Route]) -> None:
         """Take a reloaded topology's routes."""

@@ -8,6 +8,7 @@ anything or do I/O; the jobs of the worker (`loop`, `commit`, `parts`, `window`,
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from connectors.pg.sink_values import ChunkDone
@@ -45,6 +46,15 @@ class Pending:
         _, change, relation = unit
         self.batch.add(change, relation)
         self.units.append(unit)
+
+    def add_transaction(self, commit_lsn: int, units: list[Unit]) -> None:
+        """A complete source transaction (what of it was not applied in parts)."""
+        if not self.transactions:
+            self.started = time.monotonic()
+            self.first_lsn = commit_lsn
+        for unit in units:
+            self.add(unit)
+        self.transactions += 1
 
 
 class WorkerStats:

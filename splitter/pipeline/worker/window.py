@@ -3,12 +3,15 @@
 Between a chunk's low and high watermark in the change log, the worker notes which rows of the table
 the stream changed; at the high watermark it applies the rows `splitter backfill` copied in between,
 minus those (the stream carries their newer values), at that point of the log, in the next commit.
-Owns: reading watermarks, the open window, and turning a chunk into units of the pending batch with
-the chunk's progress (`ChunkDone`).  Must not: read the source, or commit (the chunk goes with the batch).
+Owns: reading watermarks, the open window, turning a chunk into units of the pending batch with the
+chunk's progress (`ChunkDone`), and the routes of a table a backfill adds (the topology file read again).
+Must not: read the source, or commit (the chunk goes with the batch).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +21,14 @@ import orjson
 from connectors.pg.sink_values import ChunkDone, Key
 from splitter.core import envelope
 from splitter.core.envelope import RelationSchema, RowChange
-from splitter.core.errors import MalformedMessageError
+from splitter.core.errors import FatalError, MalformedMessageError
+from splitter.pipeline.config import Settings
 from splitter.pipeline.sink import BackfillSession
 from splitter.pipeline.worker.schema_policy import SchemaPolicy
 from splitter.pipeline.worker.state import Pending
+from splitter.topology.model import Route, Service, load_topology
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -139,3 +146,18 @@ class BackfillWindow:
             last_key = None  # a repair chunk copies keys again; it does not move the key cursor
         pending.chunks.append(ChunkDone(mark.job_id, mark.chunk, copied, skipped, list(last_key) if last_key else None,
                                         mark.final, mark.repaired or (), copied_keys, lsn))
+
+
+def reload_routes(settings: Settings, service: str, table: str) -> tuple[Settings, Service, list[Route]]:
+    """A backfill names `table`, which the worker does not route: the current topology file's routes for it."""
+    path = settings.topology_path
+    if path is None:
+        raise FatalError(f"service {service}: a backfill of {table} arrived but the topology file is "
+                         f"unknown; restart the worker with the new topology")
+    topology = load_topology(path)
+    routes = topology.routes_for(topology.service(service))
+    if table not in {f"{r.source_schema}.{r.source_table}" for r in routes}:
+        raise FatalError(f"service {service}: a backfill of {table} arrived but {path} does not route "
+                         f"{table} to this service")
+    log.info("service %s: reloaded %s; now routing %s", service, path, table)
+    return dataclasses.replace(settings, topology=topology), topology.service(service), routes
