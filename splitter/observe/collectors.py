@@ -189,6 +189,9 @@ class ComponentCollector(Collector):
         yield _gauge("splitter_capture_last_commit_timestamp_seconds",
                      "Commit time of the last source transaction produced", [],
                      ([], st.last_commit_ts_ms / 1000 if st.last_commit_ts_ms else None))
+        yield _gauge("splitter_capture_heartbeat_failures",
+                     "Consecutive failed heartbeats (0 after a successful one); retained WAL grows while they fail",
+                     [], ([], st.heartbeat_failures))
 
     def _worker(self, o: Watched, latest: SourceSample | None) -> Iterator[Metric]:
         svc = [o.service]

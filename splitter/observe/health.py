@@ -7,7 +7,10 @@ gets (metrics.instrument wraps it once more with `Health.tick`): each capture an
 `stop` recently" is "the loop ticked recently"; the daemon uses the same ticks to reset its backoff.
 `check()` is healthy while the component is starting (connecting, initial copy) or its loop ticked
 within `max_age` seconds; unhealthy (with the reason) in retry backoff, after a fatal error, or when the
-loop has not ticked for longer.
+loop has not ticked for longer.  A capture whose heartbeats keep failing (its stats'
+`heartbeat_failing`, set by splitter.pipeline.capture) stays healthy, with a second line saying so: the
+stream may still be fine, and restarting capture would not mend the catalog session (capture reopens it
+itself); the error is for an operator (retained WAL grows) and `splitter_capture_heartbeat_failures`.
 Must not: do more than one attribute store on the component's loop (`tick`), or decide anything about
 the pipeline: it only looks.
 """
@@ -27,6 +30,11 @@ class Health:
         self._phase = "starting"  # starting | running | backoff | stopped
         self._last_tick = 0.0
         self._reason = "not started yet"
+        self._stats: object = None
+
+    def watch(self, stats: object) -> None:
+        """Read the component's stats too (capture's: heartbeat failures); a new one after each retry."""
+        self._stats = stats
 
     def tick(self) -> None:
         # Called from the component's loop on every poll of its stop event: one attribute store.
@@ -51,7 +59,14 @@ class Health:
             return True, "starting (connecting or copying)", None
         if age > self.max_age:
             return False, f"loop has not ticked for {age:.0f}s", age
-        return True, "ok", age
+        return True, "ok" + self._heartbeat_note(), age
+
+    def _heartbeat_note(self) -> str:
+        st = self._stats
+        if not getattr(st, "heartbeat_failing", False):
+            return ""
+        return (f"\nheartbeats failing: {getattr(st, 'heartbeat_failures', 0)} in a row "
+                f"({getattr(st, 'last_heartbeat_error', None)}); retained WAL grows while they fail")
 
 
 __all__ = ["Health"]

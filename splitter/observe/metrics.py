@@ -193,6 +193,7 @@ class ComponentMetrics:
             if self._stats is not None and stats is not self._stats:
                 self._counters.rebase()
             self._stats = stats
+        self.health.watch(stats)
         self.poller.reset_deltas()
 
     @property

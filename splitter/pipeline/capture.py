@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from connectors.kafka.admin import ensure_topic
 from connectors.kafka.producer import ChangeLogProducer
-from connectors.pg.client import DatabaseError, connect
+from connectors.pg.client import Connection, DatabaseError, connect
 from connectors.pg.pgoutput import messages as po
 from connectors.pg.pgoutput.decoder import PgOutputDecoder
 from connectors.pg.positions import slot_info
@@ -39,8 +39,9 @@ from connectors.pg.source import (
     type_names,
 )
 from splitter.core import envelope, messages
+from splitter.core.dsn import mask_secrets
 from splitter.core.envelope import ColumnSchema, RelationSchema
-from splitter.core.errors import FatalError, MalformedMessageError, RetryableError
+from splitter.core.errors import FatalError, MalformedMessageError, RetryableError, SplitterError
 from splitter.core.lsn import lsn_to_str
 from splitter.pipeline import initial_copy as backfill
 from splitter.pipeline.config import Settings
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 
 # Messages handled per pass of the loop before Kafka delivery reports and the slot position are served.
 DRAIN_BATCH = 2000
+#: Heartbeats failing this many times in a row, or for this many seconds, are an error (metrics, /healthz):
+#: while they fail, an idle source's slot does not advance and retained WAL grows.
+HEARTBEAT_FAILURES_ERROR = 3
+HEARTBEAT_FAILING_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -78,6 +83,11 @@ class CaptureStats:
         self.received_lsn = 0
         self.last_commit_ts_ms = 0
         self.by_table_op: dict[tuple[str, str], int] = {}
+        #: Consecutive failed heartbeats (0 after a successful one) and the last failure's (masked) message.
+        self.heartbeat_failures = 0
+        self.last_heartbeat_error: str | None = None
+        #: True once they failed HEARTBEAT_FAILURES_ERROR times in a row or for HEARTBEAT_FAILING_SECONDS.
+        self.heartbeat_failing = False
 
 
 class Capture:
@@ -89,6 +99,8 @@ class Capture:
         self._txn: _Txn | None = None
         self._pending: deque[tuple[int, int]] = deque()
         self._idle_lsn = 0
+        self._catalog_broken = False  # a heartbeat failed on it: reopened before the next use
+        self._last_heartbeat_ok = time.monotonic()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -147,6 +159,7 @@ class Capture:
         s = self.settings
         decoder = PgOutputDecoder()
         last_status = last_heartbeat = time.monotonic()
+        self._last_heartbeat_ok = last_heartbeat  # the initial copy's time is not heartbeats failing
         reply = False
         try:
             while not stop.is_set():
@@ -199,10 +212,39 @@ class Capture:
         return confirmed
 
     def _heartbeat(self) -> None:
+        """Write a heartbeat; a failure closes the catalog session, so the next heartbeat opens a new one."""
+        st = self.stats
         try:
-            emit_heartbeat(self._catalog)
-        except DatabaseError as exc:
-            log.warning("heartbeat failed (%s); WAL may be retained until the next one", exc.sqlstate)
+            emit_heartbeat(self._catalog_connection())
+        except (DatabaseError, SplitterError) as exc:  # the session died, or reopening it failed
+            self._catalog_broken = True
+            st.heartbeat_failures += 1
+            lines = str(exc).strip().splitlines()
+            text = lines[0] if lines else type(exc).__name__
+            sqlstate = exc.sqlstate if isinstance(exc, DatabaseError) else None
+            message = f"{sqlstate}: {text}" if sqlstate else text
+            st.last_heartbeat_error = mask_secrets(message, self.settings.source_dsn)
+            was_failing = st.heartbeat_failing
+            st.heartbeat_failing = (st.heartbeat_failures >= HEARTBEAT_FAILURES_ERROR
+                                    or time.monotonic() - self._last_heartbeat_ok >= HEARTBEAT_FAILING_SECONDS)
+            if st.heartbeat_failures == 1 or st.heartbeat_failing != was_failing or st.heartbeat_failures % 60 == 0:
+                log.log(logging.ERROR if st.heartbeat_failing else logging.WARNING,
+                        "heartbeat failed %d time(s) in a row (%s); the slot does not advance and retained WAL "
+                        "grows while heartbeats fail", st.heartbeat_failures, st.last_heartbeat_error)
+            return
+        if st.heartbeat_failures:
+            log.info("heartbeats succeed again after %d failure(s)", st.heartbeat_failures)
+        st.heartbeat_failures, st.last_heartbeat_error, st.heartbeat_failing = 0, None, False
+        self._last_heartbeat_ok = time.monotonic()
+
+    def _catalog_connection(self) -> Connection:
+        """The catalog session, reopened first if a heartbeat failed on it (the replication stream is not touched)."""
+        if self._catalog_broken:
+            self._catalog.close()
+            self._catalog = connect(self.settings.source_dsn, "the source database", autocommit=True,
+                                    application_name="splitter-capture")
+            self._catalog_broken = False
+        return self._catalog
 
     # -- one pgoutput message -----------------------------------------------------------------
 
@@ -259,8 +301,8 @@ class Capture:
         wanted = [(c.type_oid, c.type_modifier) for c in message.columns
                   if c.type_oid < FIRST_USER_OID and (c.type_oid, c.type_modifier) not in self._types]
         if wanted:
-            self._types.update(type_names(self._catalog, wanted))
-        pk = primary_key_columns(self._catalog, message.oid)
+            self._types.update(type_names(self._catalog_connection(), wanted))
+        pk = primary_key_columns(self._catalog_connection(), message.oid)
         if not pk:  # no primary key: the replica identity columns identify rows
             pk = {c.name for c in message.columns if c.is_key}
         columns = tuple(
