@@ -91,8 +91,9 @@ class ChangeLogConsumer:
                     continue
                 if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
                     raise OffsetGoneError(self.topic, self._sought, err.str())
-                unrecoverable = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED)
-                if err.fatal() or err.code() in unrecoverable:
+                if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.UNKNOWN_TOPIC_ID):
+                    raise OffsetGoneError(self.topic, None, f"the topic does not exist any more: {err.str()}")
+                if err.fatal() or err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
                     raise FatalError(f"reading topic {self.topic!r} failed: {err.str()}")
                 raise RetryableError(f"reading topic {self.topic!r} failed: {err.str()}")
             ts = m.timestamp()

@@ -1,7 +1,7 @@
 """Random access to the change log for operator commands: what is at an offset, where a time or LSN is.
 
 Owns: reading single records and ranges of the change-log partition with a throwaway consumer (no
-group offsets are touched), finding the earliest offset still kept, the end of the log (by reading to
+group offsets are touched), finding the earliest offset still kept, the watermarks, the end of the log (by reading to
 the partition end, since some Kafka-protocol brokers misreport high watermarks), the first offset at
 or after a time (broker timestamp index) or a source LSN (binary search on the LSN header).  Must not:
 change any position a worker uses.
@@ -59,6 +59,12 @@ class LogReader:
 
     def points(self, start: int | None, timeout: float = 10.0, limit: int | None = None) -> Iterator[LogPoint]:
         """`scan` one record at a time, so a long range costs no memory (one scan per reader at a time)."""
+        for point, _value in self.records(start, timeout, limit):
+            yield point
+
+    def records(self, start: int | None, timeout: float = 10.0,
+                limit: int | None = None) -> Iterator[tuple[LogPoint, bytes | None]]:
+        """`points`, each with the record's value."""
         self._consumer.assign([TopicPartition(self.topic, self.partition,
                                               OFFSET_BEGINNING if start is None else start)])
         # consume() returns only when it has num_messages or its timeout passed, even after the
@@ -86,16 +92,37 @@ class LogReader:
                 raw_lsn = headers.get(envelope.LSN_HEADER)
                 lsn = int(raw_lsn) if raw_lsn and raw_lsn.isdigit() else None
                 ts = m.timestamp()
-                yield LogPoint(m.offset() or 0, lsn, ts[1] if ts else 0, headers.get(envelope.KIND_HEADER),
-                               headers.get(envelope.TABLE_HEADER))
+                yield (LogPoint(m.offset() or 0, lsn, ts[1] if ts else 0, headers.get(envelope.KIND_HEADER),
+                                headers.get(envelope.TABLE_HEADER)), m.value())
                 if wanted is not None:
                     wanted -= 1
                     if wanted == 0:
                         return
 
-    def at(self, offset: int) -> LogPoint | None:
-        points = self.scan(offset, limit=1)
+    def at(self, offset: int, timeout: float = 10.0) -> LogPoint | None:
+        """The record at `offset`; None when none arrives within `timeout` (past the end, or deleted)."""
+        points = self.scan(offset, limit=1, timeout=timeout)
         return points[0] if points and points[0].offset == offset else None
+
+    def record(self, offset: int, timeout: float = 10.0) -> tuple[LogPoint, bytes | None] | None:
+        """`at`, with the record's value."""
+        for point, value in self.records(offset, timeout, 1):
+            return (point, value) if point.offset == offset else None
+        return None
+
+    def watermarks(self, timeout: float = 10.0) -> tuple[int, int]:
+        """(earliest offset kept, next offset to be written) as the broker reports them.
+
+        The low one is exact on every broker tried; some misreport the high one after batches (tansu: lower
+        than the truth), so read it as "at least this much was written" only when it is 0 or a record past it
+        cannot be read.
+        """
+        try:
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition),
+                                                             timeout=timeout, cached=False)
+        except KafkaException as exc:
+            raise RetryableError(f"cannot read offsets of topic {self.topic!r}: {exc}") from exc
+        return int(low), int(high)
 
     def earliest(self) -> LogPoint | None:
         points = self.scan(None, limit=1)

@@ -1,20 +1,46 @@
 """Producing change-log records in order: capture's producer (also the worker's dead-letter copy).
 
-Owns: the producer's configuration (idempotent, acks=all, records up to `MAX_RECORD_BYTES`) and the
-count of what Kafka has acknowledged, in production order, so capture knows what is durable.  Must not:
-create topics (`admin`), read the log (`consumer`), or interpret records.
+Owns: the producer's configuration (idempotent, acks=all, records up to `MAX_RECORD_BYTES`, never
+creating a topic by producing to it), the count of what Kafka has acknowledged, in production order, so
+capture knows what is durable, what the client last said about the broker (`client_error`, from its
+error callback), and turning every client failure into a `RetryableError` or `FatalError` by its error
+code.  Must not: create topics (`admin`), read the log (`consumer`), interpret records, or decide that
+the broker is gone (capture's broker watch does, from what is acknowledged).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from splitter.core.errors import FatalError, RetryableError
 
 # Largest record the producer accepts: big TOASTed values travel whole.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: How long `produce` waits for room in a full local queue before giving up on this producer.
+QUEUE_FULL_SECONDS = 30.0
+
+#: Errors no retry or new producer can mend: the operator must change permissions, sizes or settings.
+#: Everything else (the broker down, restarted, or without this producer's state) is worth a new attempt.
+_NEVER_RECOVER = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_REQUIRED_ACKS,
+    KafkaError.POLICY_VIOLATION, KafkaError.UNSUPPORTED_VERSION, KafkaError._INVALID_ARG,
+})
+
+
+def classify(err: KafkaError, what: str) -> RetryableError | FatalError:
+    """The splitter error for a client error, by its code (never its text)."""
+    kind = FatalError if err.code() in _NEVER_RECOVER else RetryableError
+    return kind(f"{what}: {err.str()} ({err.name()})")
+
+
+def _error_of(exc: KafkaException) -> KafkaError | None:
+    err = exc.args[0] if exc.args else None
+    return err if isinstance(err, KafkaError) else None
 
 
 class ChangeLogProducer:
@@ -33,19 +59,37 @@ class ChangeLogProducer:
             "queue.buffering.max.kbytes": 1_048_576,
             "message.max.bytes": MAX_RECORD_BYTES,
             "message.timeout.ms": 0,  # never give up on a record silently: capture waits for the broker
+            # A topic deleted under capture must stay gone until capture looks at it: a broker that creates
+            # it on a producer's metadata request would hand capture a new, empty log with default settings.
+            "allow.auto.create.topics": False,
         }
         # Reports only for failures: a Python callback per acknowledged record cost capture ~15 % of its time.
         # What was acknowledged is counted from the client's queue length instead (see `acked`).
         config["on_delivery"] = self._on_delivery
         config["delivery.report.only.error"] = True
+        config["error_cb"] = self._on_client_error
         config.update(extra or {})
         self.topic = topic
         self._producer = Producer(config)
         self.produced = 0
         self._error: KafkaError | None = None
+        #: The client's last error report about the broker (transport failures, all brokers down) as (text,
+        #: monotonic time), and when it last said no broker at all can be reached.  Capture's broker watch reads them.
+        self.client_error: tuple[str, float] | None = None
+        self.all_brokers_down_at: float | None = None
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None and self._error is None:
+            self._error = err
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        now = time.monotonic()
+        self.client_error = (f"{err.name()}: {err.str()}", now)
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.all_brokers_down_at = now
+        if err.fatal() and self._error is None:
+            # The idempotent producer cannot go on (e.g. the broker lost its producer state): fail the next
+            # call instead of waiting for acknowledgements that will never come.
             self._error = err
 
     @property
@@ -62,34 +106,52 @@ class ChangeLogProducer:
     def produce(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         if self._error is not None:
             self.raise_delivery_error()
+        full_since: float | None = None
         while True:
             try:
                 self._producer.produce(self.topic, value=value, key=key or None,
                                        headers=headers)  # type: ignore[arg-type]  # list is invariant
                 break
             except BufferError:
-                # Local queue full: serve delivery reports until there is room.
-                self._producer.poll(0.1)
-                self.raise_delivery_error()
+                # Local queue full: serve delivery reports until there is room, but not for ever (a broker
+                # that does not answer must not freeze capture's loop).
+                now = time.monotonic()
+                full_since = full_since if full_since is not None else now
+                if now - full_since >= QUEUE_FULL_SECONDS:
+                    raise RetryableError(
+                        f"the producer's queue for topic {self.topic!r} stayed full for {QUEUE_FULL_SECONDS:.0f}s: "
+                        f"the broker does not acknowledge records") from None
+                self.poll(0.1)
+            except KafkaException as exc:
+                raise self._failure(exc, "producing to") from exc
         self.produced += 1
 
     def poll(self, timeout: float = 0.0) -> None:
-        self._producer.poll(timeout)
+        try:
+            self._producer.poll(timeout)
+        except KafkaException as exc:
+            raise self._failure(exc, "serving delivery reports of") from exc
         self.raise_delivery_error()
 
     def flush(self, timeout: float) -> bool:
         """Wait for every produced record to be acknowledged; False if `timeout` passed first."""
-        remaining = self._producer.flush(timeout)
+        try:
+            remaining = self._producer.flush(timeout)
+        except KafkaException as exc:
+            raise self._failure(exc, "flushing") from exc
         self.raise_delivery_error()
         return remaining == 0
 
     def raise_delivery_error(self) -> None:
         if self._error is not None:
-            err = self._error
-            kind = RetryableError if err.retriable() or not err.fatal() else FatalError
-            raise kind(f"Kafka did not accept a change-log record of topic {self.topic!r}: {err.str()}")
+            raise classify(self._error, f"Kafka did not accept a change-log record of topic {self.topic!r}")
+
+    def _failure(self, exc: KafkaException, doing: str) -> RetryableError | FatalError:
+        err = _error_of(exc)
+        if err is None:
+            return RetryableError(f"{doing} topic {self.topic!r} failed: {exc}")
+        return classify(err, f"{doing} topic {self.topic!r} failed")
 
     @property
     def in_flight(self) -> int:
         return len(self._producer)
-

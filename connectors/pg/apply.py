@@ -1,23 +1,26 @@
 """Applying collapsed steps to one service database's target tables, in the apply session's open transaction.
 
 Owns: running the statements `splitter.topology.sqlrender` renders for each route of a source table
-(delete, partial update, upsert, truncate), applying one change alone in a savepoint, the count of rows
-applied, and reporting the facts the pipeline decides on: a change whose data the database refused
-(`Rejected`) and partial updates that found no row (`MissingRows`, with the running backfill of that
-table if there is one); when the pipeline answers "note", it records their keys for the backfill in
-the same transaction.  Must not: decide what a miss or a rejection means (the pipeline's `ApplyMode`
-does), commit or roll back the transaction (`sink` does), or read Kafka.
+(delete, partial update, upsert, truncate), applying one change or one group of steps alone in a
+savepoint, the count of rows applied (as committed: a rollback takes back what it undid), and reporting
+the facts the pipeline decides on: a change whose data the database refused (`Rejected`, naming the
+constraint and table), partial updates that found no row (`MissingRows`, with the running backfill of
+that table if there is one; when the pipeline answers "note", it records their keys for the backfill in
+the same transaction), and what stands in the way of replacing a table's rows (`Replacement`).  Must
+not: decide what a miss or a rejection means (the pipeline's `ApplyMode` does), commit or roll back the
+transaction (`sink` does), or read Kafka.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import psycopg
 
-from connectors.pg.sink_values import ApplyMode, Key, MissingRows, Rejected
+from connectors.pg.sink_values import ApplyMode, Key, MissingRows, Rejected, Replacement
 from connectors.pg.staging import Stages
 from connectors.pg.state import backfills as backfill_store
+from connectors.pg.unique_conflicts import replacement_blockers
 from splitter.core.batching import Batch, PartialRow, Segment, Step, TableChanges, Truncate
 from splitter.core.envelope import RelationSchema, RowChange
 from splitter.core.errors import is_data_rejection
@@ -38,6 +41,7 @@ class Applier:
         self._columns: dict[int, list[TargetColumn]] = {}
         self.set_routes(routes, columns)
         self.rows_applied = 0
+        self._rows_before: int | None = None  # rows_applied when the open transaction began writing
         self.noted_missed = False  # the open transaction noted keys a backfill must copy again
 
     def set_routes(self, routes: Sequence[Route], columns: dict[int, list[TargetColumn]]) -> None:
@@ -46,6 +50,11 @@ class Applier:
         for route in routes:
             self._routes_by_source.setdefault(f"{route.source_schema}.{route.source_table}", []).append(route)
         self._columns = columns
+        self._blockers: dict[int, list[str]] = {}  # by id(route), read once per session and routes
+
+    def routes_of(self, table: str) -> Sequence[Route]:
+        """The routes of one source table (`schema.table`)."""
+        return self._routes_by_source.get(table, ())
 
     def steps(self, steps: Iterable[Step], mode: ApplyMode) -> None:
         for step in steps:
@@ -53,34 +62,66 @@ class Applier:
 
     def one(self, change: RowChange, relation: RelationSchema, mode: ApplyMode) -> Rejected | None:
         """Apply one change in a savepoint; the database's rejection of its data, if it rejected it."""
+        single = Batch()
+        single.add(change, relation)
+        return self.in_savepoint(single.steps(), mode)
+
+    def in_savepoint(self, steps: Sequence[Step], mode: ApplyMode, keep: bool = True) -> Rejected | None:
+        """Apply `steps` in a savepoint; the database's rejection of their data, if it rejected it (then only
+        they are undone).  `keep=False` undoes them anyway: a trial of whether the database would take them.
+        """
         conn = self._conn
-        conn.execute("SAVEPOINT splitter_one")
+        rows = self.rows_applied
+        conn.execute("SAVEPOINT splitter_steps")
         try:
-            single = Batch()
-            single.add(change, relation)
-            for step in single.steps():
-                self._step(step, mode)
-            conn.execute("RELEASE SAVEPOINT splitter_one")
-            return None
+            self.steps(steps, mode)
         except psycopg.Error as exc:
             if not is_data_rejection(exc.sqlstate):
                 raise
-            conn.execute("ROLLBACK TO SAVEPOINT splitter_one")
-            self._stages.savepoint_rolled_back()
-            return Rejected(exc.sqlstate, str(exc).strip())
+            self._undo_savepoint(rows)
+            diag = exc.diag
+            table = f"{diag.schema_name}.{diag.table_name}" if diag.schema_name and diag.table_name else None
+            return Rejected(exc.sqlstate, str(exc).strip(), diag.constraint_name, table)
+        if keep:
+            conn.execute("RELEASE SAVEPOINT splitter_steps")
+        else:
+            self._undo_savepoint(rows)
+        return None
+
+    def _undo_savepoint(self, rows: int) -> None:
+        self._conn.execute("ROLLBACK TO SAVEPOINT splitter_steps")
+        self._stages.savepoint_rolled_back()
+        self.rows_applied = rows
+
+    def replacement(self, target: str | None, tables: Collection[str]) -> Replacement:
+        """Which of `tables` (source tables) feed the `target` table (all, when it is None), and what stands
+        in the way of writing their rows as delete-then-insert in every target table they feed."""
+        chosen = frozenset(t for t in tables if target is None or any(
+            f"{r.target_schema}.{r.target_table}" == target for r in self._routes_by_source.get(t, ())))
+        blockers: list[str] = []
+        for table in sorted(chosen):
+            for route in self._routes_by_source.get(table, ()):
+                if id(route) not in self._blockers:
+                    self._blockers[id(route)] = replacement_blockers(self._conn, route)
+                blockers += self._blockers[id(route)]
+        return Replacement(chosen, tuple(blockers))
 
     def committed(self) -> None:
         """The open transaction committed (its noted keys were stamped by the commit)."""
         self._stages.committed()
         self.noted_missed = False
+        self._rows_before = None
 
     def committed_request(self) -> None:
         """An operator request's transaction committed (it stamps no noted keys: the next commit does)."""
         self._stages.committed()
+        self._rows_before = None
 
     def rolled_back(self) -> None:
         self.noted_missed = False
         self._stages.rolled_back()
+        if self._rows_before is not None:
+            self.rows_applied, self._rows_before = self._rows_before, None
 
     def _step(self, step: Step, mode: ApplyMode) -> None:
         if isinstance(step, Truncate):
@@ -96,6 +137,8 @@ class Applier:
             if not routes or changes.is_empty():
                 continue
             partial_rows = self._stages.stage(changes)
+            if self._rows_before is None:
+                self._rows_before = self.rows_applied
             self.rows_applied += len(changes.deletes) + len(changes.full) + len(changes.partial)
             for route in routes:
                 self._route(route, changes, partial_rows, mode)

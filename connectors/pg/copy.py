@@ -2,8 +2,10 @@
 
 Owns: the statements that move table rows from the source into a service database or into the
 backfill's chunk store: the initial copy of one service (`ServiceCopy`: the source at the slot's exported
-snapshot, the service database in one open transaction with triggers off, each route's projection piped
-with COPY, the first checkpoint written in that transaction), the check that a service table is empty,
+snapshot, the service database in one open transaction with triggers off, the service's copy lock, each
+route's projection piped with COPY in a savepoint, so that a route the database refuses can be copied
+again row by row (`connectors.pg.copy_rows`), the dead letters and the first checkpoint written in that
+transaction), the check that a service table is empty,
 and the backfill's chunk reads in primary-key order (`ChunkReader`).  Must not: decide which services or
 tables need a copy, which checkpoint to write or when to commit (`splitter.pipeline.initial_copy` does),
 or write watermarks (`connectors.pg.watermarks`).
@@ -20,10 +22,14 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.catalog import target_columns
-from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.client import connect, lock_key, wrap_db_error
+from connectors.pg.copy_rows import RowCopy, copy_route_rows, refusal_message
 from connectors.pg.source import relation_schema
-from connectors.pg.state.schema import Checkpoint, write_checkpoint
+from connectors.pg.state import dead_letters
+from connectors.pg.state.schema import Checkpoint, read_checkpoint, write_checkpoint
+from splitter.core.dsn import mask_secrets
 from splitter.core.envelope import RelationSchema
+from splitter.core.errors import DataRejectedError, is_data_rejection
 from splitter.topology import sqlrender
 from splitter.topology.model import Route
 
@@ -56,6 +62,7 @@ class ServiceCopy:
 
     def __init__(self, source_dsn: str, target_dsn: str, service: str) -> None:
         self._dsns = (source_dsn, target_dsn)
+        self._service = service
         self._what = f"initial copy of service {service} failed"
         self.source = connect(source_dsn, "the source database", application_name="splitter-backfill")
         try:
@@ -73,9 +80,40 @@ class ServiceCopy:
         except psycopg.Error as exc:
             raise wrap_db_error(exc, self._what, *self._dsns) from exc
 
-    def copy(self, route: Route) -> int:
+    def claim(self) -> bool:
+        """Take the service's copy lock for this transaction; False if a copy committed meanwhile.
+
+        Two copies of one service may overlap (a copy still running from an earlier attempt of capture):
+        the later one waits here for the earlier to end, then finds its checkpoint and copies nothing.
+        """
         try:
-            return copy_route(self.source, self.target, route)
+            self.target.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"splitter.copy.{self._service}"),))
+            return read_checkpoint(self.target, self._service) is None
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, self._what, *self._dsns) from exc
+
+    def copy(self, route: Route) -> int:
+        """Pipe the route; DataRejectedError if the target refused a row (the route's rows are rolled back)."""
+        try:
+            with self.source.transaction(), self.target.transaction():
+                return copy_route(self.source, self.target, route)
+        except psycopg.Error as exc:
+            if is_data_rejection(exc.sqlstate):
+                raise DataRejectedError(mask_secrets(f"{self._what}: {route.describe()}: {refusal_message(exc)}",
+                                                     *self._dsns), exc.sqlstate) from exc
+            raise wrap_db_error(exc, self._what, *self._dsns) from exc
+
+    def copy_rows(self, route: Route, *, stop_at_first: bool) -> RowCopy:
+        """The route again in batches and row by row, keeping out only the rows the target refuses."""
+        try:
+            return copy_route_rows(self.source, self.target, route, stop_at_first=stop_at_first, dsns=self._dsns)
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, self._what, *self._dsns) from exc
+
+    def store_dead_letters(self, letters: Sequence[dead_letters.DeadLetter]) -> None:
+        """Store the rows set aside in the copy's transaction: they commit with its rows and checkpoint."""
+        try:
+            dead_letters.insert(self.target, self._service, letters)
         except psycopg.Error as exc:
             raise wrap_db_error(exc, self._what, *self._dsns) from exc
 

@@ -2,7 +2,8 @@
 
 Owns: the session (session_replication_role = replica, a replication origin so its writes are never
 captured back, one advisory lock per service so two workers never apply at once), its one open
-transaction (`apply` and `apply_one` write into it through `apply.Applier`; `commit` writes the
+transaction (`apply`, `apply_one` and `apply_in_savepoint` write into it through `apply.Applier`,
+`defer_constraints` defers its deferrable constraints to its commit; `commit` writes the
 checkpoint, dead letters, backfill progress and hold report into it and commits; `abandon` rolls it
 back), turning driver errors into splitter errors, and the worker's reads and operator requests served
 in the same session.  It implements `splitter.pipeline.sink.Sink`.  Must not: read Kafka, decide
@@ -14,16 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 import psycopg
 
+from connectors.pg import backfill_deletes
 from connectors.pg.apply import Applier
 from connectors.pg.catalog import target_columns
 from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.origins import origin_name, setup_origin
-from connectors.pg.sink_values import ApplyMode, CommitExtras, Rejected, Resolution
+from connectors.pg.sink_values import ApplyMode, CommitExtras, Key, Rejected, Replacement, Resolution
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state import control, dead_letters
 from connectors.pg.state.schema import Checkpoint, ensure_state_schema, read_checkpoint, write_checkpoint
@@ -120,6 +122,23 @@ class ServiceSink:
         """
         return self._guarded(what, lambda: self._applier.one(change, relation, mode))
 
+    def apply_in_savepoint(self, steps: Sequence[Step], mode: ApplyMode, what: str, *,
+                           keep: bool = True) -> Rejected | None:
+        """Apply `steps` in a savepoint of the open transaction; their rejection, if the database refused their
+        data (only they are rolled back).  `keep=False` rolls them back in any case (a trial).  Any other
+        failure rolls back all of the transaction.
+        """
+        return self._guarded(what, lambda: self._applier.in_savepoint(steps, mode, keep))
+
+    def defer_constraints(self, what: str) -> None:
+        """Check the target's deferrable constraints at the commit of the open transaction, not per row."""
+        self._guarded(what, lambda: self.conn.execute("SET CONSTRAINTS ALL DEFERRED"))
+
+    def replacement(self, target: str | None, tables: Collection[str], what: str) -> Replacement:
+        """Which of `tables` feed the target table `target`, and what stands in the way of writing their rows
+        as delete-then-insert (read in the open transaction)."""
+        return self._guarded(what, lambda: self._applier.replacement(target, tables))
+
     def commit(self, checkpoint: Checkpoint, extras: CommitExtras, what: str) -> None:
         """Write `checkpoint` and `extras` into the open transaction and commit it: the data and the position it
         covers, the dead letters set aside, backfill progress and the hold report, all at once or not at all.
@@ -135,17 +154,18 @@ class ServiceSink:
         for chunk in extras.chunks:
             backfill_store.chunk_applied(conn, chunk.job_id, chunk.chunk, chunk.copied, chunk.skipped,
                                          chunk.last_key, chunk.final, chunk.repaired, chunk.copied_keys,
-                                         lsn_to_str(chunk.high_lsn))
+                                         lsn_to_str(chunk.high_lsn), chunk.deleted)
         if self._applier.noted_missed:  # after chunk_applied (see there), before the commit
             backfill_store.missed_noted_at(conn, lsn_to_str(checkpoint.commit_lsn))
-        self._transactions_applied += extras.transactions
+        transactions = self._transactions_applied + extras.transactions  # counted once it commits
         write_checkpoint(conn, self.service, Checkpoint(
             checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
-            checkpoint.source_ts, self._applier.rows_applied, self._transactions_applied))
+            checkpoint.source_ts, self._applier.rows_applied, transactions))
         dead_letters.insert(conn, self.service, extras.letters)
         if extras.paused is not None:
             control.mark_paused(conn, self.service, extras.paused[0], extras.paused[1])
-        conn.commit()
+        conn.commit()  # deferred constraints are checked here: a refusal leaves the counts as they were
+        self._transactions_applied = transactions
         self._applier.committed()
 
     def _guarded(self, what: str, run: Callable[[], T]) -> T:
@@ -228,3 +248,11 @@ class ServiceSink:
         except psycopg.Error as exc:
             self._rollback_quietly()
             raise wrap_db_error(exc, f"service {self.service}: dead-letter request failed", self._dsn) from exc
+
+    def backfill_absent_keys(self, table: str, relation: RelationSchema, key_range: backfill_deletes.KeyRange,
+                             present: Collection[Key]) -> list[Key]:
+        """Source keys in `key_range` of rows the target tables of `table` hold and `present` lacks (a read in
+        the apply session; the worker deletes them with the chunk, in the next commit)."""
+        return self._read(f"cannot read the rows of {table} a backfill chunk removes",
+                          lambda conn: backfill_deletes.absent_keys(conn, self._applier.routes_of(table), relation,
+                                                                    key_range, present))

@@ -2,7 +2,8 @@
 
 The verbs of the sink contract are `splitter.pipeline.sink`'s Protocols; its nouns live here, on the
 floor both sides can import.  Owns: the facts the apply session reports (`Rejected`: the database
-refused one change; `MissingRows`: partial updates that found no row), what the pipeline tells it
+refused a change; `MissingRows`: partial updates that found no row; `Replacement`: whether rows can be
+written as delete-then-insert), what the pipeline tells it
 (`ApplyMode`, with the pipeline's answer to missing rows; `Resolution` of a dead-letter request) and
 what a commit carries besides the data (`CommitExtras`, `ChunkDone`).  Must not: decide anything (the
 pipeline does), or do I/O.
@@ -33,14 +34,31 @@ class ChunkDone:
     repaired: Sequence[Sequence[str | None]] = ()
     copied_keys: Sequence[Sequence[str | None]] = ()  # source keys of the rows it copied
     high_lsn: int = 0  # where its high watermark is in the log
+    deleted: int = 0  # target rows it removed because the source no longer has them
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """The database refused one change's data (SQLSTATE class 22 or 23); it was rolled back to its savepoint."""
+    """The database refused a change's data (SQLSTATE class 22 or 23); it was rolled back to its savepoint."""
 
     sqlstate: str | None
     message: str
+    constraint: str | None = None  # the constraint or unique index that refused it, when the server names one
+    table: str | None = None  # the target table it refused it in, schema-qualified
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """Whether the rows of some source tables can be written as delete-then-insert in the target (a fact).
+
+    `tables`: the source tables asked about that feed the refusing target table (all of them when it is
+    not known).  `blockers`: what would make delete-then-insert differ from an update in a target table
+    those tables feed (a trigger that fires in the apply session, a column the topology does not write);
+    empty when nothing does.
+    """
+
+    tables: frozenset[str]
+    blockers: tuple[str, ...]
 
 
 @dataclass(frozen=True)

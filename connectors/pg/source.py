@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import select
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import pq, sql
 
-from connectors.pg.client import connect, lock_key, wrap_db_error
+from connectors.pg.client import CONNECT_TIMEOUT, connect, connect_failure, lock_key, with_timeout, wrap_db_error
 from connectors.pg.replication_protocol import PrimaryKeepalive, XLogData, parse_copy_data, standby_status_update
 from splitter.core import messages
 from splitter.core.dsn import mask_secrets, with_params
@@ -138,12 +139,19 @@ class ReplicationConnection:
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        conninfo = with_params(dsn, replication="database", application_name="splitter-capture")
+        conninfo = with_timeout(with_params(dsn, replication="database", application_name="splitter-capture"))
+        started = time.monotonic()
         self.pgconn = pq.PGconn.connect(conninfo.encode())
         if self.pgconn.status != pq.ConnStatus.OK:
             message = self.pgconn.get_error_message().strip()
+            needs_password = bool(self.pgconn.needs_password)
             self.pgconn.finish()
-            raise RetryableError(mask_secrets(f"cannot open a replication connection to the source: {message}", dsn))
+            what = "cannot open a replication connection to the source"
+            if time.monotonic() - started >= CONNECT_TIMEOUT:  # libpq gave up waiting: no server answered
+                raise RetryableError(mask_secrets(f"{what}: {message}", dsn))
+            # A missing REPLICATION attribute (42501) or a wrong password is named and not retried.
+            failure = connect_failure(conninfo, message, needs_password, what, dsn, conninfo)
+            raise failure from failure.__cause__
         self.copy_mode = False
 
     def _exec(self, command: sql.Composable | str) -> pq.abc.PGresult:

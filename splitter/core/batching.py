@@ -5,12 +5,15 @@ full rows to upsert, and the partial rows to update (updates whose unchanged TOA
 unknown), such that applying deletes, then partial updates, then upserts gives the same final
 state as applying every change one by one.  Where no such order exists (a TRUNCATE, a schema
 change, a key moved into a place another pending change still needs) the batch is cut into
-ordered segments.  Must not: touch a database or know about services (a worker feeds it the
-changes of its own tables only).
+ordered segments.  Also the two fallbacks for a target that refuses such an order (a unique index
+other than the key, when values move between rows): the steps of each source transaction on its own
+(`by_transaction`), and the steps that write the rows of some tables as delete-then-insert (`replacing`).
+Must not: touch a database or know about services (a worker feeds it the changes of its own tables only).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from splitter.core.envelope import RelationSchema, Row, RowChange
@@ -203,3 +206,42 @@ def _apply(segment: Segment, change: RowChange, relation: RelationSchema) -> Non
     if old_key != new_key:
         _must_delete(table, old_key)
     table.full[new_key] = dict(after)
+
+
+def by_transaction(changes: Iterable[tuple[RowChange, RelationSchema]]) -> list[tuple[int, list[Step]]]:
+    """(commit LSN, steps) of each run of changes with one commit LSN, in the order given.
+
+    Each source transaction collapsed on its own: applied one after the other, the target passes through
+    every state the source committed, where the collapse of several transactions ordered each row by its
+    last change (a value one row gives up in a later transaction may be taken by another row first).
+    """
+    runs: list[tuple[int, Batch]] = []
+    for change, relation in changes:
+        if not runs or runs[-1][0] != change.commit_lsn:
+            runs.append((change.commit_lsn, Batch()))
+        runs[-1][1].add(change, relation)
+    return [(lsn, steps) for lsn, batch in runs if (steps := batch.steps())]
+
+
+def replacing(steps: Sequence[Step], tables: Collection[str]) -> list[Step] | None:
+    """`steps` with every row of `tables` they write deleted first, so that its upsert inserts it anew.
+
+    For a transaction whose final rows a unique index accepts but no order of single-row updates reaches
+    (two rows swapping a value): with every row it touches gone, the inserts meet only the rows it left
+    alone.  None when such a row is only partly known (an update that left TOASTed columns out): deleting
+    it would lose them.
+    """
+    out: list[Step] = []
+    for step in steps:
+        if isinstance(step, Truncate):
+            out.append(step)
+            continue
+        segment = Segment()
+        for name, table in step.tables.items():
+            if name in tables:
+                if table.partial:
+                    return None
+                table = TableChanges(table.relation, {**table.deletes, **dict.fromkeys(table.full)}, dict(table.full))
+            segment.tables[name] = table
+        out.append(segment)
+    return out

@@ -165,6 +165,13 @@ class ComponentCollector(Collector):
                          *[([component, service, kind], 1 if (c := stopped.get((component, service))) is not None
                             and c.exit_class == kind else 0)
                            for component, service in watcher.watched for kind in STOPPED_KINDS])
+            refused = watcher.unreachable()
+            yield _gauge("splitter_component_database_unreachable",
+                         "1 while capture cannot read the database a component records its stop in, by the class "
+                         "and SQLSTATE of the refusal (configuration: the component cannot run with these settings)",
+                         ["component", "service", "kind", "sqlstate"],
+                         *[([component, service, r.kind, r.sqlstate or ""], 1)
+                           for (component, service), r in sorted(refused.items())])
         cutover = poller.cutover_states
         if cutover is not None:  # a state set: every known state (1 for the current one) and any other a row holds
             yield _gauge("splitter_cutover_state", "Each service's cutover state (state set, from splitter.cutover)",
@@ -192,6 +199,9 @@ class ComponentCollector(Collector):
         yield _gauge("splitter_capture_heartbeat_failures",
                      "Consecutive failed heartbeats (0 after a successful one); retained WAL grows while they fail",
                      [], ([], st.heartbeat_failures))
+        yield _gauge("splitter_capture_broker_unreachable",
+                     "1 while capture cannot reach the broker; nothing new reaches the change log and retained WAL "
+                     "grows", [], ([], 1 if getattr(st, "broker_unreachable", False) else 0))
 
     def _worker(self, o: Watched, latest: SourceSample | None) -> Iterator[Metric]:
         svc = [o.service]

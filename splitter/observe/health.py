@@ -11,6 +11,8 @@ loop has not ticked for longer.  A capture whose heartbeats keep failing (its st
 `heartbeat_failing`, set by splitter.pipeline.capture) stays healthy, with a second line saying so: the
 stream may still be fine, and restarting capture would not mend the catalog session (capture reopens it
 itself); the error is for an operator (retained WAL grows) and `splitter_capture_heartbeat_failures`.
+A broker capture cannot reach (`broker_unreachable`, set by its produce path) is one more line, for
+the same reason (capture keeps trying; a restart would not bring the broker back).
 Must not: do more than one attribute store on the component's loop (`tick`), or decide anything about
 the pipeline: it only looks.
 """
@@ -59,7 +61,7 @@ class Health:
             return True, "starting (connecting or copying)", None
         if age > self.max_age:
             return False, f"loop has not ticked for {age:.0f}s", age
-        return True, "ok" + self._heartbeat_note(), age
+        return True, "ok" + self._heartbeat_note() + self._broker_note(), age
 
     def _heartbeat_note(self) -> str:
         st = self._stats
@@ -67,6 +69,13 @@ class Health:
             return ""
         return (f"\nheartbeats failing: {getattr(st, 'heartbeat_failures', 0)} in a row "
                 f"({getattr(st, 'last_heartbeat_error', None)}); retained WAL grows while they fail")
+
+    def _broker_note(self) -> str:
+        st = self._stats
+        if not getattr(st, "broker_unreachable", False):
+            return ""
+        return (f"\nbroker unreachable ({getattr(st, 'last_broker_error', None)}); nothing new reaches the "
+                "change log and retained WAL grows")
 
 
 __all__ = ["Health"]

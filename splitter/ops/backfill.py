@@ -8,10 +8,17 @@ reading the log in order, drops from the chunk every row the stream changed betw
 watermarks (the stream carries newer values), so a copied value never overwrites a newer one, and
 the service's stream is never paused.  Rows the stream could not rebuild meanwhile (an update with
 unchanged TOASTed columns that moved a row the copy had not reached to a key it had passed) are noted
-by the worker and copied again in repair chunks at the end.  Progress lives in the service database
-(`splitter.backfills`), so a crashed backfill resumes from its last applied chunk; `--rate` throttles
-it so it does not starve the stream.  Must not: write the service's tables itself, or run SQL (the
-watermarks are `connectors.pg.watermarks`', the chunk reads `connectors.pg.copy`'s).
+by the worker and copied again in repair chunks at the end.  Each scan chunk also names its key range
+(the previous chunk's last key, its own last key], from the first key and to the last at the ends), and
+the worker deletes the target rows in it that the chunk does not hold, under the same rule (rows the
+stream changed inside the window are the stream's): so a backfill after a stretch of the log was lost
+also removes the rows deleted in it.  A route whose target key cannot be compared with the source's key
+ranges is refused before the first watermark, unless deletes are turned off.  Progress lives in the
+service database (`splitter.backfills`), so a crashed backfill resumes from its last applied chunk (or
+takes over the job `splitter replay --accept-gap` opened); `--rate` throttles it so it does not starve
+the stream.  Must not: write the service's tables itself, or run SQL (the watermarks are
+`connectors.pg.watermarks`', the chunk reads `connectors.pg.copy`'s, the range check
+`connectors.pg.backfill_deletes`').
 """
 
 from __future__ import annotations
@@ -20,15 +27,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.pg.backfill_deletes import range_problems
 from connectors.pg.client import Connection, connect
 from connectors.pg.copy import ChunkReader
 from connectors.pg.source import ensure_publication, estimated_rows, relation_schema
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state.schema import ensure_state_schema
 from connectors.pg.watermarks import wait_for_transactions_before, write_watermark
-from splitter.core.errors import ConfigurationError, RetryableError
+from splitter.core.errors import ConfigurationError, FatalError, RetryableError
 from splitter.pipeline.config import Settings
 from splitter.topology.model import Route
+
+DEFAULT_CHUNK_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class BackfillResult:
     rows_copied: int
     rows_skipped: int
     seconds: float
+    rows_deleted: int = 0
 
 
 def _route(settings: Settings, service: str, table: str) -> Route:
@@ -50,11 +61,22 @@ def _route(settings: Settings, service: str, table: str) -> Route:
     return routes[0]
 
 
-def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: int = 2000,
+def _refuse_deletes(service: str, source_table: str, problems: list[str]) -> ConfigurationError:
+    return ConfigurationError(
+        f"backfill of {source_table} into service {service} cannot remove the rows the source no longer has: "
+        f"{'; '.join(problems)}. Pass --no-delete to copy without removing them (rows deleted while the "
+        f"service missed the change stay; `splitter verify --service {service}` lists them)")
+
+
+def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  rate: float | None = None, chunk_timeout: float = 120.0, restart: bool = False,
-                 progress: Any = None) -> BackfillResult:
+                 progress: Any = None, deletes: bool = True) -> BackfillResult:
+    """Re-copy `table`; with `deletes`, also remove the target rows the source no longer has."""
     route = _route(settings, service, table)
     source_table = f"{route.source_schema}.{route.source_table}"
+    # The worker applies a chunk to every route of the source table in this service.
+    routes = [r for r in settings.topology.routes_for(settings.topology.service(service))
+              if (r.source_schema, r.source_table) == (route.source_schema, route.source_table)]
     started = time.monotonic()
     with connect(settings.source_dsn, "the source database", autocommit=True,
                  application_name="splitter-backfill") as source, \
@@ -64,14 +86,21 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
         relation = relation_schema(source, route.source_schema, route.source_table)
         if not relation.key_columns:
             raise ConfigurationError(f"source table {source_table} has no primary key: it cannot be copied in chunks")
+        problems = range_problems(source, routes, relation) if deletes else []
+        if problems:
+            raise _refuse_deletes(service, source_table, problems)
         # The stream must carry the table's changes before the first low watermark.
         ensure_publication(source, settings.publication, settings.topology.source_tables())
         job = None if restart else backfill_store.running_job(target, service, source_table)
-        if job is not None and job.relation_header != relation.header_bytes().decode():
-            job = None  # the table changed shape since: start again
+        if job is not None and (job.relation_header != relation.header_bytes().decode() or job.deletes != deletes):
+            job = None  # the table changed shape since, or its earlier chunks did not delete: start again
+        if job is not None and job.chunks_done == 0 and job.chunk_rows != chunk_rows:
+            backfill_store.set_chunk_rows(target, job.id, chunk_rows)  # opened by a replay: nothing copied yet
+            job = backfill_store.job(target, job.id)
+            assert job is not None
         if job is None:
             job = backfill_store.start_job(target, service, source_table, relation.header_bytes().decode(),
-                                           chunk_rows)
+                                           chunk_rows, deletes)
         total = estimated_rows(source, route.source_schema, route.source_table)
         backfill_store.set_estimate(target, job.id, total)
         reader = ChunkReader(relation, job.chunk_rows)
@@ -89,12 +118,16 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
             with target.transaction():
                 backfill_store.put_chunk(target, job.id, number, rows)
             final = len(rows) < job.chunk_rows or "repair" in extra
+            if repair is None and job.deletes:
+                # The keys this read covers: every source key in it is in `rows`.
+                through = None if final else [rows[-1][k] for k in relation.key_columns]
+                extra["range"] = [last_key, through]
             write_watermark(source, {**mark, **extra, "mark": "high", "final": final})
             return len(rows) if _wait_applied(target, job.id, number, chunk_timeout) else None
 
         chunk = job.chunks_done
         last_key = job.last_key
-        copied, skipped = job.rows_copied, job.rows_skipped
+        copied, skipped, deleted = job.rows_copied, job.rows_skipped, job.rows_deleted
         scanning = True
         while True:
             chunk += 1
@@ -107,15 +140,20 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
                 continue
             state = backfill_store.job(target, job.id)
             assert state is not None
-            copied, skipped, last_key = state.rows_copied, state.rows_skipped, state.last_key
+            copied, skipped, deleted = state.rows_copied, state.rows_skipped, state.rows_deleted
+            last_key = state.last_key
             if progress is not None:
                 progress(copied + skipped, total, time.monotonic() - started)
             if state.status == "done":
                 break
+            if state.status == "cancelled":
+                raise FatalError(f"backfill job {job.id} of {source_table} was superseded by a newer job (a replay "
+                                 f"past a gap, or a backfill with --restart); run `splitter backfill` again to take "
+                                 f"the newer one over")
             scanning = scanning and read == job.chunk_rows
             if rate:
                 time.sleep(read / rate)
-    return BackfillResult(job.id, chunk, copied, skipped, time.monotonic() - started)
+    return BackfillResult(job.id, chunk, copied, skipped, time.monotonic() - started, deleted)
 
 
 def _wait_applied(conn: Connection, job_id: int, chunk: int, timeout: float) -> bool:

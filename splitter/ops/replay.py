@@ -4,7 +4,11 @@ Owns: turning --from-offset / --from-time / --from-lsn into an exact starting po
 the transaction there, and the commit LSN to re-apply after), refusing what cannot be replayed (a
 range retention already deleted, a point ahead of what the service applied), the dry-run report, the
 confirmation, and handing the request to the running worker through its database (the worker is the
-only writer of its service database; other services keep streaming).  Must not: write service tables.
+only writer of its service database; other services keep streaming).  A replay that skips records the
+service never applied (`accept_gap`) also opens a backfill job for each of the service's source tables,
+before the worker serves the request: until `splitter backfill` takes the job over, an update that finds
+no row (its insert was in the lost stretch) is noted for that copy instead of stopping the service.
+Must not: write service tables.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from connectors.kafka.log_reader import LogPoint, LogReader
-from connectors.pg.client import connect
+from connectors.pg.client import Connection, connect
+from connectors.pg.source import relation_schema
+from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import ensure_state_schema, read_checkpoint
 from splitter.core.errors import ConfigurationError, FatalError
 from splitter.core.lsn import lsn_to_str
+from splitter.ops.backfill import DEFAULT_CHUNK_ROWS
 from splitter.pipeline.config import Settings
 
 
@@ -128,13 +135,29 @@ def describe(plan: ReplayPlan) -> str:
             f"{plan.records} record(s) read")
     if plan.skipped is not None:
         text += (f". SKIPS offsets {plan.skipped[0]}..{plan.skipped[1]}, which the service never applied: re-copy "
-                 f"each of its tables afterwards with `splitter backfill --service {plan.service} --table T`")
+                 f"each of its tables afterwards with `splitter backfill --service {plan.service} --table T` (it "
+                 f"also removes the rows deleted in what was skipped), then check with `splitter verify --service "
+                 f"{plan.service}`")
     return text
+
+
+def _open_recovery_jobs(settings: Settings, service: str, conn: Connection) -> None:
+    """A backfill job for each source table of `service`, from the first key (one running is superseded: it
+    may have passed keys whose changes were in the skipped stretch)."""
+    svc = settings.topology.service(service)
+    tables = sorted({(r.source_schema, r.source_table) for r in settings.topology.routes_for(svc)})
+    with connect(settings.source_dsn, "the source database", autocommit=True) as source:
+        headers = {t: relation_schema(source, *t).header_bytes().decode() for t in tables}
+    with conn.transaction():
+        for (schema, table), header in headers.items():
+            backfill_store.start_job(conn, service, f"{schema}.{table}", header, DEFAULT_CHUNK_ROWS, deletes=True)
 
 
 def submit(settings: Settings, plan: ReplayPlan, wait: float = 60.0) -> str:
     with connect(settings.target_dsn(plan.service), f"database of service {plan.service}",
                  autocommit=True) as conn:
+        if plan.skipped is not None:
+            _open_recovery_jobs(settings, plan.service, conn)
         request_id = dead_letters.submit_request(conn, plan.service, "replay", from_offset=plan.start_offset,
                                                  from_lsn=plan.after_lsn)
         deadline = time.monotonic() + wait

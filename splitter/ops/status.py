@@ -5,7 +5,11 @@ WAL position, replication slot, cutover rows and stopped components and each ser
 checkpoint, control row and stopped worker (through connectors.pg.positions and connectors.pg.state,
 the reads the metrics poller uses too), and turning them into one table (or JSON) per refresh: state,
 lag in seconds and bytes, rows/s, and the last problem seen; a component that stopped for good
-(splitter.components) is listed with its exit class and error, and its service's state is "stopped".
+(splitter.components) is listed with its exit class and error, and its service's state is "stopped"; a
+capture that runs degraded (heartbeats failing, broker unreachable: its `degraded` row) is listed too.
+A database status cannot connect to is named with the class and SQLSTATE of the refusal
+(`error_class`, `sqlstate`): a wrong password or a missing database makes a service "misconfigured"
+(its worker, using the same settings, cannot run either, and could not record why in that database).
 It needs no daemon port, so it works while splitter is down (that is when it matters most).  Lag
 follows `splitter.observe.lag` (same functions): a one-shot status samples the source for up to the
 caught-up grace (about 3 s; less when every service is caught up), `--watch` keeps its samples.
@@ -25,15 +29,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from connectors.pg.client import Connection
+from connectors.pg.client import Connection, sqlstate_of
 from connectors.pg.positions import ReadSession, source_positions
-from connectors.pg.state.components import StoppedComponent, read_stopped
+from connectors.pg.privileges import NO_REPLICATION_SQLSTATE, can_replicate
+from connectors.pg.state.components import DegradedComponent, StoppedComponent, read_degraded, read_stopped
 from connectors.pg.state.control import HoldState, hold_state
 from connectors.pg.state.cutover import read_states
 from connectors.pg.state.schema import AppliedCheckpoint, read_applied
 from splitter.core.errors import SplitterError
 from splitter.core.lsn import lsn_to_str
 from splitter.observe.lag import SourceClock, caught_up_grace, lag_bytes, lag_seconds
+from splitter.ops.status_components import ComponentStatus, DegradedStatus, error_class
 from splitter.pipeline.config import Settings
 
 # A service whose checkpoint has not moved for this long while the source moved is stalled: an idle
@@ -57,6 +63,9 @@ class SourceStatus:
     slot_lag_bytes: int | None = None
     retained_wal_bytes: int | None = None
     error: str | None = None
+    #: Why status could not read the source: configuration | retryable | fatal, and the server's SQLSTATE.
+    error_class: str | None = None
+    sqlstate: str | None = None
 
 
 @dataclass
@@ -75,27 +84,9 @@ class ServiceStatus:
     held_at_lsn: str | None = None
     cutover_state: str | None = None
     last_error: str | None = None
-
-
-@dataclass
-class ComponentStatus:
-    """A component that stopped for good and has not run since (a row of splitter.components)."""
-
-    component: str
-    service: str
-    state: str
-    exit_class: str
-    exit_code: int
-    error: str
-    since: str
-
-    @classmethod
-    def of(cls, c: StoppedComponent) -> ComponentStatus:
-        return cls(c.component, c.service, "stopped", c.exit_class, c.exit_code, c.message,
-                   c.since.isoformat(timespec="seconds"))
-
-    def summary(self) -> str:
-        return f"stopped ({self.exit_class}, exit {self.exit_code}) at {self.since}: {' '.join(self.error.split())}"
+    #: Why status could not read the service database (as SourceStatus.error_class / sqlstate).
+    error_class: str | None = None
+    sqlstate: str | None = None
 
 
 @dataclass
@@ -105,6 +96,8 @@ class Status:
     services: list[ServiceStatus] = field(default_factory=list)
     #: Components that stopped for good: capture and reverse (from the source), workers (their databases).
     stopped: list[ComponentStatus] = field(default_factory=list)
+    #: Components that run degraded (capture: heartbeats failing, broker unreachable), from the source.
+    degraded: list[DegradedStatus] = field(default_factory=list)
     #: splitter.ops.cutover.view's section (state, home, fence) when the source answers.
     cutover: list[dict[str, Any]] | None = None
     cutover_text: str | None = field(default=None, repr=False)
@@ -121,6 +114,8 @@ class _Reading:
 
     ok: bool
     error: str | None = None
+    error_class: str | None = None
+    sqlstate: str | None = None
     has_checkpoint: bool = False
     offset: int = -1
     commit_lsn: int = 0
@@ -152,6 +147,7 @@ class StatusReader:
         # service -> (state, last error) from the source's splitter.cutover (connectors.pg.state.cutover).
         self.cutover: dict[str, tuple[str, str | None]] = {}
         self.source_stopped: list[StoppedComponent] = []  # capture and reverse, from the source
+        self.source_degraded: list[DegradedComponent] = []
         self._rows: dict[str, deque[tuple[float, int]]] = {n: deque() for n in names}
         self._source = ReadSession(settings.source_dsn, "the source database", _APPLICATION_NAME)
         self._targets: dict[str, ReadSession] = {}
@@ -182,9 +178,11 @@ class StatusReader:
         except SplitterError as exc:
             self._source.close()
             src.reachable, src.error, src.slot_state = False, _message(exc), "unknown"
+            src.error_class, src.sqlstate = error_class(exc), sqlstate_of(exc)
             return
         self.clock.add(positions.wal_lsn)
         src.reachable, src.error, src.current_lsn = True, None, lsn_to_str(positions.wal_lsn)
+        src.error_class = src.sqlstate = None
         src.slot_lag_bytes, src.retained_wal_bytes = positions.slot_lag_bytes, positions.retained_wal_bytes
         slot = positions.slot
         if slot is None:
@@ -198,11 +196,17 @@ class StatusReader:
         try:
             states = self._source.read("reading the cutover states", read_states)
             stopped = self._source.read("reading the stopped components", read_stopped)
+            degraded = self._source.read("reading the degraded components", read_degraded)
+            replicates = self._source.read("reading the source role's attributes", can_replicate)
         except SplitterError as exc:
             self._source.close()
             src.error = _message(exc)
             return
-        self.cutover, self.source_stopped = states, stopped
+        if not replicates:  # capture cannot record why it stops when the same role may not create its table
+            src.error = ("the source role has no REPLICATION attribute: capture cannot open its stream "
+                         f"(SQLSTATE {NO_REPLICATION_SQLSTATE})")
+            src.error_class, src.sqlstate = "configuration", NO_REPLICATION_SQLSTATE
+        self.cutover, self.source_stopped, self.source_degraded = states, stopped, degraded
 
     def _read_service(self, name: str) -> _Reading:
         session = self._targets.get(name)
@@ -217,7 +221,7 @@ class StatusReader:
             applied, hold, stopped = session.read(f"reading the database of service {name}", read)
         except SplitterError as exc:
             session.close()
-            return _Reading(ok=False, error=_message(exc))
+            return _Reading(ok=False, error=_message(exc), error_class=error_class(exc), sqlstate=sqlstate_of(exc))
         reading = _Reading(ok=True)
         reading.stopped = next((c for c in stopped if c.component == "worker" and c.service == name), None)
         if applied is not None:
@@ -246,6 +250,7 @@ class StatusReader:
         latest = self.clock.latest()
         out = Status(datetime.now(UTC).isoformat(timespec="seconds"), self.source)
         out.stopped = [ComponentStatus.of(c) for c in self.source_stopped]
+        out.degraded = [DegradedStatus.of(c) for c in self.source_degraded]
         for name in self.services:
             reading = self.readings.get(name) or _Reading(ok=False, error="not read yet")
             st = ServiceStatus(name, self.settings.topology.service(name).database)
@@ -253,7 +258,8 @@ class StatusReader:
             cutover_state, cutover_error = self.cutover.get(name, (None, None))
             st.cutover_state = cutover_state
             if not reading.ok:
-                st.state, st.last_error = "unreachable", reading.error
+                st.state = "misconfigured" if reading.error_class == "configuration" else "unreachable"
+                st.last_error, st.error_class, st.sqlstate = reading.error, reading.error_class, reading.sqlstate
                 continue
             stopped = ComponentStatus.of(reading.stopped) if reading.stopped is not None else None
             if stopped is not None:
@@ -350,7 +356,8 @@ def render_table(status: Status) -> str:
     src = status.source
     lines = [f"source {src.database}: " + (
         f"WAL {src.current_lsn}, slot {src.slot} {src.slot_state}, slot lag {_bytes(src.slot_lag_bytes)}, "
-        f"retained WAL {_bytes(src.retained_wal_bytes)}" if src.reachable else "unreachable")
+        f"retained WAL {_bytes(src.retained_wal_bytes)}" if src.reachable
+        else "misconfigured" if src.error_class == "configuration" else "unreachable")
         + (f"  ({src.error})" if src.error else "")]
     header = ("SERVICE", "STATE", "LAG", "LAG BYTES", "ROWS/S", "OFFSET", "LAST ERROR")
     rows = [header]
@@ -362,6 +369,7 @@ def render_table(status: Status) -> str:
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     lines += [f"{c.component} {c.summary()}" for c in status.stopped if c.component != "worker"]  # workers: above
+    lines += [f"{c.component} {c.summary()}" for c in status.degraded]
     return "\n".join(lines)
 
 
@@ -392,5 +400,5 @@ def emit(status: Status, as_json: bool, stream: TextIO, clear: bool) -> None:
     stream.flush()
 
 
-__all__ = ["ComponentStatus", "ServiceStatus", "SourceStatus", "Status", "StatusReader", "collect", "emit",
-           "render_table", "with_cutover"]
+__all__ = ["ComponentStatus", "DegradedStatus", "ServiceStatus", "SourceStatus", "Status", "StatusReader", "collect",
+           "emit", "render_table", "with_cutover"]

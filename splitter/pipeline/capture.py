@@ -25,13 +25,10 @@ from connectors.kafka.producer import ChangeLogProducer
 from connectors.pg.client import Connection, DatabaseError, connect
 from connectors.pg.pgoutput import messages as po
 from connectors.pg.pgoutput.decoder import PgOutputDecoder
-from connectors.pg.positions import slot_info
 from connectors.pg.replication_protocol import PrimaryKeepalive
 from connectors.pg.source import (
     FIRST_USER_OID,
     ReplicationConnection,
-    check_slot_usable,
-    drop_slot,
     emit_heartbeat,
     ensure_publication,
     primary_key_columns,
@@ -43,13 +40,16 @@ from splitter.core.dsn import mask_secrets
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import FatalError, MalformedMessageError, RetryableError, SplitterError
 from splitter.core.lsn import lsn_to_str
-from splitter.pipeline import initial_copy as backfill
+from splitter.pipeline import broker_watch, capture_health, log_identity
 from splitter.pipeline.config import Settings
+from splitter.pipeline.copy_plan import LaterCopies, prepare_stream
 
 log = logging.getLogger(__name__)
 
 # Messages handled per pass of the loop before Kafka delivery reports and the slot position are served.
 DRAIN_BATCH = 2000
+#: Records waiting for the broker beyond which capture stops reading the slot (the client's queue holds 1 M).
+MAX_IN_FLIGHT = 500_000
 #: Heartbeats failing this many times in a row, or for this many seconds, are an error (metrics, /healthz):
 #: while they fail, an idle source's slot does not advance and retained WAL grows.
 HEARTBEAT_FAILURES_ERROR = 3
@@ -88,6 +88,10 @@ class CaptureStats:
         self.last_heartbeat_error: str | None = None
         #: True once they failed HEARTBEAT_FAILURES_ERROR times in a row or for HEARTBEAT_FAILING_SECONDS.
         self.heartbeat_failing = False
+        #: The broker has not answered (delivery or metadata) for a while; the last such (masked) error.
+        #: Set and cleared by the produce path; status, /healthz and the metrics report it.
+        self.broker_unreachable = False
+        self.last_broker_error: str | None = None
 
 
 class Capture:
@@ -122,34 +126,24 @@ class Capture:
     def _run_locked(self, stop: threading.Event) -> None:
         s = self.settings
         ensure_publication(self._catalog, s.publication, s.topology.source_tables())
-        ensure_topic(s.kafka_bootstrap, s.topic)
+        ensure_topic(s.kafka_bootstrap, s.topic, on_unreachable=broker_watch.reporter(self.stats))
         producer = ChangeLogProducer(s.kafka_bootstrap, s.topic, dict(s.kafka_extra))
         repl = ReplicationConnection(s.source_dsn)
+        later: LaterCopies | None = None
         try:
-            info = slot_info(self._catalog, s.slot)
-            to_copy = backfill.plan_initial_copy(s, info)
-            if info is not None and len(to_copy) == len(s.topology.services):
-                log.warning("slot %s exists but no service was ever copied: re-creating it", s.slot)
-                drop_slot(self._catalog, s.slot)
-                info = None
-            if info is None:
-                consistent, snapshot = repl.create_slot(s.slot)
-                log.info("created slot %s at %s; copying %d service(s) from snapshot %s", s.slot,
-                         lsn_to_str(consistent), len(to_copy), snapshot)
-                backfill.initial_copy(s, snapshot, consistent, to_copy)
-                confirmed = consistent  # a slot position: the next commit to stream may start here
-            else:
-                check_slot_usable(info, s.slot)
-                if to_copy:
-                    log.warning("the initial copy did not finish: copying service(s) %s; slot %s is kept",
-                                ", ".join(svc.name for svc in to_copy), s.slot)
-                    backfill.copy_from_own_snapshot(s, to_copy)
-                confirmed = info.confirmed_flush_lsn or 0
+            log_identity.open_log(s, self._catalog, producer)  # a new slot's log, or the lost-log check
+            start = prepare_stream(s, self._catalog, repl)  # the slot, and the copies the stream needs first
+            confirmed = start.confirmed  # a slot position: the next commit to stream may start here
             self.stats.confirmed_lsn = confirmed
+            # Services whose database did not answer are copied once it does, while the others stream.
+            later = LaterCopies(s, start, stop)
             repl.start(s.slot, s.publication)
             log.info("streaming slot %s from %s into topic %s", s.slot, lsn_to_str(confirmed), s.topic)
-            self._stream(stop, repl, producer, confirmed)
+            self._stream(later.stop, repl, producer, confirmed)
+            later.raise_failure()
         finally:
+            if later is not None:
+                later.close()
             repl.close()
 
     # -- the loop -----------------------------------------------------------------------------
@@ -161,9 +155,13 @@ class Capture:
         last_status = last_heartbeat = time.monotonic()
         self._last_heartbeat_ok = last_heartbeat  # the initial copy's time is not heartbeats failing
         reply = False
+        watch = broker_watch.BrokerWatch(s, self.stats)
         try:
             while not stop.is_set():
-                msg = repl.read(timeout=0.05 if producer.in_flight else 0.2)
+                # A broker that does not acknowledge fills the producer's queue: stop reading the slot (it keeps
+                # the changes) and keep serving status and heartbeats until there is room again.
+                full = producer.in_flight >= MAX_IN_FLIGHT
+                msg = None if full else repl.read(timeout=0.05 if producer.in_flight else 0.2)
                 # Drain what libpq already holds before the per-pass work (poll, confirm, status): that
                 # bookkeeping once per burst instead of once per change.
                 handled = 0
@@ -179,7 +177,8 @@ class Capture:
                             self.stats.received_lsn = msg.wal_end
                     handled += 1
                     msg = repl.read(timeout=0.0) if handled < DRAIN_BATCH else None
-                producer.poll(0)
+                producer.poll(0.05 if full else 0)
+                watch.observe(producer)
                 confirmed = self._confirmable(producer, confirmed)
                 now = time.monotonic()
                 if reply or now - last_status >= s.status_interval:
@@ -214,6 +213,7 @@ class Capture:
     def _heartbeat(self) -> None:
         """Write a heartbeat; a failure closes the catalog session, so the next heartbeat opens a new one."""
         st = self.stats
+        capture_health.watch(self.settings, st)  # records failing heartbeats (and the broker) for `splitter status`
         try:
             emit_heartbeat(self._catalog_connection())
         except (DatabaseError, SplitterError) as exc:  # the session died, or reopening it failed

@@ -111,7 +111,8 @@ class ComponentRecord:
         try:
             components.record_stopped(self.dsn, self.what, self.component, self.service, exit_class, exit_code,
                                       mask_secrets(message, self.dsn))
-        except SplitterError as exc:
+        except SplitterError as exc:  # e.g. the very password or database that stopped it: status, connecting
+            # with the same settings, gets the same refusal and names its class and SQLSTATE
             log.warning("could not record the stop for `splitter status`: %s", _one_line(exc))
 
     def clear(self) -> None:

@@ -10,7 +10,10 @@ once (docs/DESIGN-NOTES.md, "Positions are LSNs").
 Services are copied in parallel and do NOT commit together: each commits its rows and checkpoint on its
 own, so a copy that fails part way keeps the services it finished.  The next start copies the rest from
 a new snapshot (a temporary slot's), their checkpoints just before its consistent point, and keeps the
-slot: it has not streamed yet, and each service skips what its own snapshot holds (`plan_initial_copy`).
+slot: each service skips what its own snapshot holds (`plan_copies`).  A service whose database does not
+answer is copied the same way once it does (capture's `copy_plan`), and is never taken for "not copied".
+Rows a service database refuses are handled by the service's `on_error` (`copy_refusals`); two copies of
+one service never both commit (`ServiceCopy.claim`).
 Must not: stream changes, copy into a database that already holds rows it did not write, or run SQL
 itself.
 """
@@ -34,9 +37,10 @@ from connectors.pg.state.schema import (
     ensure_state_schema,
     read_checkpoint,
 )
-from splitter.core.errors import ConfigurationError, FatalError
+from splitter.core.errors import ConfigurationError, DataRejectedError, FatalError, RetryableError
 from splitter.core.lsn import lsn_to_str
 from splitter.pipeline.config import Settings
+from splitter.pipeline.copy_refusals import copy_refused_route
 from splitter.topology.model import Service
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,37 @@ class CopyResult:
     service: str
     rows: dict[str, int]
     seconds: float
+    dead_letters: int = 0  # rows the service database refused, set aside (on_error = "dead_letter")
+    already: bool = False  # another copy committed this service first: nothing was copied here
+
+
+@dataclass(frozen=True)
+class CopyOutcome:
+    """Every service attempted: those that committed, and those that failed with why."""
+
+    results: list[CopyResult]
+    failed: list[tuple[Service, BaseException]]
+
+    def raise_first(self) -> list[CopyResult]:
+        """The results, or the first failure raised once the others are logged."""
+        if self.failed:
+            for service, exc in self.failed[1:]:
+                log.error("initial copy of service %s failed too: %s", service.name, exc)
+            if self.results:
+                log.warning("initial copy: service(s) %s copied and kept; the next start copies %s",
+                            ", ".join(r.service for r in self.results), ", ".join(s.name for s, _ in self.failed))
+            raise self.failed[0][1]
+        return self.results
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """What the initial copy must do before capture streams (`plan_copies`)."""
+
+    now: list[Service]  # reachable, without a checkpoint: copied before the stream starts
+    later: list[Service]  # their database did not answer: copied from a snapshot of their own once it does
+    copied: list[str]  # reachable, with a checkpoint
+    recreate_slot: bool = False  # the slot exists but serves nobody: no service copied, none unknown
 
 
 def service_state(settings: Settings, service: Service) -> Checkpoint | None:
@@ -67,26 +102,35 @@ def service_state(settings: Settings, service: Service) -> Checkpoint | None:
         return None
 
 
-def initial_copy(settings: Settings, snapshot: str, consistent_lsn: int, services: list[Service],
-                 progress: Callable[[str], None] = log.info) -> list[CopyResult]:
+def copy_services(settings: Settings, snapshot: str, consistent_lsn: int, services: list[Service],
+                  progress: Callable[[str], None] = log.info) -> CopyOutcome:
     """Copy `services` from `snapshot` (taken at `consistent_lsn`), each service committing on its own.
 
-    Every service is attempted even when another fails; the first failure is raised once all are done,
-    and the services that committed keep their rows and checkpoints.
+    Every service is attempted even when another fails; the services that committed keep their rows and
+    checkpoints.  A route the service database refuses rows of is copied as its `on_error` says
+    (`copy_refusals`).
     """
     if not services:
-        return []
+        return CopyOutcome([], [])
     # The last commit the snapshot holds is before the consistent point; a commit at it is streamed.
     checkpoint = Checkpoint(settings.topic, 0, FROM_BEGINNING, consistent_lsn - 1, None)
 
     def copy_one(service: Service) -> CopyResult:
         started = time.monotonic()
         copy = ServiceCopy(settings.source_dsn, settings.target_dsn(service.name), service.name)
+        rows, letters = {}, 0
         try:
             copy.begin(snapshot)
-            rows = {}
+            if not copy.claim():
+                copy.rollback()
+                log.info("service %s was copied meanwhile by another copy: nothing to do", service.name)
+                return CopyResult(service.name, {}, time.monotonic() - started, already=True)
             for route in settings.topology.routes_for(service):
-                rows[route.describe()] = copy.copy(route)
+                try:
+                    rows[route.describe()] = copy.copy(route)
+                except DataRejectedError as exc:
+                    rows[route.describe()], refused = copy_refused_route(copy, service, route, checkpoint, exc)
+                    letters += refused
                 progress(f"copied {rows[route.describe()]} rows: {route.describe()}")
             copy.write_checkpoint(service.name, checkpoint)
             copy.commit()
@@ -95,27 +139,27 @@ def initial_copy(settings: Settings, snapshot: str, consistent_lsn: int, service
             raise
         finally:
             copy.close()
-        return CopyResult(service.name, rows, time.monotonic() - started)
+        return CopyResult(service.name, rows, time.monotonic() - started, letters)
 
     with ThreadPoolExecutor(max_workers=min(4, len(services)), thread_name_prefix="backfill") as pool:
         futures = [(service, pool.submit(copy_one, service)) for service in services]
     failed: list[tuple[Service, BaseException]] = [(s, exc) for s, f in futures if (exc := f.exception()) is not None]
-    results = [f.result() for _, f in futures if f.exception() is None]
-    if failed:
-        for service, exc in failed[1:]:
-            log.error("initial copy of service %s failed too: %s", service.name, exc)
-        if results:
-            log.warning("initial copy: service(s) %s copied and kept; the next start copies %s",
-                        ", ".join(r.service for r in results), ", ".join(s.name for s, _ in failed))
-        raise failed[0][1]
-    return results
+    return CopyOutcome([f.result() for _, f in futures if f.exception() is None], failed)
+
+
+def initial_copy(settings: Settings, snapshot: str, consistent_lsn: int, services: list[Service],
+                 progress: Callable[[str], None] = log.info) -> list[CopyResult]:
+    """`copy_services`, raising the first failure once every service was attempted."""
+    return copy_services(settings, snapshot, consistent_lsn, services, progress).raise_first()
 
 
 def copy_from_own_snapshot(settings: Settings, services: list[Service]) -> list[CopyResult]:
     """Copy `services` from a snapshot of their own: a temporary slot's, gone with its connection.
 
-    For services an earlier copy left without a checkpoint while the slot already exists: the slot
-    streams from its older consistent point, each service skips what its own snapshot holds.
+    For services left without a checkpoint while the slot already exists (an earlier copy failed part
+    way, or their database did not answer when the stream started): the slot streams from an older
+    position, so the change log holds every commit from this snapshot's consistent point on, and each
+    service skips what its own snapshot holds.
     """
     repl = ReplicationConnection(settings.source_dsn)
     try:
@@ -126,32 +170,42 @@ def copy_from_own_snapshot(settings: Settings, services: list[Service]) -> list[
         repl.close()
 
 
-def plan_initial_copy(settings: Settings, slot: SlotInfo | None) -> list[Service]:
-    """The services the initial copy must fill; refuses states where the stream would miss changes.
+def plan_copies(settings: Settings, slot: SlotInfo | None) -> CopyPlan:
+    """Which services to copy now and which once their database answers; refuses states that lost changes.
 
-    With the slot in place, services without a checkpoint can still be copied (from a snapshot of their
-    own) while the stream has not started: no copied service has applied anything from the log, and the
-    slot has confirmed nothing past their checkpoints (capture streams only once every service is copied).
+    A service whose database does not answer (RetryableError) is neither copied nor "never copied": it may
+    hold a checkpoint, so the slot is kept for it, and it is copied from a snapshot of its own later if it
+    turns out to need it.  With the slot in place, a service without a checkpoint is copied from a
+    snapshot of its own, whether or not the stream has started: the slot feeds the change log from a
+    position at or before that snapshot's consistent point, so the log holds every commit the service
+    must apply on top of its copy.
     """
-    states = {s.name: service_state(settings, s) for s in settings.topology.services}
-    missing = [s for s in settings.topology.services if states[s.name] is None]
-    if slot is not None and missing:
-        copied = [cp for cp in states.values() if cp is not None]
-        if not copied:
-            return missing  # the slot was created but no copy committed: the caller re-creates it
-        # `+ 1`: a checkpoint is one byte before its consistent point (at it, when written by older versions).
-        confirmed = slot.confirmed_flush_lsn or 0
-        if all(cp.offset == FROM_BEGINNING and confirmed <= cp.commit_lsn + 1 for cp in copied):
-            return missing
+    states: dict[str, Checkpoint | None] = {}
+    later: list[Service] = []
+    for service in settings.topology.services:
+        try:
+            states[service.name] = service_state(settings, service)
+        except RetryableError as exc:
+            log.warning("service %s: its database does not answer (%s); capture streams without it and copies it "
+                        "once it answers, if it needs its copy", service.name, str(exc).strip().splitlines()[0])
+            later.append(service)
+    if slot is None and not states:  # a slot for nobody would only hold WAL
+        raise RetryableError(f"no service database answers ({', '.join(s.name for s in later)}); waiting for one")
+    now = [s for s in settings.topology.services if s.name in states and states[s.name] is None]
+    copied = [n for n, cp in states.items() if cp is not None]
+    if slot is None and copied:
         raise FatalError(
-            f"service(s) {', '.join(s.name for s in missing)} have no checkpoint but the replication slot "
-            f"{settings.slot!r} already streams: an initial copy from the slot's snapshot is no longer possible. "
-            f"Fill them online with `splitter backfill --service S --table T` (or drop the slot and empty every "
-            f"service database to start over)")
-    if slot is None and len(missing) != len(states):
-        have = [n for n, cp in states.items() if cp is not None]
-        raise FatalError(
-            f"replication slot {settings.slot!r} does not exist but service(s) {', '.join(have)} have checkpoints: "
+            f"replication slot {settings.slot!r} does not exist but service(s) {', '.join(copied)} have checkpoints: "
             f"changes since those checkpoints are lost. Re-snapshot: empty those service databases (drop their "
             f"splitter schema and truncate their tables) and start again")
-    return missing
+    # No checkpoint anywhere and every database answered: the slot serves nobody; a fresh one is as good.
+    return CopyPlan(now, later, copied, recreate_slot=slot is not None and not copied and not later)
+
+
+def plan_initial_copy(settings: Settings, slot: SlotInfo | None) -> list[Service]:
+    """The services the initial copy must fill now (`plan_copies`), waiting while a service database does not
+    answer."""
+    plan = plan_copies(settings, slot)
+    if plan.later:
+        raise RetryableError(f"database of service(s) {', '.join(s.name for s in plan.later)} does not answer")
+    return plan.now

@@ -1,11 +1,12 @@
 """The sink contract: the calls a worker makes on a service database, and the decisions it keeps for itself.
 
 Owns: the Protocols a sink implements (`ApplySession`: one open transaction that the worker fills with
-`apply`/`apply_one` and ends with `commit` or `abandon`; `RequestSession`: control and operator requests
-served in the same session; `BackfillSession`: backfill chunks and reloaded routes; `Sink`: all three),
-and the policy the sink must not hold: what a partial update that found no row means (`apply_mode`: a
-backfill miss the copy brings, a replay's expected leniency, or a fatal gap in the target), and what a
-change set aside is stored as and read back as (`dead_letter`, `unreadable_letter`, `stored_change`).
+`apply`/`apply_one`/`apply_in_savepoint` and ends with `commit` or `abandon`; `RequestSession`: control
+and operator requests served in the same session; `BackfillSession`: backfill chunks and reloaded
+routes; `Sink`: all three), and the policy the sink must not hold: what a partial update that found no
+row means (`apply_mode`: a backfill miss the copy brings, a replay's expected leniency, or a fatal gap in
+the target), and what a change set aside is stored as and read back as (`dead_letter`,
+`unreadable_letter`, `stored_change`).
 `connectors.pg.sink.ServiceSink` implements `Sink`; the values both sides pass are in
 `connectors.pg.sink_values`.  Must not: import a driver, or order commits (`worker.commit` does).
 """
@@ -13,10 +14,20 @@ change set aside is stored as and read back as (`dead_letter`, `unreadable_lette
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Protocol
 
-from connectors.pg.sink_values import ApplyMode, CommitExtras, MissingRows, MissingRowsAction, Rejected, Resolution
+from connectors.pg.backfill_deletes import KeyRange
+from connectors.pg.sink_values import (
+    ApplyMode,
+    CommitExtras,
+    Key,
+    MissingRows,
+    MissingRowsAction,
+    Rejected,
+    Replacement,
+    Resolution,
+)
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import Checkpoint
@@ -52,6 +63,18 @@ class ApplySession(Protocol):
     def apply_one(self, change: RowChange, relation: RelationSchema, mode: ApplyMode, what: str) -> Rejected | None:
         """Apply one change alone; if the database refuses its data only that change is undone, and said so."""
 
+    def apply_in_savepoint(self, steps: Sequence[Step], mode: ApplyMode, what: str, *,
+                           keep: bool = True) -> Rejected | None:
+        """Apply steps in a savepoint; if the database refuses their data only they are undone, and said so.
+        `keep=False` undoes them in any case (a trial)."""
+
+    def defer_constraints(self, what: str) -> None:
+        """Check deferrable constraints at the commit of the open transaction."""
+
+    def replacement(self, target: str | None, tables: Collection[str], what: str) -> Replacement:
+        """Which of `tables` feed the target table `target` (all when None), and what stands in the way of
+        writing their rows as delete-then-insert."""
+
     def commit(self, checkpoint: Checkpoint, extras: CommitExtras, what: str) -> None:
         """Write the checkpoint and `extras` into the open transaction and commit it."""
 
@@ -86,6 +109,10 @@ class BackfillSession(Protocol):
 
     def set_routes(self, routes: Sequence[Route]) -> None:
         """Take a reloaded topology's routes."""
+
+    def backfill_absent_keys(self, table: str, relation: RelationSchema, key_range: KeyRange,
+                             present: Collection[Key]) -> list[Key]:
+        """Source keys in `key_range` of rows the target tables of `table` hold and `present` lacks."""
 
 
 class Sink(ApplySession, RequestSession, BackfillSession, Protocol):

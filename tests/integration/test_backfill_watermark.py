@@ -6,6 +6,7 @@ cannot see yet would slip between the chunk and the window; the chunk read waits
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -88,3 +89,46 @@ def test_a_chunk_settles_only_missed_keys_noted_before_its_high_watermark(
         assert missed(conn) == {}
         state = backfill_store.job(conn, job.id)
         assert state is not None and state.status == "done"
+
+
+def test_a_chunk_range_finds_the_target_rows_the_source_lacks_through_a_mapped_key(
+        make_databases: Callable[..., dict[str, str]]) -> None:
+    """Source keys (a int, b text) land in target columns (aa bigint, bb text) in another order: the range is
+    compared as the source orders keys (10 after 3, not before it as text would have it)."""
+    from connectors.pg.backfill_deletes import KeyRange, absent_keys, range_problems
+    from connectors.pg.source import relation_schema
+    from splitter.topology.model import Route, Service, Table
+
+    dsns = make_databases(names=("bento_social", "post_db"))
+    with psycopg.connect(dsns["bento_social"], autocommit=True) as src:
+        src.execute("CREATE TYPE mood AS ENUM ('sad', 'happy')")
+        src.execute('CREATE TABLE s (a int, b text COLLATE "C", v text, PRIMARY KEY (a, b))')
+        src.execute("CREATE TABLE e (m mood PRIMARY KEY)")
+        relation = relation_schema(src, "public", "s")
+        enum_relation = relation_schema(src, "public", "e")
+        table = Table("t", source="s", key=("bb", "aa"), columns={"bb": "b", "aa": "a", "v": "v"})
+        route = Route(Service("svc", database="post_db", schema="svc", tables=(table,)), table, "public", "s")
+        computed = dataclasses.replace(table, columns={**table.columns, "aa": "a + 1"})
+        computed_route = dataclasses.replace(route, table=computed)
+        assert range_problems(src, [route], relation) == []
+        problems = range_problems(src, [computed_route], relation)
+        assert len(problems) == 1 and "key column 'aa' is computed ('a + 1')" in problems[0]
+        enum_table = Table("e", source="e", key=("m",), columns={"m": "m"})
+        enum_route = Route(Service("svc", database="post_db", tables=(enum_table,)), enum_table, "public", "e")
+        problems = range_problems(src, [enum_route], enum_relation)
+        assert len(problems) == 1 and "of type mood, which the source defines itself" in problems[0]
+    with psycopg.connect(dsns["post_db"], autocommit=True) as tgt:
+        tgt.execute("CREATE SCHEMA svc")
+        tgt.execute("CREATE TABLE svc.t (bb text, aa bigint, v text, PRIMARY KEY (bb, aa))")
+        tgt.execute("INSERT INTO svc.t VALUES ('x', 1, ''), ('a', 2, ''), ('b', 2, ''), ('z', 3, ''), ('k', 10, '')")
+
+        def absent(after: tuple[str, str] | None, through: tuple[str, str] | None,
+                   present: frozenset[tuple[str | None, ...]] | set[tuple[str | None, ...]] = frozenset(),
+                   ) -> list[tuple[str | None, ...]]:
+            with tgt.transaction():
+                return absent_keys(tgt, [route], relation, KeyRange(after, through), present)
+
+        assert absent(None, ("2", "a")) == [("1", "x"), ("2", "a")]
+        assert absent(("2", "a"), ("3", "z"), {("2", "b"), ("5", "q")}) == [("3", "z")]
+        assert absent(("3", "z"), None) == [("10", "k")]
+        assert absent(None, None, {("1", "x"), ("2", "a"), ("2", "b"), ("3", "z")}) == [("10", "k")]

@@ -2,16 +2,20 @@
 service database that drops the worker's session, and source tables altered while streaming.
 
 Operator-facing failures run `python -m splitter ...` as a real child process (settings in the
-environment, as `splitter run` hands them on) and look at what a person would see: the exit code and
-the lines on stderr.  `capture` and `worker` retry what may heal by itself forever, with backoff; for
-those the test reads the warning lines for a few seconds, then stops the process with SIGTERM.  A private
+environment, as `splitter run` hands them on) and look at what a person would see: the exit code, the
+lines on stderr and `splitter status --json`.  A wrong password, a missing database or a role without
+REPLICATION stops `capture` or `worker` at once (exit code 2, one error line naming the SQLSTATE);
+what may heal by itself (a closed port) is retried forever, with backoff: for those the test reads the
+warning lines for a few seconds, then stops the process with SIGTERM.  A private
 PostgreSQL (password authentication for two roles, max_slot_wal_keep_size = 1MB) serves the credential
 and slot tests; the rest share the session's servers and run the pipeline in threads.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psycopg
 import pytest
@@ -31,6 +35,7 @@ from devtools.embedded.postgres import EmbeddedPostgres
 from devtools.embedded.process import free_port
 from devtools.workload.driver import Workload
 from splitter.core.errors import FatalError, RetryableError
+from splitter.core.exit_codes import CONFIG as EXIT_CONFIG
 from splitter.core.exit_codes import FATAL as EXIT_FATAL
 from splitter.pipeline.config import Settings
 from tests.conftest import KafkaServer
@@ -143,55 +148,101 @@ def _env(topology: Path, source: str, kafka: str, *, topic_dsn: str | None = Non
     return env
 
 
-def test_wrong_credentials_unreachable_host_and_missing_privilege_are_reported_in_one_line(
+def _status(env: dict[str, str]) -> dict[str, Any]:
+    child = Child(["status", "--json"], env)
+    assert child.finish(60) == 0, child.text()
+    report: dict[str, Any] = json.loads(child.out.strip().splitlines()[-1])
+    return report
+
+
+def test_wrong_password_missing_database_and_missing_privilege_stop_at_once_naming_the_sqlstate(
         private: PrivateServer, kafka_server: KafkaServer) -> None:
     source = private.create_database("cred_src", source=True)
     topic_db = private.create_database("cred_topic")
     with psycopg.connect(source, autocommit=True) as conn:  # so capture gets as far as the replication connection
         conn.execute("CREATE PUBLICATION bad_input_norepl FOR TABLE topics")
-    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/cred_src"
     wrong = private.dsn("cred_src", "splitter_pw", WRONG_PASSWORD)
     wrong_topic = private.dsn("cred_topic", "splitter_pw", WRONG_PASSWORD)
     norepl = private.dsn("cred_src", "splitter_norepl", NOREPL_PASSWORD)
+    missing_src, missing_topic = private.dsn("cred_src_missing"), private.dsn("cred_topic_missing")
     kafka, topo = kafka_server.bootstrap, private.topology_file
-    # (command, environment, what its messages must name); all run at once, to keep the test short.
-    retrying = {
-        "capture, wrong password": (["capture"], _env(topo, wrong, kafka, topic_dsn=topic_db),
-                                    ["cannot connect to the source database", "password authentication failed"]),
-        "worker, wrong password": (["worker", "--service", "topic"],
-                                   _env(topo, source, kafka, topic_dsn=wrong_topic),
-                                   ["cannot connect to database of service topic", "password authentication failed"]),
-        "capture, closed port": (["capture"], _env(topo, closed, kafka, topic_dsn=topic_db),
-                                 ["cannot connect to the source database", "Connection refused"]),
-        "worker, closed port": (["worker", "--service", "topic"], _env(topo, source, kafka, topic_dsn=closed),
-                                ["cannot connect to database of service topic", "Connection refused"]),
+    # (command, environment, the SQLSTATE its one error line names); all run at once, to keep the test short.
+    final = {
+        "capture, wrong password": (["capture"], _env(topo, wrong, kafka, topic_dsn=topic_db), "28P01"),
+        "worker, wrong password": (["worker", "--service", "topic"], _env(topo, source, kafka, topic_dsn=wrong_topic),
+                                   "28P01"),
         "capture, no REPLICATION": (["capture"], _env(topo, norepl, kafka, topic_dsn=topic_db, name="norepl"),
-                                    ["replication connection to the source", "permission denied to start WAL sender"]),
+                                    "42501"),
+        "capture, missing database": (["capture"], _env(topo, missing_src, kafka, topic_dsn=topic_db), "3D000"),
+        "worker, missing database": (["worker", "--service", "topic"],
+                                     _env(topo, source, kafka, topic_dsn=missing_topic), "3D000"),
     }
-    children = {name: Child(args, env) for name, (args, env, _) in retrying.items()}
+    children = {name: Child(args, env) for name, (args, env, _) in final.items()}
     plan = Child(["plan"], _env(topo, wrong, kafka, topic_dsn=topic_db))
     try:
         assert plan.finish(60) == 1, plan.text()
         failed = [line for line in plan.out.splitlines() if line.startswith("ERROR") and "connection-failed" in line]
         assert len(failed) == 1, plan.out
         assert "cred_src" in failed[0] and "password authentication failed" in failed[0], failed[0]
-
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(len(c.warnings()) < 2 for c in children.values()):
-            time.sleep(0.2)
+        codes = {name: child.finish(30) for name, child in children.items()}  # none retries: each exits by itself
     finally:
-        codes = {name: child.terminate() for name, child in children.items()}
-    for name, (_, _, needles) in retrying.items():
+        for child in children.values():
+            child.terminate()
+    for name, (_, _, sqlstate) in final.items():
         child = children[name]
-        warnings = child.warnings()
-        assert len(warnings) >= 2, f"{name}: {child.text()}"
-        for needle in needles:
-            assert all(needle in w for w in warnings), f"{name}: {needle!r} not in {warnings}"
-        assert codes[name] == 0, f"{name}: SIGTERM should stop it cleanly: {child.text()}"
+        assert codes[name] == EXIT_CONFIG, f"{name}: {child.text()}"
+        errors = [line for line in child.err if " ERROR " in line]
+        assert len(errors) == 1 and f"SQLSTATE {sqlstate}" in errors[0], f"{name}: {child.text()}"
+        assert "configuration" in errors[0] and not child.warnings(), f"{name}: {child.text()}"
+
+    # `splitter status` (same settings, so the same refusal) names the class and the SQLSTATE; where the stop
+    # record could not be written (that very database refused it), that is the true picture.
+    report = _status(_env(topo, wrong, kafka, topic_dsn=wrong_topic))
+    assert (report["source"]["reachable"], report["source"]["error_class"], report["source"]["sqlstate"]) == (
+        False, "configuration", "28P01"), report
+    (topic,) = report["services"]
+    assert (topic["state"], topic["error_class"], topic["sqlstate"]) == ("misconfigured", "configuration", "28P01")
+    report = _status(_env(topo, source, kafka, topic_dsn=missing_topic))
+    (topic,) = report["services"]
+    assert (topic["state"], topic["sqlstate"]) == ("misconfigured", "3D000"), report
+    assert report["source"]["reachable"] and report["source"]["error_class"] is None, report
+    report = _status(_env(topo, norepl, kafka, topic_dsn=topic_db, name="norepl"))
+    assert (report["source"]["error_class"], report["source"]["sqlstate"]) == ("configuration", "42501"), report
     for child in [plan, *children.values()]:
         text = child.text()
         assert "Traceback" not in text, text
         assert PASSWORD not in text and WRONG_PASSWORD not in text and NOREPL_PASSWORD not in text, text
+
+
+def test_a_closed_port_is_retried_with_growing_backoff(private: PrivateServer, kafka_server: KafkaServer) -> None:
+    source = private.create_database("closed_src", source=True)
+    topic_db = private.create_database("closed_topic")
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/closed_src"
+    kafka, topo = kafka_server.bootstrap, private.topology_file
+    retrying = {
+        "capture": (["capture"], _env(topo, closed, kafka, topic_dsn=topic_db),
+                    "cannot connect to the source database"),
+        "worker": (["worker", "--service", "topic"], _env(topo, source, kafka, topic_dsn=closed),
+                   "cannot connect to database of service topic"),
+    }
+    children = {name: Child(args, env) for name, (args, env, _) in retrying.items()}
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(len(c.warnings()) < 3 for c in children.values()):
+            time.sleep(0.2)
+        report = _status(_env(topo, source, kafka, topic_dsn=closed))
+    finally:
+        codes = {name: child.terminate() for name, child in children.items()}
+    for name, (_, _, needle) in retrying.items():
+        child = children[name]
+        warnings = child.warnings()
+        assert len(warnings) >= 3 and all(needle in w for w in warnings), f"{name}: {child.text()}"
+        delays = [float(m.group(1)) for w in warnings if (m := re.search(r"retrying in (\d+(?:\.\d+)?)s", w))]
+        assert delays[:3] == [0.5, 1.0, 2.0], f"{name}: {delays}"
+        assert codes[name] == 0, f"{name}: SIGTERM should stop it cleanly: {child.text()}"
+        assert "Traceback" not in child.text() and "SQLSTATE" not in child.text(), child.text()
+    (topic,) = report["services"]
+    assert (topic["state"], topic["error_class"], topic["sqlstate"]) == ("unreachable", "retryable", None), report
 
 
 def test_capture_refuses_a_slot_postgres_invalidated(private: PrivateServer, kafka_server: KafkaServer,

@@ -1,4 +1,5 @@
-"""Capture's heartbeats failing: counted, visible in /metrics and /healthz, and recovered by reconnecting.
+"""Capture's heartbeats failing: counted, visible in /metrics, /healthz and `splitter status`, and recovered
+by reconnecting.
 
 Capture runs in-process with its metrics endpoint.  The test makes heartbeats fail for real: it stops
 new connections to the source database (ALLOW_CONNECTIONS false; the replication stream, already
@@ -8,10 +9,17 @@ is refused), so the consecutive-failure gauge rises past the error threshold and
 Once connections are allowed again, capture opens a new catalog session (a new backend pid, read from
 pg_stat_activity) and heartbeats succeed: the gauge is back to 0 and the slot's confirmed position moves
 past the WAL written after recovery.
+
+For `splitter status` the source must still answer status while it refuses capture: capture runs as a
+role of its own that the test makes NOLOGIN (new sessions of that role are refused with 28000, its open
+ones go on), and status reads the source as the superuser.  Capture records the failure through the
+session its health reporter opened at the first heartbeat (splitter.pipeline.capture_health).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import threading
 import time
@@ -25,6 +33,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from splitter.observe import metrics
+from splitter.ops import status
 from splitter.pipeline.capture import Capture
 from splitter.pipeline.daemon import run_with_retries
 from tests import harness
@@ -106,3 +115,52 @@ def test_failing_heartbeats_are_counted_shown_and_recovered(
             finally:
                 stop.set()
                 runner.join(30)
+
+
+def test_failing_heartbeats_are_shown_by_status_and_cleared_after_recovery(
+        make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+        unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    env = harness.prepare(make_databases, kafka_server.bootstrap, unique_name, tmp_path, scale=20)
+    role = unique_name("hb")[:40]
+    with psycopg.connect(env.source, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER REPLICATION").format(sql.Identifier(role)))
+    observer = env.settings(heartbeat_interval=0.2)  # status reads as the superuser of the fixtures
+    settings = dataclasses.replace(observer, source_dsn=make_conninfo(env.source, user=role))
+    db = str(conninfo_to_dict(env.source)["dbname"])
+    stop = threading.Event()
+    runner = threading.Thread(target=run_with_retries, args=("capture", lambda s: Capture(settings).run(s), stop),
+                              daemon=True)
+
+    def degraded() -> list[dict[str, object]]:
+        picture = status.collect(observer)
+        found: list[dict[str, object]] = json.loads(picture.as_json())["degraded"]
+        return found
+
+    runner.start()
+    with psycopg.connect(make_conninfo(env.source, dbname="postgres"), autocommit=True) as admin:
+        def catalog_pids() -> list[int]:
+            return [r[0] for r in admin.execute(CATALOG_SESSIONS, {"db": db}).fetchall()]
+
+        try:
+            _wait("capture streaming", lambda: len(catalog_pids()) == 1 and env.source_lsn() > 0, 45)
+            time.sleep(1.0)  # a few heartbeats: the health reporter has its session
+            assert degraded() == []
+            admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            try:
+                admin.execute("SELECT pg_terminate_backend(%s)", (catalog_pids()[0],))
+                _wait("status showing capture degraded", lambda: bool(degraded()), 30)
+                picture = status.collect(observer)
+                (row,) = json.loads(picture.as_json())["degraded"]
+                assert (row["component"], row["service"], row["state"], row["problems"]) == (
+                    "capture", "", "degraded", ["heartbeat"]), row
+                assert "28000" in str(row["error"]), row  # the refusal's SQLSTATE, from the heartbeat's error
+                table = status.render_table(picture)
+                assert any(line.startswith("capture degraded (heartbeat) since") for line in table.splitlines()), table
+            finally:
+                admin.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(role)))
+            _wait("status clear again", lambda: degraded() == [], 30)
+            assert "degraded" not in status.render_table(status.collect(observer))
+            assert runner.is_alive()
+        finally:
+            stop.set()
+            runner.join(30)

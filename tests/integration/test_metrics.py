@@ -261,15 +261,17 @@ def test_pipeline_metrics_through_prometheus(
                             "rows applied under the workload")
         time.sleep(3)  # a few more scrapes, so every rate() window holds two samples
 
-        # The broken worker cannot connect (retryable): errors counted by kind, retries, and /healthz 503.
+        # The broken worker's database does not exist (SQLSTATE 3D000): it stops at once on a configuration
+        # error instead of retrying: the error counted by kind, no retry, and /healthz 503.
         b_port = endpoints["broken"].port
         assert b_port is not None
         code, body = http_get(b_port, "/healthz")
-        assert code == 503 and "retryable" in body, (code, body)
+        assert code == 503 and "configuration" in body, (code, body)
         _, body = http_get(b_port, "/metrics")
-        errors = re.search(r'splitter_errors_total\{component="worker",kind="retryable",service="post"\} (\d+)', body)
+        errors = re.search(r'splitter_errors_total\{component="worker",kind="configuration",service="post"\} (\d+)',
+                           body)
         retries = re.search(r'splitter_retries_total\{component="worker",service="post"\} (\d+)', body)
-        assert errors and retries and int(errors.group(1)) >= 2 and int(retries.group(1)) >= 1, body
+        assert errors and retries and int(errors.group(1)) == 1 and int(retries.group(1)) == 0, body
         for name in ["capture", *services]:
             port = endpoints[name].port
             assert port is not None

@@ -264,3 +264,57 @@ def test_missing_privileges_are_reported(dbs: dict[str, str], pg_server: Any) ->
             _exec(dsn, f"DROP OWNED BY {sql.Identifier(role).as_string(None)}")
         _exec(admin_dsn, f"DROP ROLE {sql.Identifier(role).as_string(None)}")
 
+
+
+def _users(dsn: str, rows: list[tuple[str, str, str | None, str | None]]) -> None:
+    """Insert source users (id, username, bio, website_url); the other columns get plain values."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for user_id, username, bio, website in rows:
+            conn.execute("INSERT INTO users (id, username, first_name, last_name, password, salt, bio, website_url) "
+                         "VALUES (%s, %s, 'F', 'L', 'pw', 'salt', %s, %s)", (user_id, username, bio, website))
+
+
+def _rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query.encode()).fetchall()
+
+
+def test_rows_the_targets_would_refuse_are_counted_and_named(dbs: dict[str, str]) -> None:
+    # user_db enforces what the source does not: usernames unique, and (narrowed here) website_url
+    # varchar(20) and bio NOT NULL, which topology.py maps without coalesce.
+    _exec(dbs["user_db"], "ALTER TABLE users.users ALTER COLUMN website_url TYPE varchar(20)",
+          "ALTER TABLE users.users ALTER COLUMN bio SET NOT NULL")
+    _users(dbs["bento_social"], [
+        ("u1", "alice", "b", None), ("u2", "bob", "b", "https://a.example/x"), ("u3", "alice", "b", None),
+        ("u4", "carol", None, None), ("u5", "dave", "b", "https://bento.social/a-long-profile-page"),
+        ("u6", "bob", "b", None), ("u7", "alice", "b   ", None), ("u8", "erin", "b", "https://e.example/x      "),
+    ])
+    src = dbs["bento_social"]
+    dup_groups = _rows(src, "SELECT username, min(id), max(id), count(*) FROM users GROUP BY username "
+                            "HAVING count(*) > 1 ORDER BY min(id)")
+    nulls = [r[0] for r in _rows(src, "SELECT id FROM users WHERE bio IS NULL ORDER BY id")]
+    too_long = [r[0] for r in _rows(src, "SELECT id FROM users WHERE length(rtrim(website_url, ' ')) > 20 ORDER BY id")]
+    assert dup_groups == [("alice", "u1", "u7", 3), ("bob", "u2", "u6", 2)] and nulls == ["u4"] and too_long == ["u5"]
+
+    settings = _settings(dbs)
+    plan = build_plan(settings)
+
+    dup = _find(plan, "data-duplicates", service="user", table="users.users", column="username")
+    assert dup.severity == ERROR
+    refused = sum(n - 1 for *_, n in dup_groups)
+    assert f"by {refused} source row(s): {len(dup_groups)} value(s) occur more than once" in dup.message
+    for value, first, last, _ in dup_groups:
+        assert f"(username)=({value}) in (id)=({first}) and (id)=({last})" in dup.message
+    assert "users_username_key" in dup.message and "on_error='stop'" in dup.message
+    null = _find(plan, "data-null", service="user", table="users.users", column="bio")
+    assert null.severity == ERROR and f"for {len(nulls)} source row(s)" in null.message
+    assert f"first: (id)=({nulls[0]})" in null.message
+    long = _find(plan, "data-too-long", service="user", table="users.users", column="website_url")
+    assert long.severity == ERROR and f"for {len(too_long)} source row(s)" in long.message
+    assert f"first: (id)=({too_long[0]})" in long.message
+    # auth_db's username is wider and not unique: nothing to count there.
+    assert not [f for f in plan.findings if f.code.startswith("data-") and f.service != "user"]
+
+    text = io.StringIO()
+    assert run_plan(settings, out=text) == 1
+    assert "data-duplicates" in text.getvalue() and "plan FAILED" in text.getvalue()

@@ -7,7 +7,8 @@ services (`make_stack` from test_replay).  Faults are what the servers really do
 allows and the service database refuses (the worker's `on_error = "stop"` makes that fatal), a
 terminated session, a service database server that is shut down for a few seconds.  What is asserted
 comes from the processes' own lines (which process started, the retry delays each logged), the exit
-code, `splitter status --json` and capture's /metrics and /healthz.
+code, `splitter status --json` and capture's /metrics and /healthz.  A service database that disappears
+(renamed: SQLSTATE 3D000) stops its worker at once, and capture's endpoint and status name the cause.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devtools import fixtures
 from devtools.embedded.postgres import EmbeddedPostgres
@@ -255,3 +257,49 @@ def _session_age(dsn: str) -> float:
     except psycopg.OperationalError:
         return 0.0
     return float(row[0]) if row else 0.0
+
+
+def test_run_names_a_worker_whose_database_is_missing_in_status_metrics_and_healthz(
+        make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+        unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    services = ["topic", "post"]
+    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, services, scale=10)
+    env = _env(stack.settings, _topology_file(tmp_path, services))
+    topic_db = str(conninfo_to_dict(stack.dsn("topic"))["dbname"])
+    gone = f"{topic_db}_gone"
+    admin_dsn = make_conninfo(stack.dsn("topic"), dbname="postgres")
+    port = free_port()
+    run = Child(["run", "--metrics-port", str(port)], env)
+    try:
+        _wait("the initial copy and both workers", _caught_up(stack, services), 120, run)
+        # The topic database goes away under the running worker (renamed: SQLSTATE 3D000 on its next connect).
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(topic_db)))
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (topic_db,))
+            _wait("no session left in the topic database", lambda: admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (topic_db,)).fetchone() == (0,), 10, run)
+            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(topic_db),
+                                                                          sql.Identifier(gone)))
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(gone)))
+        _wait("the topic worker to stop for good", lambda: any(
+            "worker[topic] exited with code 2" in line for line in run.err), 60, run)
+        assert any(" ERROR " in line and "SQLSTATE 3D000" in line for line in run.err), run.text()
+        assert run.proc.poll() is None, run.text()  # capture and the post worker go on
+
+        wanted = ('splitter_component_database_unreachable{component="worker",kind="configuration",'
+                  'service="topic",sqlstate="3D000"} 1.0')
+        _wait("the unreachable metric", lambda: wanted in _http(port, "/metrics")[1], 20, run)
+        code, health = _http(port, "/healthz")
+        assert code == 200 and "worker[topic]: its database refuses connections (configuration, SQLSTATE 3D000)" \
+            in health, (code, health)
+        report = _status(env)
+        by_service = {s["service"]: s for s in report["services"]}  # type: ignore[attr-defined]
+        assert (by_service["topic"]["state"], by_service["topic"]["error_class"], by_service["topic"]["sqlstate"]) \
+            == ("misconfigured", "configuration", "3D000"), report
+        assert by_service["post"]["state"] == "streaming", report
+    finally:
+        run.terminate()
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:  # so the fixture drops it
+            if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (gone,)).fetchone():
+                admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(gone),
+                                                                              sql.Identifier(topic_db)))

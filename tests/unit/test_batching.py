@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitter.core.batching import Batch, Key, Segment, Truncate
+from splitter.core.batching import Batch, Key, Segment, Step, Truncate, by_transaction, replacing
 from splitter.core.envelope import ColumnSchema, RelationSchema, Row, RowChange
 
 REL = RelationSchema(
@@ -20,8 +23,21 @@ def change(op: str, before: Row | None, after: Row | None, unchanged: tuple[str,
 
 
 def apply_collapsed(db: dict[Key, Row], batch: Batch) -> None:
-    """Apply steps the way the SQL apply does: deletes, then partial updates, then upserts."""
-    for step in batch.steps():
+    apply_steps(db, batch.steps())
+
+
+def apply_steps(db: dict[Key, Row], steps: Sequence[Step], unique: str | None = None) -> None:
+    """Apply steps the way the SQL apply does: deletes, then partial updates, then upserts.
+
+    With `unique`, each row written is checked at once against a unique index on that column, as
+    PostgreSQL checks a non-deferrable one (row by row, within a statement).
+    """
+    def check(key: Key) -> None:
+        if unique is not None:
+            taken = [k for k, r in db.items() if k != key and r.get(unique) == db[key].get(unique)]
+            assert not taken, f"unique violation: {key} takes {db[key].get(unique)!r} from {taken}"
+
+    for step in steps:
         if isinstance(step, Truncate):
             db.clear()
             continue
@@ -37,8 +53,10 @@ def apply_collapsed(db: dict[Key, Row], batch: Batch) -> None:
             for new_key, row in moved.items():
                 assert new_key not in db, "partial update would violate the key"
                 db[new_key] = row
+                check(new_key)
             for key, row in table.full.items():
                 db[key] = dict(row)
+                check(key)
 
 
 @st.composite
@@ -127,3 +145,74 @@ def test_unchanged_toast_without_prior_image_becomes_a_partial_update() -> None:
     table = segment.tables["public.posts"]
     assert table.partial[("a",)].unchanged == frozenset({"content"})
     assert not table.full
+
+
+def _rename(key: str, content: str, lsn: int) -> RowChange:
+    return RowChange("u", "public.posts", None, {"id": key, "content": content, "n": "1"}, (), lsn, lsn, 0, 0)
+
+
+def _posts(*rows: tuple[str, str]) -> dict[Key, Row]:
+    return {(k,): {"id": k, "content": c, "n": "1"} for k, c in rows}
+
+
+def test_a_value_moved_over_transactions_applies_transaction_by_transaction_but_not_collapsed() -> None:
+    # Valid at every commit: u5 gives its value up, u6 takes it, u5 changes again.
+    history = [_rename("u5", "old", 10), _rename("u6", "five", 11), _rename("u5", "old", 12)]
+    collapsed = Batch()
+    for c in history:
+        collapsed.add(c, REL)
+    db = _posts(("u5", "five"), ("u6", "six"))
+    with pytest.raises(AssertionError, match="unique violation"):  # u6 takes 'five' before u5 gives it up
+        apply_steps(db, collapsed.steps(), unique="content")
+    runs = by_transaction((c, REL) for c in history)
+    assert [lsn for lsn, _ in runs] == [10, 11, 12]
+    db = _posts(("u5", "five"), ("u6", "six"))
+    for _, steps in runs:
+        apply_steps(db, steps, unique="content")
+    assert db == _posts(("u5", "old"), ("u6", "five"))
+
+
+def test_a_swap_applies_only_when_its_rows_are_replaced() -> None:
+    swap = [_rename("a", "two", 7), _rename("b", "one", 7)]
+    ((lsn, steps),) = by_transaction((c, REL) for c in swap)
+    assert lsn == 7
+    db = _posts(("a", "one"), ("b", "two"), ("c", "three"))
+    with pytest.raises(AssertionError, match="unique violation"):  # no order of single-row updates does a swap
+        apply_steps(db, steps, unique="content")
+    replaced = replacing(steps, {"public.posts"})
+    assert replaced is not None
+    (segment,) = replaced
+    assert isinstance(segment, Segment)
+    assert set(segment.tables["public.posts"].deletes) == {("a",), ("b",)}
+    db = _posts(("a", "one"), ("b", "two"), ("c", "three"))
+    apply_steps(db, replaced, unique="content")
+    assert db == _posts(("a", "two"), ("b", "one"), ("c", "three"))
+    assert replacing(steps, {"public.other"}) == steps  # tables not named are left as they are
+
+
+def test_rows_only_partly_known_cannot_be_replaced() -> None:
+    partial = RowChange("u", "public.posts", None, {"id": "a", "n": "2"}, ("content",), 5, 5, 0, 0)
+    ((_, steps),) = by_transaction([(partial, REL), (_rename("b", "x", 5), REL)])
+    assert replacing(steps, {"public.posts"}) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenario(), st.lists(st.integers(0, 3), min_size=12, max_size=12))
+def test_transaction_by_transaction_equals_the_collapsed_batch(case: tuple[dict[Key, Row], list[RowChange]],
+                                                               cuts: list[int]) -> None:
+    initial, changes = case
+    lsn, numbered = 1, []
+    for c, cut in zip(changes, cuts, strict=False):
+        lsn += cut == 0  # about one change in four starts a new transaction
+        numbered.append(RowChange(c.op, c.table, c.before, c.after, c.unchanged_toast, lsn, lsn, 0, 0))
+    collapsed = Batch()
+    for c in numbered:
+        collapsed.add(c, REL)
+    want = {k: dict(v) for k, v in initial.items()}
+    apply_collapsed(want, collapsed)
+    runs = by_transaction((c, REL) for c in numbered)
+    assert [n for n, _ in runs] == sorted({c.commit_lsn for c in numbered})
+    got = {k: dict(v) for k, v in initial.items()}
+    for _, steps in runs:
+        apply_steps(got, steps)
+    assert got == want

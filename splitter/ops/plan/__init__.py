@@ -3,7 +3,8 @@
 The package has its halves on purpose, one module each:
   * `gather` talks to the databases (through connectors.pg.inspect) and returns plain `facts`;
     it decides nothing;
-  * `rules` (with `conversions`) is pure: facts in, findings out, so every rule is unit-tested on
+  * `rules` (with `conversions`, and `data`, which also picks the constraints gathering checks against
+    the source's rows) is pure: facts in, findings out, so every rule is unit-tested on
     facts written by hand, and the integration tests check that gathering reads real servers right;
   * `report` builds the plan from both and prints it for people or as JSON.
 The plan only reads: no publication, slot, schema or row is created, Kafka is not touched, and no

@@ -2,7 +2,8 @@
 
 Owns: `conversion_findings`, a pure judgement of one (expression, source result type, target type)
 over the source table's facts: enum labels the target lacks, narrowed strings, integers, numerics,
-floats and fractional seconds, time zones and dropped times of day.
+floats and fractional seconds, time zones and dropped times of day; and `length_at_risk`, the one
+rule for a string that may not fit (the plan's data checks count the rows that do not).
 Must not: read a database or judge types with no conversion at all: the target database's own
 planning of the apply statement reports those (see `gather`).
 """
@@ -39,6 +40,18 @@ def _string_length(t: TypeInfo) -> int | None:
     return None
 
 
+def length_at_risk(expr: str, result: TypeInfo, target: TypeInfo, source: TableFacts) -> int | None:
+    """The length limit of string type `target` that `expr`'s string `result` may exceed, else None."""
+    limit = _string_length(target)
+    have = _string_length(result) if result.name in _STRINGS else None
+    if limit is None or (have is not None and have <= limit):
+        return None
+    values = possible_values(expr, source)
+    if values is not None and max((len(v) for v in values), default=0) <= limit:
+        return None
+    return limit
+
+
 def _time_precision(t: TypeInfo) -> int:
     return 6 if t.typmod < 0 else t.typmod
 
@@ -72,13 +85,9 @@ def conversion_findings(expr: str, result: TypeInfo, target: TypeInfo,
         return out
 
     if t.name in _STRINGS and s.category in ("S", "E"):
-        limit = _string_length(t)
-        have = _string_length(s) if s.name in _STRINGS else None
-        if limit is not None and (have is None or have > limit):
-            values = possible_values(expr, source)
-            if values is None or max((len(v) for v in values), default=0) > limit:
-                out.append((WARNING, "varchar-narrowed",
-                            f"{arrow}: values longer than {limit} characters are rejected"))
+        limit = length_at_risk(expr, s, t, source)
+        if limit is not None:
+            out.append((WARNING, "varchar-narrowed", f"{arrow}: values longer than {limit} characters are rejected"))
         return out
 
     if t.name in _INT_RANK:
@@ -147,4 +156,4 @@ def conversion_findings(expr: str, result: TypeInfo, target: TypeInfo,
     return out
 
 
-__all__ = ["conversion_findings"]
+__all__ = ["conversion_findings", "length_at_risk"]

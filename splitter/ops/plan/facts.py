@@ -1,7 +1,8 @@
 """The plan's vocabulary: what gathering found in each database, and the findings the rules make of it.
 
 Owns: the facts the rules judge (`SourceFacts`, `TargetFacts`, what planning an expression said,
-the slot's state, a database that could not be read) and `Finding` with its severities.  The
+the slot's state, a database that could not be read), `Finding` with its severities, and
+`target_name`, how every finding names a route's target table.  The
 catalog descriptions inside them (tables, columns, types, roles, the publication) are the
 dataclasses `connectors.pg.inspect` reads.
 Must not: read any database or decide anything: these are values, built by `gather` (or by hand in
@@ -15,11 +16,17 @@ from dataclasses import dataclass
 
 from connectors.pg.inspect import PublicationFacts, SourceRole, TableFacts, TargetRole, TypeInfo
 from splitter.core.envelope import RelationSchema
+from splitter.topology.model import Route
 
 ERROR = "ERROR"
 WARNING = "WARNING"
 INFO = "INFO"
 SEVERITY_RANK = {ERROR: 0, WARNING: 1, INFO: 2}
+
+
+def target_name(route: Route) -> str:
+    """`schema.table` of the route's target table."""
+    return f"{route.target_schema}.{route.target_table}"
 
 
 @dataclass(frozen=True)
@@ -120,4 +127,5 @@ __all__ = [
     "SourceFacts",
     "TargetFacts",
     "Unreachable",
+    "target_name",
 ]

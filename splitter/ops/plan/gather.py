@@ -8,7 +8,9 @@ LIMIT 0, which resolves every function and operator and reports the result type 
 and each column is planned again in its service database as `EXPLAIN INSERT INTO <target>
 (<column>) SELECT <expression> ...` over a row of the source's types, the way the worker's apply
 runs it, which is PostgreSQL's own verdict on whether the assignment to the target type exists.
-EXPLAIN without ANALYZE executes nothing.
+EXPLAIN without ANALYZE executes nothing.  Then the data: each target constraint the schemas do not prove
+safe (`data.data_checks` chooses) is checked against the source's rows with one aggregate query, on a
+session of its own (`gather_data`).
 Must not: run SQL itself (connectors.pg.inspect and the other connector functions do), write
 anything to any database, or decide anything about what it found (the rules do).
 """
@@ -19,16 +21,18 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from connectors.pg import inspect
+from connectors.pg import inspect, plan_data
 from connectors.pg.catalog import target_columns
 from connectors.pg.client import Connection
 from connectors.pg.inspect import QueryFailure, TableFacts
+from connectors.pg.plan_data import DataCheck, DataViolations
 from connectors.pg.positions import slot_info
 from connectors.pg.source import check_slot_usable, relation_schema
 from connectors.pg.state import STATE_SCHEMA
 from splitter.core.dsn import mask_dsn
 from splitter.core.envelope import RelationSchema
 from splitter.core.errors import ConfigurationError, FatalError
+from splitter.ops.plan.data import data_checks
 from splitter.ops.plan.facts import ExprCheck, RouteColumn, SlotFacts, SourceFacts, TargetFacts, Unreachable
 from splitter.pipeline.config import Settings
 from splitter.topology.expressions import expression_columns
@@ -153,6 +157,24 @@ def _read(dsn: str, what: str, read: Callable[[Connection[Any]], _Facts]) -> _Fa
     return facts
 
 
+def check_data(conn: Connection[Any], checks: Sequence[DataCheck],
+               relations: Mapping[tuple[str, str], RelationSchema], *, dsn: str) -> list[DataViolations]:
+    """Run each data check in the source: one aggregate query per target constraint, read only."""
+    _limit(conn)
+    return [plan_data.run_check(conn, check, relations[(check.route.source_schema, check.route.source_table)], dsn)
+            for check in checks]
+
+
+def gather_data(settings: Settings, source: SourceFacts | Unreachable,
+                targets: Mapping[str, TargetFacts | Unreachable]) -> list[DataViolations] | Unreachable:
+    """What the source's rows would violate of the targets' constraints, on a session of its own."""
+    checks = data_checks(settings.topology, source, targets)
+    if not checks or not isinstance(source, SourceFacts):
+        return []
+    return _read(settings.source_dsn, f"source database {settings.topology.source_database}",
+                 partial(check_data, checks=checks, relations=source.relations, dsn=settings.source_dsn))
+
+
 def gather(settings: Settings) -> tuple[SourceFacts | Unreachable, dict[str, TargetFacts | Unreachable]]:
     """The facts of the source and of every service database (the source first: targets need its relations)."""
     topology = settings.topology
@@ -171,4 +193,4 @@ def gather(settings: Settings) -> tuple[SourceFacts | Unreachable, dict[str, Tar
     return source, targets
 
 
-__all__ = ["gather", "gather_source", "gather_target"]
+__all__ = ["check_data", "gather", "gather_data", "gather_source", "gather_target"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from splitter.ops.plan.facts import ERROR, WARNING, Finding, SourceFacts, TargetFacts, Unreachable
-from splitter.ops.plan.gather import gather
+from splitter.ops.plan.gather import gather, gather_data
 from splitter.ops.plan.rules import collect_findings, target_name
 from splitter.pipeline.config import Settings
 from splitter.topology.model import Topology
@@ -76,10 +76,12 @@ class PlanResult:
 
 
 def build_plan(settings: Settings) -> PlanResult:
-    """Connect to the source and every service database, gather their facts, and judge them."""
+    """Connect to the source and every service database, gather their facts, check the source's rows against
+    the targets' constraints, and judge them."""
     topology = settings.topology
     source, targets = gather(settings)
-    findings = collect_findings(topology, source, targets, slot=settings.slot, publication=settings.publication)
+    findings = collect_findings(topology, source, targets, slot=settings.slot, publication=settings.publication,
+                                data=gather_data(settings, source, targets))
     return PlanResult(describe_routes(topology, source, targets), findings)
 
 

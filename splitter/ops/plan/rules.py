@@ -5,7 +5,8 @@ senders, the role's rights, primary keys and replica identity, the publication),
 service takes, each service database's preflight (the role's rights, table privileges), and each
 route's columns (missing tables and columns, expressions PostgreSQL refused, lossy conversions,
 NULLs into NOT NULL, unmapped columns, the key's unique index, uniqueness the source does not
-enforce).  Each finding names service, table, column and the topology line.
+enforce), with the data rules' findings (`data`: rows the targets' constraints would refuse).
+Each finding names service, table, column and the topology line.
 Must not: read a database or print: every rule is a function of the facts (unit-tested on facts
 written by hand in tests/unit/test_plan_rules.py).
 """
@@ -15,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from connectors.pg.inspect import TABLE_PRIVILEGES, SourceRole, TableFacts
+from connectors.pg.plan_data import DataViolations
 from connectors.pg.state import STATE_SCHEMA
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.ops.plan.conversions import conversion_findings
+from splitter.ops.plan.data import data_findings, source_enforces
 from splitter.ops.plan.facts import (
     ERROR,
     INFO,
@@ -27,15 +30,11 @@ from splitter.ops.plan.facts import (
     SourceFacts,
     TargetFacts,
     Unreachable,
+    target_name,
 )
-from splitter.topology.expressions import expression_columns, may_be_null, plain_column, split_qualified
+from splitter.topology.expressions import expression_columns, may_be_null, split_qualified
 from splitter.topology.model import Route, Topology
 from splitter.topology.sqlrender import check_route_against
-
-
-def target_name(route: Route) -> str:
-    """`schema.table` of the route's target table."""
-    return f"{route.target_schema}.{route.target_table}"
 
 
 class _Collector:
@@ -54,9 +53,12 @@ class _Collector:
 
 def collect_findings(topology: Topology, source: SourceFacts | Unreachable,
                      targets: Mapping[str, TargetFacts | Unreachable], *,
-                     slot: str = "splitter", publication: str = "splitter") -> list[Finding]:
-    """Every finding for `topology` given what the databases said; ERRORs first, then WARNINGs, INFOs."""
+                     slot: str = "splitter", publication: str = "splitter",
+                     data: Sequence[DataViolations] | Unreachable = ()) -> list[Finding]:
+    """Every finding for `topology` given what the databases said (and what checking the source's rows
+    against the targets' constraints found, `data`); ERRORs first, then WARNINGs, INFOs."""
     out = _Collector()
+    out.findings += data_findings(data)
     if isinstance(source, Unreachable):
         out.add(ERROR, source.code, source.describe())
     else:
@@ -323,21 +325,8 @@ def _key_rules(out: _Collector, route: Route, table: TableFacts) -> None:
 
 
 def _unique_rules(out: _Collector, route: Route, source: TableFacts, target: TableFacts) -> None:
-    enforced = [set(i.columns) for i in source.indexes if (i.primary or i.unique) and i.plain]
     for index in target.indexes:
-        if not (index.primary or index.unique):
-            continue
-        read: set[str] = set()
-        injective = True
-        for col in index.columns:
-            expr = route.table.columns.get(col) if col else None
-            name = plain_column(expr) if expr is not None else None
-            if name is None:
-                # An expression, a constant or a column the database fills may map distinct rows to one value.
-                injective = False
-                break
-            read.add(name)
-        if injective and any(cols <= read for cols in enforced):
+        if not (index.primary or index.unique) or source_enforces(route, index, source):
             continue
         mapped = ", ".join(f"{c} ← {route.table.columns.get(c or '', '<not mapped>')}" for c in index.columns)
         out.add(WARNING, "unique-not-enforced-in-source",

@@ -7,9 +7,11 @@
    miss a copy, never hold one the table lacks).
 3. The Kafka offset of the consumer group, last: for lag tools only, never read back.
 
-Owns: that order, and the fallback when the database rejects a row of the batch (by the service's
-policy: stop, or apply the batch again row by row, setting rejected rows aside).  Must not: build
-batches, move the read position, or commit anything anywhere else (no other module calls `commit`).
+Owns: that order, and the fallbacks when the database rejects a row of the batch: first, for a unique or
+exclusion violation, the batch again one source transaction at a time (`source_order`: the collapse's
+order of writes may be all that is wrong); then, for a row invalid in any order, the service's policy
+(stop, or apply the batch again row by row, setting rejected rows aside).  Must not: build batches,
+move the read position, or commit anything anywhere else (no other module calls `commit`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from splitter.core.errors import DataRejectedError
 from splitter.pipeline.sink import ApplySession
 from splitter.pipeline.worker.dead_letter_topic import DeadLetterTopic
 from splitter.pipeline.worker.isolation import ApplyModes, apply_each
+from splitter.pipeline.worker.source_order import apply_in_source_order, order_sensitive
 from splitter.pipeline.worker.state import Pending, WorkerStats
 
 log = logging.getLogger(__name__)
@@ -62,12 +65,18 @@ class Committer:
                             "committing")
                 stored = list(letters)
             except DataRejectedError as exc:
-                self._on_rejected(exc)
                 if parts_pending:
+                    self._on_rejected(exc)
                     return None
-                log.warning("service %s: batch rejected (SQLSTATE %s); applying it row by row", self._service,
-                            exc.sqlstate)
-                stored = self._commit_isolated(pending, checkpoint, letters, mode)
+                refused = (self._commit_in_source_order(pending, checkpoint, paused, letters, mode)
+                           if order_sensitive(exc.sqlstate) else exc)
+                if refused is None:
+                    stored = list(letters)
+                else:
+                    self._on_rejected(refused)
+                    log.warning("service %s: batch rejected (SQLSTATE %s); applying it row by row", self._service,
+                                refused.sqlstate)
+                    stored = self._commit_isolated(pending, checkpoint, letters, mode)
         # 2. The dead-letter copy.
         if stored:
             self._stats.dead_lettered += len(stored)
@@ -76,13 +85,35 @@ class Committer:
         self._consumer.commit(checkpoint.offset + 1)
         return stored
 
+    def _commit_in_source_order(self, pending: Pending, checkpoint: Checkpoint, paused: tuple[int, int] | None,
+                                letters: Sequence[DeadLetter], mode: ApplyMode) -> DataRejectedError | None:
+        """Apply the refused batch again one source transaction at a time and commit it as the batch would have
+        been; None when committed, else the rejection of a row that no order makes valid (rolled back)."""
+        sink = self._sink
+        log.info("service %s: batch refused by a unique or exclusion constraint; applying it again one source "
+                 "transaction at a time", self._service)
+        try:
+            rejected = apply_in_source_order(sink, self._service, pending.units, mode)
+        except Exception:
+            sink.abandon()
+            raise
+        if rejected is not None:
+            sink.abandon()
+            return DataRejectedError(f"service {self._service}: applying changes up to offset {checkpoint.offset} "
+                                     f"failed: {rejected.message}", rejected.sqlstate)
+        try:
+            sink.commit(checkpoint, CommitExtras(pending.transactions, paused, letters, pending.chunks), "committing")
+        except DataRejectedError as exc:  # a deferred constraint: the batch's final state is refused
+            return exc
+        return None
+
     def _commit_isolated(self, pending: Pending, checkpoint: Checkpoint, letters: Sequence[DeadLetter],
                          mode: ApplyMode) -> list[DeadLetter]:
         """Apply the batch row by row and commit it with the letters set aside.
 
         No hold report goes with a batch applied row by row (it never did: `paused` is not passed here).
         """
-        stored = [*letters, *apply_each(self._sink, pending.units, self._modes.parked, mode)]
+        stored = [*letters, *apply_each(self._sink, pending.units, self._modes.parked, mode, self._service)]
         self._sink.commit(checkpoint, CommitExtras(pending.transactions, None, stored, pending.chunks),
                           "committing changes applied one by one")
         return stored

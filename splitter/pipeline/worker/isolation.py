@@ -4,7 +4,8 @@ Owns: the apply mode of each batch (a replay re-applies, over a newer state, wha
 saw: see `splitter.pipeline.sink.apply_mode`), the rows parked behind an open dead letter, the source
 transactions to read again row by row because the database rejected a row in them after their first
 parts had gone, and the row-by-row apply itself: each change the database rejects, and each later
-change of a parked row, becomes a dead letter, the rest are applied.  Must not: commit (`commit` does).
+change of a parked row, becomes a dead letter, the rest are applied (a source transaction that applies
+whole is not taken apart).  Must not: commit (`commit` does).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Sequence
 
 from connectors.pg.sink_values import ApplyMode
 from connectors.pg.state.dead_letters import DeadLetter
+from splitter.core.batching import by_transaction
 from splitter.pipeline.sink import ApplySession, ParkedKeys, apply_mode, dead_letter, source_key
+from splitter.pipeline.worker.source_order import apply_transaction
 from splitter.pipeline.worker.state import Unit
 
 
@@ -54,12 +57,37 @@ class ApplyModes:
                 or bool(self.parked and any(_unit_key(u) in self.parked for u in units)))
 
 
-def apply_each(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mode: ApplyMode) -> list[DeadLetter]:
+def apply_each(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mode: ApplyMode,
+               service: str | None = None) -> list[DeadLetter]:
     """Apply changes one by one in the open transaction; the dead letters to store with its commit.
 
     A change to a row that already has an open dead letter (`parked`) is dead-lettered behind it
-    unapplied, so a later retry replays that row's changes in their original order.
+    unapplied, so a later retry replays that row's changes in their original order.  With `service`
+    (units of whole source transactions), a transaction with no parked row is first tried whole
+    (`source_order.apply_transaction`: a swap applies there, never one row at a time); only a transaction
+    it refuses goes row by row.
     """
+    stored: list[DeadLetter] = []
+    for run in _transactions(units):
+        if service is not None and not any(_unit_key(u) in parked for u in run):
+            ((commit_lsn, steps),) = by_transaction((change, relation) for _, change, relation in run)
+            if apply_transaction(sink, service, commit_lsn, steps, mode) is None:
+                continue
+        stored += _one_by_one(sink, run, parked, mode)
+    return stored
+
+
+def _transactions(units: Sequence[Unit]) -> list[list[Unit]]:
+    """Runs of units with one commit LSN, in order."""
+    runs: list[list[Unit]] = []
+    for unit in units:
+        if not runs or runs[-1][-1][1].commit_lsn != unit[1].commit_lsn:
+            runs.append([])
+        runs[-1].append(unit)
+    return runs
+
+
+def _one_by_one(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mode: ApplyMode) -> list[DeadLetter]:
     stored: list[DeadLetter] = []
     for offset, change, relation in units:
         key = source_key(change, relation)

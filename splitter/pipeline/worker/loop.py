@@ -7,8 +7,9 @@ add up (counted by `tally`, every table's), skipping records at or below the pos
 when to flush it, holds (stop before a requested LSN) and when to serve operator requests, the read
 position and rewinding it to the checkpoint the service database holds (the only truth about where to
 resume).  The other jobs are its siblings: `commit` (THE commit order), `parts`, `tally`, `window`,
-`requests`, `isolation`, `on_error`, `schema_policy`, `dead_letter_topic`.  Must not: write SQL (the
-sink does), commit other than through `commit`, or commit part of a source transaction.
+`requests`, `isolation`, `on_error`, `schema_policy`, `dead_letter_topic`, `log_guard` (is the log the one
+the checkpoint was taken in).  Must not: write SQL (the sink does), commit other than through `commit`, or
+commit part of a source transaction.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from splitter.pipeline.worker import on_error, requests
 from splitter.pipeline.worker.commit import Committer
 from splitter.pipeline.worker.dead_letter_topic import DeadLetterTopic
 from splitter.pipeline.worker.isolation import ApplyModes
+from splitter.pipeline.worker.log_guard import LogGuard
 from splitter.pipeline.worker.parts import LargeTransactions
 from splitter.pipeline.worker.schema_policy import SchemaPolicy
 from splitter.pipeline.worker.state import OpenTxn, Pending, WorkerStats
@@ -57,6 +59,7 @@ class Worker:
         self._letters: list[DeadLetter] = []
         self._modes = ApplyModes(self.service.name)
         self._dlq = DeadLetterTopic(settings.kafka_bootstrap, settings.topic, self.service.name, settings.kafka_extra)
+        self._guard = LogGuard(settings, self.service.name)  # is the log the one the checkpoint was taken in?
         # (offset, commit LSN, source ts ms) of the last record read that moves the position.
         self._position = (FROM_BEGINNING, 0, 0)
         self._applied_lsn = 0
@@ -109,6 +112,7 @@ class Worker:
         self._bind(sink, consumer)
         self._modes.parked = sink.parked_keys()
         self._rewind(cp)
+        self._guard.expect(cp)
         self.stats.transactions_applied = sink.transactions_applied
         self.stats.rows_applied = sink.rows_applied
         log.info("service %s: applying from offset %s (commit LSN %X)", self.service.name,
@@ -136,6 +140,7 @@ class Worker:
                 stop.wait(CONTROL_POLL_INTERVAL / 2)
                 continue
             try:
+                self._guard.check(self._position[0] + 1)
                 records = consumer.read(2000, timeout=0.02 if self._pending.transactions else 0.25)
             except OffsetGoneError as exc:
                 raise self._gone(exc) from exc
@@ -262,6 +267,7 @@ class Worker:
             log.info("service %s: replaying from offset %d (transactions after %s)", self.service.name,
                      request.from_offset, request.from_lsn)
             self._rewind(cp)
+            self._guard.expect(cp, replayed=True)
             return
         if self._pending.transactions:
             self._flush()

@@ -2,7 +2,9 @@
 
 Between a chunk's low and high watermark in the change log, the worker notes which rows of the table
 the stream changed; at the high watermark it applies the rows `splitter backfill` copied in between,
-minus those (the stream carries their newer values), at that point of the log, in the next commit.
+minus those (the stream carries their newer values), at that point of the log, in the next commit.  A
+scan chunk that names its key range also deletes there the target rows in that range the chunk does not
+hold, minus those the stream changed (`connectors.pg.backfill_deletes` finds them).
 Owns: reading watermarks, the open window, turning a chunk into units of the pending batch with the
 chunk's progress (`ChunkDone`), and the routes of a table a backfill adds (the topology file read again).
 Must not: read the source, or commit (the chunk goes with the batch).
@@ -18,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from connectors.pg.backfill_deletes import KeyRange
 from connectors.pg.sink_values import ChunkDone, Key
 from splitter.core import envelope
 from splitter.core.envelope import RelationSchema, RowChange
@@ -75,6 +78,8 @@ class Watermark:
     # A repair chunk names the missed keys it copies again (see connectors.pg.state.backfills).
     repaired: list[list[str | None]] | None
     final: bool
+    # The source keys a scan chunk covers, when it also removes the target rows the source no longer has.
+    key_range: KeyRange | None = None
 
 
 def read_watermark(offset: int, message: envelope.ControlMessage) -> Watermark:
@@ -85,9 +90,20 @@ def read_watermark(offset: int, message: envelope.ControlMessage) -> Watermark:
         repaired: list[list[str | None]] | None = mark.get("repair")
         if repaired is not None and not (isinstance(repaired, list) and all(isinstance(k, list) for k in repaired)):
             raise TypeError("'repair' is not a list of keys")
+        key_range = _key_range(mark["range"]) if "range" in mark else None
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise MalformedMessageError(f"backfill watermark at offset {offset} is not valid: {exc}") from exc
-    return Watermark(service, table, job_id, chunk, kind, repaired, bool(mark.get("final")))
+    return Watermark(service, table, job_id, chunk, kind, repaired, bool(mark.get("final")), key_range)
+
+
+def _key_range(value: Any) -> KeyRange:
+    """`[after, through]`, each a key (a list of texts) or null (the first / the last key)."""
+    if not (isinstance(value, list) and len(value) == 2
+            and all(k is None or (isinstance(k, list) and all(v is None or isinstance(v, str) for v in k))
+                    for k in value)):
+        raise TypeError("'range' is not [key or null, key or null]")
+    after, through = value
+    return KeyRange(None if after is None else tuple(after), None if through is None else tuple(through))
 
 
 class BackfillWindow:
@@ -125,6 +141,7 @@ class BackfillWindow:
         keys = relation.key_columns
         copied = skipped = 0
         copied_keys: list[list[str | None]] = []
+        chunk_keys: set[Key] = set()
         last_key: Key | None = None
         if not pending.transactions:
             pending.started = time.monotonic()
@@ -132,6 +149,7 @@ class BackfillWindow:
             values = {k: (None if v is None else str(v)) for k, v in row.items()}
             key = tuple(values.get(k) for k in keys)
             last_key = key
+            chunk_keys.add(key)
             if window.truncated or key in window.keys:
                 skipped += 1
                 continue
@@ -141,11 +159,20 @@ class BackfillWindow:
                 pending.add((offset, partial, partial_relation))
             copied += 1
             copied_keys.append(list(key))
+        deleted = 0
+        if mark.key_range is not None and not window.truncated:
+            # Rows of the range the source no longer has, except those the stream changed inside the window:
+            # it decides them, as it does the copied rows (a truncate there emptied the table already).
+            present = chunk_keys | window.keys | window.partials.keys()
+            for key in self._sink.backfill_absent_keys(table, relation, mark.key_range, present):
+                before = dict(zip(keys, key, strict=True))
+                pending.add((offset, RowChange("d", table, before, None, (), lsn, 0, 0, ts_ms), relation))
+                deleted += 1
         pending.transactions += 1
         if mark.repaired is not None:
             last_key = None  # a repair chunk copies keys again; it does not move the key cursor
         pending.chunks.append(ChunkDone(mark.job_id, mark.chunk, copied, skipped, list(last_key) if last_key else None,
-                                        mark.final, mark.repaired or (), copied_keys, lsn))
+                                        mark.final, mark.repaired or (), copied_keys, lsn, deleted))
 
 
 def reload_routes(settings: Settings, service: str, table: str) -> tuple[Settings, Service, list[Route]]:
