@@ -154,8 +154,12 @@ def _traced_attempt(conninfo: str) -> tuple[str | None, bool]:
                 pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
             except psycopg.NotSupportedError:  # PQtrace is Linux-only in psycopg: no code, the network's fault
                 return None, bool(pgconn.needs_password)
-            _poll(pgconn, time.monotonic() + CONNECT_TIMEOUT)
-            pgconn.untrace()
+            try:
+                _poll(pgconn, time.monotonic() + CONNECT_TIMEOUT)
+            finally:
+                # PQuntrace flushes the stdio stream (it is never closed): nothing may stay buffered in it
+                # once this file's descriptor is closed and its number reused.
+                pgconn.untrace()
             asked = bool(pgconn.needs_password)
         finally:
             pgconn.finish()

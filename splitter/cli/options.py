@@ -76,7 +76,6 @@ def parse_duration(text: str) -> float:
     return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
 
 
-
 def confirmer(assume_yes: bool, question: str = "Proceed? [y/N] ") -> Callable[[str], bool]:
     """Show a plan and ask before acting: yes with --yes, no when nobody can answer (not a terminal)."""
     def ask(plan: str) -> bool:

@@ -5,9 +5,10 @@ produces it, and confirms to the slot only positions whose every record Kafka ha
 (in-order delivery counts: `pending` holds (records produced so far, LSN) per transaction end).
 On an idle stream it confirms the server's reported position once nothing is in flight, and
 writes heartbeats so a source whose published tables are idle while others are busy does not
-keep WAL without bound.  On first start it creates the publication and slot and runs the initial
-copy from the slot's snapshot before streaming (after a copy that failed part way, it copies the
-services left without a checkpoint from a snapshot of their own, keeping the slot).  Must not: apply to
+keep WAL without bound.  Its siblings do the rest: `log_identity` (a new slot's log-start record, and the
+lost-log check on an existing slot), `copy_plan` (the slot and the initial copy before the stream, and
+the services whose database did not answer, copied while it streams), `broker_watch` (a broker that does
+not answer) and `capture_health` (the `degraded` row `splitter status` reads).  Must not: apply to
 service databases, confirm anything before the broker has it, or run SQL itself (its statements are
 `connectors.pg.source`'s).
 """

@@ -270,7 +270,6 @@ def check_route_against(route: Route, relation_columns: Mapping[str, ColumnSchem
     return problems
 
 
-
 __all__ = [
     "ConfigurationError",
     "TargetColumn",

@@ -487,7 +487,6 @@ def test_sequences_and_identity_columns_move_past_the_other_side(
     assert dict(table.columns) == {"id": '"id"', "n": '"seq"', "note": '"note"'}
 
 
-
 def test_two_services_cut_over_one_after_the_other_while_others_stream(
         make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
         unique_name: Callable[[str], str], tmp_path: Path) -> None:

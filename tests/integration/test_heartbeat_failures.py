@@ -59,6 +59,10 @@ def _gauge(text: str, name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def _every_service_copied(env: harness.PipelineEnv) -> Callable[[], bool]:
+    return lambda: all(lsn > 0 for lsn in env.applied_lsns().values())
+
+
 def _wait(what: str, cond: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -73,6 +77,7 @@ def test_failing_heartbeats_are_counted_shown_and_recovered(
     settings = env.settings(heartbeat_interval=0.2)
     db = str(conninfo_to_dict(env.source)["dbname"])
     admin_dsn = make_conninfo(env.source, dbname="postgres")
+    copied = _every_service_copied(env)
     stop = threading.Event()
     with metrics.start_metrics(settings, "capture", port=0, host="127.0.0.1", poll_interval=0.5) as m:
         base = f"http://127.0.0.1:{m.port}"
@@ -92,7 +97,8 @@ def test_failing_heartbeats_are_counted_shown_and_recovered(
                 return _gauge(_get(f"{base}/metrics")[1], "splitter_capture_heartbeat_failures")
 
             try:
-                _wait("capture streaming", lambda: confirmed() > 0 and len(catalog_pids()) == 1, 45)
+                # Every service copied (the slot's confirmed position is set when it is created, before the copy).
+                _wait("capture streaming", lambda: confirmed() > 0 and copied() and len(catalog_pids()) == 1, 90)
                 _wait("a heartbeat gauge at 0", lambda: failures() == 0, 10)
                 (old_pid,) = catalog_pids()
                 admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(db)))
@@ -127,6 +133,7 @@ def test_failing_heartbeats_are_shown_by_status_and_cleared_after_recovery(
     observer = env.settings(heartbeat_interval=0.2)  # status reads as the superuser of the fixtures
     settings = dataclasses.replace(observer, source_dsn=make_conninfo(env.source, user=role))
     db = str(conninfo_to_dict(env.source)["dbname"])
+    copied = _every_service_copied(env)
     stop = threading.Event()
     runner = threading.Thread(target=run_with_retries, args=("capture", lambda s: Capture(settings).run(s), stop),
                               daemon=True)
@@ -141,9 +148,14 @@ def test_failing_heartbeats_are_shown_by_status_and_cleared_after_recovery(
         def catalog_pids() -> list[int]:
             return [r[0] for r in admin.execute(CATALOG_SESSIONS, {"db": db}).fetchall()]
 
+        def health_sessions() -> int:
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                "AND application_name = 'splitter-capture-health'", (db,)).fetchone()
+            return int(row[0]) if row else 0
+
         try:
-            _wait("capture streaming", lambda: len(catalog_pids()) == 1 and env.source_lsn() > 0, 45)
-            time.sleep(1.0)  # a few heartbeats: the health reporter has its session
+            _wait("capture streaming, and the health reporter with its session",
+                  lambda: copied() and len(catalog_pids()) == 1 and health_sessions() == 1, 90)
             assert degraded() == []
             admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
             try:

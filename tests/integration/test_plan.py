@@ -265,7 +265,6 @@ def test_missing_privileges_are_reported(dbs: dict[str, str], pg_server: Any) ->
         _exec(admin_dsn, f"DROP ROLE {sql.Identifier(role).as_string(None)}")
 
 
-
 def _users(dsn: str, rows: list[tuple[str, str, str | None, str | None]]) -> None:
     """Insert source users (id, username, bio, website_url); the other columns get plain values."""
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -21,8 +21,8 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from connectors.pg.client import connect, lock_key, wrap_db_error
-from connectors.pg.state import SCHEMA, STATE_SCHEMA
+from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.state import SCHEMA, STATE_SCHEMA, ensure_tables
 
 #: A row's states: stopped for good, or running with a problem (see the module docstring).
 STOPPED = "stopped"
@@ -68,14 +68,7 @@ def _has_table(conn: psycopg.Connection) -> bool:
 
 
 def _ensure_table(conn: psycopg.Connection) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("splitter.schema"),))
-        # As in schema.ensure_state_schema: CREATE SCHEMA needs CREATE on the database even when it exists.
-        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(SCHEMA))
-        for stmt in DDL:
-            conn.execute(stmt)
+    ensure_tables(conn, DDL)
 
 
 def record_stopped(dsn: str, what: str, component: str, service: str, exit_class: str, exit_code: int,

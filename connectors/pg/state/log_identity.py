@@ -16,8 +16,8 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from connectors.pg.client import lock_key, wrap_db_error
-from connectors.pg.state import SCHEMA, STATE_SCHEMA
+from connectors.pg.client import wrap_db_error
+from connectors.pg.state import SCHEMA, STATE_SCHEMA, ensure_tables
 
 #: Who holds the position: capture's slot (row named by the slot) or a service's checkpoint (by the service).
 SLOT = "slot"
@@ -59,14 +59,8 @@ def read_log_identity(conn: psycopg.Connection, holder: str, name: str) -> LogId
 def write_log_identity(conn: psycopg.Connection, holder: str, name: str, topic: str, topic_id: str) -> None:
     """Record that the position `holder` `name` holds is in `topic` with id `topic_id` (autocommit session)."""
     try:
+        ensure_tables(conn, DDL)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("splitter.schema"),))
-            # As in schema.ensure_state_schema: CREATE SCHEMA needs CREATE on the database even when it exists.
-            exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(SCHEMA))
-            for stmt in DDL:
-                conn.execute(stmt)
             conn.execute(
                 sql.SQL("""INSERT INTO {}.log_identity AS l (holder, name, topic, topic_id) VALUES (%s, %s, %s, %s)
                            ON CONFLICT (holder, name) DO UPDATE SET topic = EXCLUDED.topic,

@@ -14,8 +14,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from connectors.pg.client import lock_key
-from connectors.pg.state import STATE_SCHEMA, components, dead_letters, verify_progress
+from connectors.pg.state import STATE_SCHEMA, components, dead_letters, ensure_tables, verify_progress
 from connectors.pg.state import backfills as backfill_store
 from splitter.core.lsn import lsn_to_str, str_to_lsn
 
@@ -23,7 +22,6 @@ from splitter.core.lsn import lsn_to_str, str_to_lsn
 FROM_BEGINNING = -1
 
 _STATE_DDL = [
-    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STATE_SCHEMA)),
     sql.SQL(
         """CREATE TABLE IF NOT EXISTS {}.checkpoints (
             service text PRIMARY KEY,
@@ -66,15 +64,7 @@ class Checkpoint:
 
 
 def ensure_state_schema(conn: psycopg.Connection) -> None:
-    with conn.transaction():
-        # Serialise concurrent creators (a worker and the backfill may both arrive first).
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("splitter.schema"),))
-        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: skip it
-        # when an operator created the schema beforehand for a role without that privilege.
-        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
-        for stmt in [*_STATE_DDL[1 if exists else 0:], *dead_letters.DDL, *backfill_store.DDL, *components.DDL,
-                     *verify_progress.DDL]:
-            conn.execute(stmt)
+    ensure_tables(conn, [*_STATE_DDL, *dead_letters.DDL, *backfill_store.DDL, *components.DDL, *verify_progress.DDL])
 
 
 def read_checkpoint(conn: psycopg.Connection, service: str) -> Checkpoint | None:

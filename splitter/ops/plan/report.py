@@ -74,7 +74,6 @@ class PlanResult:
         return sum(1 for f in self.findings if f.severity == WARNING)
 
 
-
 def build_plan(settings: Settings) -> PlanResult:
     """Connect to the source and every service database, gather their facts, check the source's rows against
     the targets' constraints, and judge them."""

@@ -335,5 +335,4 @@ def _unique_rules(out: _Collector, route: Route, source: TableFacts, target: Tab
                 route=route, column=index.columns[0] if len(index.columns) == 1 else None)
 
 
-
 __all__ = ["collect_findings", "target_name"]

@@ -129,6 +129,7 @@ class LogGuard:
                     self._topic, next_offset, f"the record at offset {cp.offset} carries LSN {lsn_to_str(point.lsn)}, "
                                               f"after this service's checkpoint at {lsn_to_str(cp.commit_lsn)}: it "
                                               f"is not the log this service applied")
+
     def _check_start(self, cp: Checkpoint, reader: LogReader, low: int, high: int) -> None:
         """A checkpoint that applied nothing: the first record the log holds must not be past it.
 
@@ -148,6 +149,7 @@ class LogGuard:
         raise OffsetGoneError(self._topic, low, f"the first record the log holds (offset {low}) carries {what}, after "
                                                 f"this service's copy at {lsn_to_str(cp.commit_lsn)}: the changes in "
                                                 f"between are not in it")
+
 
 def _since(stored: LogIdentity | None) -> str:
     return f"{stored.since:%Y-%m-%d %H:%M}" if stored is not None else "never"
