@@ -128,6 +128,18 @@ def pg_factory(tmp_path: Path) -> Iterator[Callable[..., EmbeddedPostgres]]:
             server.cleanup()
 
 
+@pytest.fixture
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
+    """A private tansu for one test that freezes, kills or restarts it (the session's broker is shared)."""
+    server = EmbeddedKafka(log_path=tmp_path_factory.mktemp("kafka") / "tansu.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.resume()  # a frozen broker cannot be stopped
+        server.cleanup()
+
+
 def drop_databases(admin_dsn: str, names: Sequence[str]) -> None:
     """Drop `names` and whatever would block the drop, on the server of `admin_dsn`.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -27,15 +27,8 @@ __all__ = ["pipelines"]  # the fixture, imported so pytest finds it here
 
 
 @pytest.fixture
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
-    """A tansu of this test's own: it gets frozen."""
-    server = EmbeddedKafka(log_path=tmp_path_factory.mktemp("kafka") / "tansu.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.resume()
-        server.cleanup()
+def broker(own_kafka: EmbeddedKafka) -> EmbeddedKafka:
+    return own_kafka
 
 
 def _wait(what: str, cond: Callable[[], bool], timeout: float) -> None:

@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -44,14 +44,8 @@ RESTARTED = "the change log restarted behind slot"  # capture's
 
 
 @pytest.fixture
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
-    """A tansu of this test's own: it gets killed and started again, empty, on the same port."""
-    server = EmbeddedKafka(log_path=tmp_path_factory.mktemp("kafka") / "tansu.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
+def broker(own_kafka: EmbeddedKafka) -> EmbeddedKafka:
+    return own_kafka
 
 
 def _log(env: harness.PipelineEnv, name: str) -> str:
@@ -136,7 +130,8 @@ def test_a_broker_restarted_empty_stops_capture_and_every_worker_and_replay_reco
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         with psycopg.connect(env.service_dsn("post"), autocommit=True) as conn:
-            while not conn.execute("SELECT count(*) FROM splitter.requests WHERE action = 'replay'").fetchone()[0]:
+            while not (conn.execute("SELECT count(*) FROM splitter.requests WHERE action = 'replay'").fetchone()
+                       or (0,))[0]:
                 assert replay.poll() is None and time.monotonic() < deadline, replay.communicate()[0]
                 time.sleep(0.2)
         env.start_worker("post")

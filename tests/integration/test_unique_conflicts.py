@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from splitter.core import envelope
 from splitter.core.exit_codes import FATAL as EXIT_FATAL
@@ -33,18 +34,30 @@ from tests.integration.test_replay import Pipeline, Stack, make_stack, pipelines
 __all__ = ["pipelines"]  # the fixture, imported so pytest finds it here
 
 Rows = list[tuple[object, ...]]
-_COLUMNS = "id, username, first_name, last_name"
+_COLUMNS = ("id", "username", "first_name", "last_name")
 
 
-def _rows(dsn: str, table: str, ids: Sequence[str]) -> Rows:
+def _rows(dsn: str, schema: str, table: str, ids: Sequence[str]) -> Rows:
+    query = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s) ORDER BY id").format(
+        sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Identifier(schema, table))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(f"SELECT {_COLUMNS} FROM {table} WHERE id = ANY(%s) ORDER BY id",
-                            (list(ids),)).fetchall()
+        return conn.execute(query, (list(ids),)).fetchall()
 
 
 def _same_users(stack: Stack, ids: Sequence[str]) -> tuple[Rows, Rows]:
     """(source rows, target rows) of these users: id, username and names."""
-    return _rows(stack.source, "public.users", ids), _rows(stack.dsn("user"), "users.users", ids)
+    return _rows(stack.source, "public", "users", ids), _rows(stack.dsn("user"), "users", "users", ids)
+
+
+def _streaming_user_service(make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+                            unique_name: Callable[[str], str], pipelines: list[Pipeline],
+                            on_error: dict[str, str] | None = None) -> tuple[Stack, Pipeline]:
+    """The user service alone, copied and streaming in-process."""
+    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["user"], scale=10, on_error=on_error)
+    pipeline = Pipeline(stack.settings)
+    pipelines.append(pipeline)
+    pipeline.start_all()
+    return stack, pipeline
 
 
 def _new_users(stack: Stack, *users: tuple[str, str]) -> None:
@@ -67,10 +80,7 @@ def _wait_logged(stack: Stack, since: int, transactions: int) -> None:
 def test_a_value_moved_between_rows_over_several_transactions_lands_in_one_batch_under_stop(
         make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
         unique_name: Callable[[str], str], pipelines: list[Pipeline]) -> None:
-    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["user"], scale=10)  # on_error=stop
-    pipeline = Pipeline(stack.settings)
-    pipelines.append(pipeline)
-    pipeline.start_all()
+    stack, pipeline = _streaming_user_service(make_databases, kafka_server, unique_name, pipelines)  # on_error=stop
     _new_users(stack, ("u-5", "uq-user5"), ("u-6", "uq-user6"))
     stack.wait_caught_up(pipeline=pipeline)
     ids = ["u-5", "u-6"]
@@ -95,11 +105,8 @@ def test_a_value_moved_between_rows_over_several_transactions_lands_in_one_batch
 def test_a_swap_in_one_statement_applies_under_dead_letter_and_later_changes_follow(
         make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
         unique_name: Callable[[str], str], pipelines: list[Pipeline]) -> None:
-    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["user"], scale=10,
-                       on_error={"user": "dead_letter"})
-    pipeline = Pipeline(stack.settings)
-    pipelines.append(pipeline)
-    pipeline.start_all()
+    stack, pipeline = _streaming_user_service(make_databases, kafka_server, unique_name, pipelines,
+                                              on_error={"user": "dead_letter"})
     _new_users(stack, ("u-20", "uq-user20"), ("u-21", "uq-user21"))
     stack.wait_caught_up(pipeline=pipeline)
     ids = ["u-20", "u-21"]
@@ -137,11 +144,8 @@ def _start_recorded_worker(stack: Stack, settings_on_error: str) -> tuple[thread
 def test_two_equal_usernames_in_the_source_are_still_set_aside_or_stop_and_status_says_so(
         make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
         unique_name: Callable[[str], str], pipelines: list[Pipeline], capsys: pytest.CaptureFixture[str]) -> None:
-    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["user"], scale=10,
-                       on_error={"user": "dead_letter"})
-    pipeline = Pipeline(stack.settings)
-    pipelines.append(pipeline)
-    pipeline.start_all()
+    stack, pipeline = _streaming_user_service(make_databases, kafka_server, unique_name, pipelines,
+                                              on_error={"user": "dead_letter"})
     stack.wait_caught_up(pipeline=pipeline)
     user_db = stack.dsn("user")
 
@@ -158,7 +162,7 @@ def test_two_equal_usernames_in_the_source_are_still_set_aside_or_stop_and_statu
     assert "users_username_key" in got[0][5], got
     source, target = _same_users(stack, ["u-30", "u-32"])
     assert target == source and len(target) == 2, (source, target)
-    assert _rows(user_db, "users.users", ["u-31"]) == []
+    assert _rows(user_db, "users", "users", ["u-31"]) == []
     pipeline.stop("user")
 
     # stop: another really invalid row stops the worker for good; status shows it stopped, with the error.
@@ -173,7 +177,7 @@ def test_two_equal_usernames_in_the_source_are_still_set_aside_or_stop_and_statu
         stop.set()
         thread.join(30)
     assert stack.checkpoint("user") == before
-    assert _rows(user_db, "users.users", ["u-33"]) == []
+    assert _rows(user_db, "users", "users", ["u-33"]) == []
     code, out, err = run_cli(capsys, "status", *stack.cli_args(), "--service", "user", "--json")
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
@@ -187,11 +191,8 @@ def test_two_equal_usernames_in_the_source_are_still_set_aside_or_stop_and_statu
 def test_a_swap_that_cannot_be_replaced_safely_stops_naming_the_fix_and_applies_once_deferrable(
         make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
         unique_name: Callable[[str], str], pipelines: list[Pipeline]) -> None:
-    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["user"], scale=10,
-                       on_error={"user": "dead_letter"})
-    pipeline = Pipeline(stack.settings)
-    pipelines.append(pipeline)
-    pipeline.start_all()
+    stack, pipeline = _streaming_user_service(make_databases, kafka_server, unique_name, pipelines,
+                                              on_error={"user": "dead_letter"})
     _new_users(stack, ("u-40", "uq-user40"), ("u-41", "uq-user41"))
     stack.wait_caught_up(pipeline=pipeline)
     user_db = stack.dsn("user")
