@@ -19,7 +19,10 @@ The real-world differences this split exercises, and where:
   here as constants; auth_db users.mfa_enabled is not declared, so its database default fills it;
 * every target database defines its own enum types, several with values the source lacks, some with
   different defaults, and wider varchars (see the DDL headers);
-* a unique index the source never enforced: user_db users(username).
+* a unique index the source never enforced: user_db users(username);
+* shared tables (`shared`): users is owned by auth (its rows, the login columns) and user (the profile
+  columns); followers, taken whole by user_db and interaction_db, is owned by interaction (follow and
+  unfollow are its writes), user_db keeps a read copy.  Each service is cut over on its own.
 
 Left out on purpose: comment_likes.  No service takes it (likes of comments are dropped by the split; the
 comment service keeps only comments.liked_count).  It is deliberately NOT listed in `unrouted`, so that
@@ -28,7 +31,7 @@ comment service keeps only comments.liked_count).  It is deliberately NOT listed
 
 from __future__ import annotations
 
-from splitter.topology.model import Service, Table, Topology
+from splitter.topology.model import Ownership, Service, Table, Topology
 
 TOPOLOGY = Topology(
     source_database="bento_social",
@@ -226,6 +229,25 @@ TOPOLOGY = Topology(
                     },
                 ),
             ),
+        ),
+    ),
+    shared=(
+        Ownership(
+            "users",
+            rows="auth",  # sign-up and account deletion are auth's writes
+            columns={
+                "auth": ("username", "password", "salt", "role", "status", "created_at"),
+                # The profile; updated_at is the profile's edit time, so auth_db's copy is read-only.
+                "user": ("first_name", "last_name", "cover", "avatar", "bio", "website_url", "follower_count",
+                         "post_count", "updated_at"),
+            },
+            # A user signed up in auth_db has no profile yet: bento_social needs these NOT NULL columns.
+            reverse_defaults={"first_name": "''", "last_name": "''"},
+        ),
+        Ownership(
+            "followers",
+            rows="interaction",
+            columns={"interaction": ("created_at",)},
         ),
     ),
 )

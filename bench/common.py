@@ -28,7 +28,8 @@ from devtools import datagen, fixtures
 from devtools.embedded.kafka import EmbeddedKafka
 from devtools.embedded.postgres import EmbeddedPostgres
 from splitter.pipeline.config import Settings, build_settings
-from splitter.topology.model import Topology, load_topology
+from splitter.topology.loading import load_topology
+from splitter.topology.model import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY_PATH = ROOT / "topology.py"

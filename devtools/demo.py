@@ -18,8 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -28,51 +26,13 @@ from psycopg import sql
 from devtools import datagen, fixtures
 from devtools.embedded.kafka import EmbeddedKafka
 from devtools.embedded.postgres import EmbeddedPostgres
-from splitter.core.lsn import str_to_lsn
+from devtools.progress import Progress, positions
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.daemon import Supervisor, child_argv
 
 log = logging.getLogger(__name__)
 
 REPO_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.py"
-
-
-@dataclass
-class Progress:
-    service: str
-    state: str
-    applied_lsn: int
-    lag_bytes: int
-    lag_seconds: float
-    rows: int
-    transactions: int
-
-
-def _positions(settings: Settings) -> tuple[int, list[Progress]]:
-    with psycopg.connect(settings.source_dsn, autocommit=True) as src:
-        row = src.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        assert row is not None
-        source_lsn = str_to_lsn(row[0])
-    out = []
-    now = datetime.now(UTC)
-    for service in settings.topology.services:
-        with psycopg.connect(settings.target_dsn(service.name), autocommit=True) as conn:
-            try:
-                cp = conn.execute(
-                    "SELECT commit_lsn::text, source_ts, rows_applied, transactions_applied FROM splitter.checkpoints "
-                    "WHERE service = %s", (service.name,)).fetchone()
-            except psycopg.errors.UndefinedTable:
-                cp = None
-        if cp is None:
-            out.append(Progress(service.name, "copying", 0, 0, 0.0, 0, 0))
-            continue
-        applied = str_to_lsn(cp[0])
-        lag_bytes = max(0, source_lsn - applied)
-        # Heartbeats advance the position every second; within one heartbeat of WAL is caught up.
-        caught_up = lag_bytes < 64 * 1024
-        lag_s = 0.0 if caught_up or cp[1] is None else max(0.0, (now - cp[1]).total_seconds())
-        out.append(Progress(service.name, "streaming", applied, lag_bytes, lag_s, cp[2], cp[3]))
-    return source_lsn, out
 
 
 def _render(progress: list[Progress], ops: int, started: float, previous: dict[str, int]) -> str:
@@ -98,8 +58,27 @@ def _create_databases(pg: EmbeddedPostgres) -> dict[str, str]:
     return {name: pg.dsn(name) for name in names}
 
 
+def prepare(pg: EmbeddedPostgres, broker: EmbeddedKafka, scale: int) -> tuple[Settings, dict[str, str]]:
+    """Fresh databases with the shipped DDL and generated data; the Settings and the children's environment."""
+    dsns = _create_databases(pg)
+    with psycopg.connect(dsns["bento_social"], autocommit=True) as conn:
+        fixtures.load_source_schema(conn)
+        print(f"generating bento_social data (scale {scale})...", flush=True)
+        counts = datagen.generate(conn, scale)
+    print("  " + ", ".join(f"{t} {n}" for t, n in counts.items()), flush=True)
+    for database in fixtures.TARGET_DATABASES:
+        with psycopg.connect(dsns[database], autocommit=True) as conn:
+            fixtures.load_target_schema(conn, database)
+    settings = build_settings(topology_path=str(REPO_TOPOLOGY), source_dsn=dsns["bento_social"],
+                              kafka=broker.bootstrap, env={})
+    env = dict(os.environ)
+    env.update({"SPLITTER_TOPOLOGY": str(REPO_TOPOLOGY), "SPLITTER_SOURCE_DSN": settings.source_dsn,
+                "SPLITTER_KAFKA": broker.bootstrap})
+    return settings, env
+
+
 def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: float | None,
-             log_level: str = "INFO") -> int:
+             log_level: str = "INFO", migrate: bool = False) -> int:
     from devtools.workload.driver import Workload
 
     keep = data_dir is not None
@@ -109,21 +88,17 @@ def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: 
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"starting embedded PostgreSQL 18 and a Kafka-protocol broker (data in {root})", flush=True)
+    if migrate:
+        from devtools.migrate import run_migration
+
+        with EmbeddedPostgres(root / "pg") as pg, EmbeddedKafka(log_path=root / "broker.log") as broker:
+            settings, env = prepare(pg, broker, scale)
+            code = run_migration(settings, env, root, phase=duration, rate=rate, log_level=log_level, stop=stop)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+        return code
     with EmbeddedPostgres(root / "pg") as pg, EmbeddedKafka(log_path=root / "broker.log") as broker:
-        dsns = _create_databases(pg)
-        with psycopg.connect(dsns["bento_social"], autocommit=True) as conn:
-            fixtures.load_source_schema(conn)
-            print(f"generating bento_social data (scale {scale})...", flush=True)
-            counts = datagen.generate(conn, scale)
-        print("  " + ", ".join(f"{t} {n}" for t, n in counts.items()), flush=True)
-        for database in fixtures.TARGET_DATABASES:
-            with psycopg.connect(dsns[database], autocommit=True) as conn:
-                fixtures.load_target_schema(conn, database)
-        settings = build_settings(topology_path=str(REPO_TOPOLOGY), source_dsn=dsns["bento_social"],
-                                  kafka=broker.bootstrap, env={})
-        env = dict(os.environ)
-        env.update({"SPLITTER_TOPOLOGY": str(REPO_TOPOLOGY), "SPLITTER_SOURCE_DSN": settings.source_dsn,
-                    "SPLITTER_KAFKA": broker.bootstrap})
+        settings, env = prepare(pg, broker, scale)
         children = [("capture", child_argv([], ["capture", "--log-level", log_level]))]
         children += [(f"worker[{s.name}]", child_argv([], ["worker", "--service", s.name, "--log-level", log_level]))
                      for s in settings.topology.services]
@@ -144,7 +119,7 @@ def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: 
             workload_started = False
             try:
                 while not stop.is_set():
-                    _, progress = _positions(settings)
+                    _, progress = positions(settings)
                     if not workload_started and all(p.state == "streaming" for p in progress):
                         wl_thread.start()  # the initial copy is done: now the live writes
                         workload_started = True
@@ -169,10 +144,10 @@ def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: 
 def _finish(settings: Settings, timeout: float = 180.0) -> bool:
     from splitter.ops.verify.run import verify
 
-    target, _ = _positions(settings)
+    target, _ = positions(settings)
     deadline = time.monotonic() + timeout
     while True:
-        _, progress = _positions(settings)
+        _, progress = positions(settings)
         if all(p.applied_lsn >= target for p in progress):
             break
         if time.monotonic() > deadline:

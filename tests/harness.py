@@ -23,7 +23,7 @@ import psycopg
 from devtools import datagen, fixtures
 from splitter.core.lsn import str_to_lsn
 from splitter.pipeline.config import Settings, build_settings
-from splitter.topology.model import load_topology
+from splitter.topology.loading import load_topology
 from tests import expected
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +79,18 @@ class PipelineEnv:
                                 stderr=subprocess.STDOUT, cwd=ROOT)
         self.processes[name] = proc
         return proc
+
+    def command(self, *args: str, crash_at: str | None = None, timeout: float = 180) -> int:
+        """`splitter <args>` to completion (its output in commands.log); its exit code.  `crash_at`: the
+        cutover step to die at (SPLITTER_CUTOVER_CRASH_AT)."""
+        extra = {"SPLITTER_CUTOVER_CRASH_AT": crash_at} if crash_at else {}
+        assert self.log_dir is not None
+        with open(self.log_dir / "commands.log", "ab") as log:
+            log.write(f"\n$ splitter {' '.join(args)} (crash at {crash_at})\n".encode())
+            log.flush()
+            done = subprocess.run([sys.executable, "-m", "splitter", *args], env={**self.env(), **extra},
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout, check=False)
+        return done.returncode
 
     def start_capture(self) -> subprocess.Popen[bytes]:
         return self.start("capture", "capture")

@@ -1,14 +1,16 @@
 """Applying collapsed steps to one service database's target tables, in the apply session's open transaction.
 
 Owns: running the statements `splitter.topology.sqlrender` renders for each route of a source table
-(delete, partial update, upsert, truncate), applying one change or one group of steps alone in a
-savepoint, the count of rows applied (as committed: a rollback takes back what it undid), and reporting
-the facts the pipeline decides on: a change whose data the database refused (`Rejected`, naming the
-constraint and table), partial updates that found no row (`MissingRows`, with the running backfill of
-that table if there is one; when the pipeline answers "note", it records their keys for the backfill in
-the same transaction), and what stands in the way of replacing a table's rows (`Replacement`).  Must
-not: decide what a miss or a rejection means (the pipeline's `ApplyMode` does), commit or roll back the
-transaction (`sink` does), or read Kafka.
+(delete, partial update, upsert, truncate) within each route's `WriteScope` (the table's own, or the one
+the pipeline set for the route since an ownership move; a route set to None is retired: nothing of it
+applies), applying one change or one group of steps alone in a savepoint, the count of rows applied (as
+committed: a rollback takes back what it undid), and reporting the facts the pipeline decides on: a
+change whose data the database refused (`Rejected`, naming the constraint and table), partial updates
+that found no row (`MissingRows`, with the running backfill of that table if there is one; when the
+pipeline answers "note", it records their keys for the backfill in the same transaction), and what
+stands in the way of replacing a table's rows (`Replacement`).  Must not: decide what a miss or a
+rejection means (the pipeline's `ApplyMode` does), commit or roll back the transaction (`sink` does), or
+read Kafka.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import psycopg
 
-from connectors.pg.sink_values import ApplyMode, Key, MissingRows, Rejected, Replacement
+from connectors.pg.sink_values import ApplyMode, Key, MissingRows, Rejected, Replacement, RouteKey, route_key
 from connectors.pg.staging import Stages
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.unique_conflicts import replacement_blockers
@@ -25,7 +27,7 @@ from splitter.core.batching import Batch, PartialRow, Segment, Step, TableChange
 from splitter.core.envelope import RelationSchema, RowChange
 from splitter.core.errors import is_data_rejection
 from splitter.topology import sqlrender
-from splitter.topology.model import Route
+from splitter.topology.model import Route, WriteScope
 from splitter.topology.sqlrender import TargetColumn
 
 
@@ -39,6 +41,7 @@ class Applier:
         self._stages = Stages(conn)
         self._routes_by_source: dict[str, list[Route]] = {}
         self._columns: dict[int, list[TargetColumn]] = {}
+        self._scopes: dict[RouteKey, WriteScope | None] = {}
         self.set_routes(routes, columns)
         self.rows_applied = 0
         self._rows_before: int | None = None  # rows_applied when the open transaction began writing
@@ -51,6 +54,15 @@ class Applier:
             self._routes_by_source.setdefault(f"{route.source_schema}.{route.source_table}", []).append(route)
         self._columns = columns
         self._blockers: dict[int, list[str]] = {}  # by id(route), read once per session and routes
+
+    def set_scopes(self, scopes: Mapping[RouteKey, WriteScope | None]) -> None:
+        """From now on, write each route named in `scopes` within its scope (None: not at all); the others
+        within their table's own scope."""
+        self._scopes = dict(scopes)
+
+    def _scope(self, route: Route) -> WriteScope | None:
+        key = route_key(route)
+        return self._scopes.get(key, route.table.scope)
 
     def routes_of(self, table: str) -> Sequence[Route]:
         """The routes of one source table (`schema.table`)."""
@@ -101,9 +113,14 @@ class Applier:
         blockers: list[str] = []
         for table in sorted(chosen):
             for route in self._routes_by_source.get(table, ()):
+                scope = self._scope(route)
+                if scope is None:
+                    continue
                 if id(route) not in self._blockers:
                     self._blockers[id(route)] = replacement_blockers(self._conn, route)
                 blockers += self._blockers[id(route)]
+                if not scope.full:  # a delete-then-insert would write what the stream may not
+                    blockers.append(_partial_scope(route, scope))
         return Replacement(chosen, tuple(blockers))
 
     def committed(self) -> None:
@@ -127,7 +144,10 @@ class Applier:
         if isinstance(step, Truncate):
             for table in step.tables:
                 for route in self._routes_by_source.get(table, ()):
-                    self._conn.execute(sqlrender.truncate_target(route))
+                    scope = self._scope(route)
+                    stmt = None if scope is None else sqlrender.truncate_target(route, scope)
+                    if stmt is not None:
+                        self._conn.execute(stmt)
         else:
             self._segment(step, mode)
 
@@ -141,34 +161,39 @@ class Applier:
                 self._rows_before = self.rows_applied
             self.rows_applied += len(changes.deletes) + len(changes.full) + len(changes.partial)
             for route in routes:
-                self._route(route, changes, partial_rows, mode)
+                scope = self._scope(route)
+                if scope is not None:
+                    self._route(route, scope, changes, partial_rows, mode)
 
-    def _route(self, route: Route, changes: TableChanges, partial_rows: Mapping[int, PartialRow],
+    def _route(self, route: Route, scope: WriteScope, changes: TableChanges, partial_rows: Mapping[int, PartialRow],
                mode: ApplyMode) -> None:
-        """Apply one route's share; partial updates that find no row are reported to `mode.on_missing`."""
+        """Apply one route's share within `scope`; partial updates that find no row are reported to
+        `mode.on_missing`, unless the scope leaves the rows to another service (it deleted them)."""
         conn = self._conn
         relation = changes.relation
         columns = self._columns[id(route)]
-        if changes.deletes:
-            conn.execute(sqlrender.apply_delete(route, relation, columns))
+        if changes.deletes and (delete := sqlrender.apply_delete(route, relation, columns, scope)) is not None:
+            conn.execute(delete)
         if changes.partial:
             groups: dict[frozenset[str], list[int]] = {}
             for n, partial in partial_rows.items():
                 groups.setdefault(partial.unchanged, []).append(n)
             for unchanged, rows in groups.items():
-                stmt = sqlrender.apply_partial(route, relation, columns, unchanged)
+                stmt = sqlrender.apply_partial(route, relation, columns, unchanged, scope)
                 if stmt is None:
                     continue
                 names = sorted(unchanged)
                 if mode.replaying:
                     # Over the present state, the key a row moves to may already be taken by its own future.
-                    conn.execute(sqlrender.delete_partial_move_targets(route, relation, columns), (names, names))
+                    moves = sqlrender.delete_partial_move_targets(route, relation, columns, scope)
+                    if moves is not None:
+                        conn.execute(moves, (names, names))
                 found = {r[0] for r in conn.execute(stmt, (names, names)).fetchall()}
                 lost = [n for n in rows if n not in found]
-                if lost:
+                if lost and scope.rows:
                     self._missing(route, unchanged, lost, partial_rows, relation, mode)
-        if changes.full:
-            conn.execute(sqlrender.apply_upsert(route, relation, columns))
+        if changes.full and (upsert := sqlrender.apply_upsert(route, relation, columns, scope)) is not None:
+            conn.execute(upsert)
 
     def _missing(self, route: Route, unchanged: frozenset[str], lost: list[int],
                  partial_rows: Mapping[int, PartialRow], relation: RelationSchema, mode: ApplyMode) -> None:
@@ -180,6 +205,12 @@ class Applier:
         if action == "note" and job_id is not None:
             backfill_store.note_missed(self._conn, job_id, keys)
             self.noted_missed = True
+
+
+def _partial_scope(route: Route, scope: WriteScope) -> str:
+    parts = [f"never updates {', '.join(sorted(scope.frozen))}"] if scope.frozen else []
+    parts += [] if scope.rows else ["neither inserts nor deletes rows"]
+    return f"{route.describe()} writes only part of its target: it {' and '.join(parts)} (another service owns them)"
 
 
 def _new_source_key(partial: PartialRow, relation: RelationSchema) -> Key:

@@ -1,5 +1,9 @@
-"""Replication origins: the mark an apply session puts on its writes so that the other direction's capture,
-which streams with `origin 'none'`, never sends them back.
+"""Replication origins: the mark an apply session puts on its writes so that they never go round.
+
+A reverse capture (on a service database) streams with `origin 'none'`, so the forward worker's writes
+are not sent back; the forward capture streams with `origin 'any'` and puts each transaction's origin on
+its records, so a forward worker skips its own reverse stream's writes while other services' workers
+apply them (their read copies of shared tables).
 
 Owns: the name of a service's origin (`splitter_<service>`; the reverse worker's service is `<S>.reverse`),
 whether the connecting role may use origins in a database (`origin_access`: the catalog's answer for the

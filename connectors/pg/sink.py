@@ -4,7 +4,7 @@ Owns: the session (session_replication_role = replica, a replication origin so i
 captured back, one advisory lock per service so two workers never apply at once), its one open
 transaction (`apply`, `apply_one` and `apply_in_savepoint` write into it through `apply.Applier`,
 `defer_constraints` defers its deferrable constraints to its commit; `commit` writes the
-checkpoint, dead letters, backfill progress and hold report into it and commits; `abandon` rolls it
+checkpoint, dead letters, backfill progress, hold report and ownership moves into it and commits; `abandon` rolls it
 back), turning driver errors into splitter errors, and the worker's reads and operator requests served
 in the same session.  It implements `splitter.pipeline.sink.Sink`.  Must not: read Kafka, decide
 batching or what a rejected or missing row means (the pipeline does), or commit anywhere but `commit`,
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import psycopg
@@ -25,16 +25,16 @@ from connectors.pg.apply import Applier
 from connectors.pg.catalog import target_columns
 from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.origins import origin_name, setup_origin
-from connectors.pg.sink_values import ApplyMode, CommitExtras, Key, Rejected, Replacement, Resolution
+from connectors.pg.sink_values import ApplyMode, CommitExtras, Key, Rejected, Replacement, Resolution, RouteKey
 from connectors.pg.state import backfills as backfill_store
-from connectors.pg.state import control, dead_letters
+from connectors.pg.state import control, dead_letters, ownership_moves
 from connectors.pg.state.schema import Checkpoint, ensure_state_schema, read_checkpoint, write_checkpoint
 from splitter.core.batching import Step
 from splitter.core.dsn import mask_secrets
 from splitter.core.envelope import RelationSchema, RowChange
 from splitter.core.errors import DataRejectedError, RetryableError, is_data_rejection
 from splitter.core.lsn import lsn_to_str
-from splitter.topology.model import Route
+from splitter.topology.model import Route, WriteScope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,6 +162,7 @@ class ServiceSink:
             checkpoint.topic, checkpoint.partition, checkpoint.offset, checkpoint.commit_lsn,
             checkpoint.source_ts, self._applier.rows_applied, transactions))
         dead_letters.insert(conn, self.service, extras.letters)
+        ownership_moves.record(conn, self.service, extras.moves)
         if extras.paused is not None:
             control.mark_paused(conn, self.service, extras.paused[0], extras.paused[1])
         conn.commit()  # deferred constraints are checked here: a refusal leaves the counts as they were
@@ -217,6 +218,15 @@ class ServiceSink:
         columns = self._read(f"cannot read the tables of service {self.service}",
                              lambda conn: {id(r): target_columns(conn, r) for r in routes})
         self._applier.set_routes(routes, columns)
+
+    def set_scopes(self, scopes: Mapping[RouteKey, WriteScope | None]) -> None:
+        """Write the routes named in `scopes` within those scopes from now on (None: not at all)."""
+        self._applier.set_scopes(scopes)
+
+    def ownership_moves(self, through_lsn: int) -> list[ownership_moves.StoredMove]:
+        """The last ownership move of each source table this service recorded at or before `through_lsn`."""
+        return self._read(f"cannot read the ownership moves of service {self.service}",
+                          lambda conn: ownership_moves.latest(conn, self.service, through_lsn))
 
     def parked_keys(self) -> set[tuple[str, tuple[str | None, ...]]]:
         return self._read(f"cannot read dead letters of service {self.service}",

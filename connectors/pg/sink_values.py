@@ -5,7 +5,8 @@ floor both sides can import.  Owns: the facts the apply session reports (`Reject
 refused a change; `MissingRows`: partial updates that found no row; `Replacement`: whether rows can be
 written as delete-then-insert), what the pipeline tells it
 (`ApplyMode`, with the pipeline's answer to missing rows; `Resolution` of a dead-letter request) and
-what a commit carries besides the data (`CommitExtras`, `ChunkDone`).  Must not: decide anything (the
+what a commit carries besides the data (`CommitExtras`, `ChunkDone`), and the stable name of a route
+(`route_key`) the pipeline's write scopes are given by.  Must not: decide anything (the
 pipeline does), or do I/O.
 """
 
@@ -16,9 +17,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from connectors.pg.state.dead_letters import DeadLetter
+from connectors.pg.state.ownership_moves import StoredMove
 from splitter.topology.model import Route
 
 Key = tuple[str | None, ...]
+#: A route by its names, stable across reloads of the topology: (source schema.table, target schema.table).
+RouteKey = tuple[str, str]
+
+
+def route_key(route: Route) -> RouteKey:
+    return f"{route.source_schema}.{route.source_table}", f"{route.target_schema}.{route.target_table}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class CommitExtras:
     paused: tuple[int, int] | None = None  # (requested LSN, held LSN): the worker now holds
     letters: Sequence[DeadLetter] = ()  # changes set aside, stored with the data
     chunks: Sequence[ChunkDone] = ()  # backfill chunks the data holds
+    moves: Sequence[StoredMove] = ()  # ownership moves at the checkpoint's position, recorded with it
 
 
 @dataclass(frozen=True)

@@ -178,13 +178,18 @@ class ReplicationConnection:
         assert consistent is not None and snapshot is not None
         return str_to_lsn(consistent.decode()), snapshot.decode()
 
-    def start(self, slot: str, publication: str, start_lsn: int = 0) -> None:
+    def start(self, slot: str, publication: str, start_lsn: int = 0, *, origin: str = "any") -> None:
+        """Stream the slot.  `origin` 'none' leaves out changes applied under a replication origin (a reverse
+        capture must never send the forward worker's writes back); 'any' sends them too, each transaction
+        with the name of its origin (the forward capture: every other service needs a reverse stream's writes).
+        """
+        if origin not in ("any", "none"):
+            raise ValueError(f"origin must be 'any' or 'none', not {origin!r}")
         options = sql.SQL(", ").join([
             sql.SQL("proto_version '1'"),
             sql.SQL("publication_names {}").format(sql.Literal(publication)),
             sql.SQL("messages 'true'"),
-            # Changes applied under a replication origin (splitter's own reverse stream) are not sent.
-            sql.SQL("origin 'none'"),
+            sql.SQL("origin {}").format(sql.Literal(origin)),
         ])
         self._exec(sql.SQL("START_REPLICATION SLOT {} LOGICAL {} ({})").format(
             sql.Identifier(slot), sql.SQL(lsn_to_str(start_lsn)), options))

@@ -10,6 +10,8 @@ Headers let a worker route a record before parsing its value:
     splitter.lsn     commit LSN, decimal ASCII  (every record)
     splitter.schema  JSON [[column, type, is_key], ...] of the source relation (row records),
                      built once per relation by capture, so workers never ask the source.
+    splitter.origin  the replication origin the transaction was applied under (row and commit
+                     records; absent when it had none): a worker skips its own reverse stream's echo.
 
 Three record kinds: `row` (one change, op c/u/d/t; `source.lsn` is the *commit* LSN of its
 transaction and `source.sequence` its position inside it), `commit` (ends a transaction: its
@@ -34,6 +36,7 @@ KIND_HEADER = "splitter.kind"
 TABLE_HEADER = "splitter.table"
 LSN_HEADER = "splitter.lsn"
 SCHEMA_HEADER = "splitter.schema"
+ORIGIN_HEADER = "splitter.origin"
 
 KIND_ROW = b"row"
 KIND_COMMIT = b"commit"
@@ -183,17 +186,19 @@ def encode_message(*, lsn: int, prefix: str, content: str, transactional: bool, 
     )
 
 
-def row_headers(relation_header: bytes, qualified: str, commit_lsn: int) -> Headers:
-    return [
+def row_headers(relation_header: bytes, qualified: str, commit_lsn: int, origin: str | None = None) -> Headers:
+    headers: Headers = [
         (KIND_HEADER, KIND_ROW),
         (TABLE_HEADER, qualified.encode()),
         (LSN_HEADER, str(commit_lsn).encode()),
         (SCHEMA_HEADER, relation_header),
     ]
+    return headers if origin is None else [*headers, (ORIGIN_HEADER, origin.encode())]
 
 
-def commit_headers(commit_lsn: int) -> Headers:
-    return [(KIND_HEADER, KIND_COMMIT), (LSN_HEADER, str(commit_lsn).encode())]
+def commit_headers(commit_lsn: int, origin: str | None = None) -> Headers:
+    headers: Headers = [(KIND_HEADER, KIND_COMMIT), (LSN_HEADER, str(commit_lsn).encode())]
+    return headers if origin is None else [*headers, (ORIGIN_HEADER, origin.encode())]
 
 
 def message_headers(lsn: int) -> Headers:
@@ -203,6 +208,15 @@ def message_headers(lsn: int) -> Headers:
 def header_map(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
     """Headers as a dict (the last value of a repeated name wins); None values dropped."""
     return {k: v for k, v in (headers or ()) if v is not None}
+
+
+def header_lsn(headers: Mapping[str, bytes], offset: int, topic: str) -> int:
+    """The commit LSN header of the record at `offset` of `topic` (every splitter record has one)."""
+    try:
+        return int(headers[LSN_HEADER])
+    except (KeyError, ValueError) as exc:
+        raise MalformedMessageError(f"record at offset {offset} of {topic!r} has no valid {LSN_HEADER} header: "
+                                    f"it was not written by splitter capture") from exc
 
 
 def _load(raw: bytes | None, what: str) -> dict[str, Any]:

@@ -17,3 +17,5 @@ HEARTBEAT: Final = "splitter.heartbeat"
 BACKFILL: Final = "splitter.backfill"
 #: A cutover's marker: the position a worker is asked to hold at while the fence is up.
 CUTOVER: Final = "splitter.cutover"
+#: Ownership moves (non-transactional): from here on, whose writes of a shared table the source carries.
+OWNERSHIP: Final = "splitter.ownership"

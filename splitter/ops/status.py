@@ -16,7 +16,8 @@ caught-up grace (about 3 s; less when every service is caught up), `--watch` kee
 
 Must not: write anything (it only reads; the hold/cutover rows are other commands' business),
 print a DSN unmasked, or keep a transaction open between refreshes.  The cutover section (home,
-fence) is splitter.ops.cutover.view's, shown under the table when the source answers.
+fence) is splitter.ops.cutover.view's, the ownership section (per source table) splitter.ops.status_ownership's,
+both shown under the table when the source answers.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from connectors.pg.state.schema import AppliedCheckpoint, read_applied
 from splitter.core.errors import SplitterError
 from splitter.core.lsn import lsn_to_str
 from splitter.observe.lag import SourceClock, caught_up_grace, lag_bytes, lag_seconds
-from splitter.ops.status_components import ComponentStatus, DegradedStatus, error_class
+from splitter.ops.status_components import ComponentStatus, DegradedStatus, error_class, human_bytes, human_seconds
+from splitter.ops.status_ownership import ownership_section, render_ownership
 from splitter.pipeline.config import Settings
 
 # A service whose checkpoint has not moved for this long while the source moved is stalled: an idle
@@ -101,6 +103,8 @@ class Status:
     #: splitter.ops.cutover.view's section (state, home, fence) when the source answers.
     cutover: list[dict[str, Any]] | None = None
     cutover_text: str | None = field(default=None, repr=False)
+    #: splitter.ops.status_ownership's section (per source table: owners, where their writes go now).
+    ownership: list[dict[str, Any]] | None = None
 
     def as_json(self) -> str:
         data = asdict(self)
@@ -331,38 +335,17 @@ def collect(settings: Settings, services: Sequence[str] | None = None) -> Status
 # -- rendering ----------------------------------------------------------------------------------------------
 
 
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 60:
-        return f"{s:.0f}s" if s >= 1 or s == 0 else f"{s:.1f}s"
-    if s < 3600:
-        return f"{s // 60:.0f}m{s % 60:02.0f}s"
-    return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
-
-
 def render_table(status: Status) -> str:
     src = status.source
     lines = [f"source {src.database}: " + (
-        f"WAL {src.current_lsn}, slot {src.slot} {src.slot_state}, slot lag {_bytes(src.slot_lag_bytes)}, "
-        f"retained WAL {_bytes(src.retained_wal_bytes)}" if src.reachable
+        f"WAL {src.current_lsn}, slot {src.slot} {src.slot_state}, slot lag {human_bytes(src.slot_lag_bytes)}, "
+        f"retained WAL {human_bytes(src.retained_wal_bytes)}" if src.reachable
         else "misconfigured" if src.error_class == "configuration" else "unreachable")
         + (f"  ({src.error})" if src.error else "")]
     header = ("SERVICE", "STATE", "LAG", "LAG BYTES", "ROWS/S", "OFFSET", "LAST ERROR")
     rows = [header]
     for st in status.services:
-        rows.append((st.service, st.state, _seconds(st.lag_seconds), _bytes(st.lag_bytes),
+        rows.append((st.service, st.state, human_seconds(st.lag_seconds), human_bytes(st.lag_bytes),
                      "-" if st.rows_per_second is None else f"{st.rows_per_second:g}",
                      "-" if st.applied_offset is None else str(st.applied_offset), st.last_error or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
@@ -377,8 +360,9 @@ def render_table(status: Status) -> str:
 
 
 def with_cutover(status: Status, settings: Settings) -> Status:
-    """Add splitter.ops.cutover.view's section (home, fence) when the source answers."""
+    """Add splitter.ops.cutover.view's section (home, fence) and the ownership section when the source answers."""
     from splitter.ops.cutover import view as module
+    status.ownership = ownership_section(settings)
     try:
         rows = module.status(settings)
     except SplitterError:
@@ -397,6 +381,8 @@ def emit(status: Status, as_json: bool, stream: TextIO, clear: bool) -> None:
         stream.write(f"{status.taken_at}\n{render_table(status)}\n")
         if status.cutover_text:
             stream.write(f"\n{status.cutover_text}\n")
+        if status.ownership:
+            stream.write(f"\n{render_ownership(status.ownership)}\n")
     stream.flush()
 
 

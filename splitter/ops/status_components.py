@@ -2,7 +2,8 @@
 
 Owns: `ComponentStatus` (a stop record of splitter.components), `DegradedStatus` (a `degraded` row:
 capture's heartbeats failing or broker unreachable), as status shows and prints them, and
-`error_class` (configuration | retryable | fatal, the class of the error a read failed with).
+`error_class` (configuration | retryable | fatal, the class of the error a read failed with), and how
+status prints sizes and durations (`human_bytes`, `human_seconds`).
 Must not: read a database (splitter.ops.status does), or print a DSN.
 """
 
@@ -62,4 +63,25 @@ def error_class(exc: SplitterError) -> str:
     return "fatal" if isinstance(exc, FatalError) else "retryable"
 
 
-__all__ = ["ComponentStatus", "DegradedStatus", "error_class"]
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def human_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 60:
+        return f"{s:.0f}s" if s >= 1 or s == 0 else f"{s:.1f}s"
+    if s < 3600:
+        return f"{s // 60:.0f}m{s % 60:02.0f}s"
+    return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
+
+
+__all__ = ["ComponentStatus", "DegradedStatus", "error_class", "human_bytes", "human_seconds"]

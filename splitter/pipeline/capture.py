@@ -1,16 +1,16 @@
 """Capture: the source's logical replication stream, in commit order, into the Kafka change log.
 
-Owns: the one loop that reads pgoutput from the slot, turns each change into an envelope record,
-produces it, and confirms to the slot only positions whose every record Kafka has acknowledged
-(in-order delivery counts: `pending` holds (records produced so far, LSN) per transaction end).
-On an idle stream it confirms the server's reported position once nothing is in flight, and
-writes heartbeats so a source whose published tables are idle while others are busy does not
-keep WAL without bound.  Its siblings do the rest: `log_identity` (a new slot's log-start record, and the
-lost-log check on an existing slot), `copy_plan` (the slot and the initial copy before the stream, and
-the services whose database did not answer, copied while it streams), `broker_watch` (a broker that does
-not answer) and `capture_health` (the `degraded` row `splitter status` reads).  Must not: apply to
-service databases, confirm anything before the broker has it, or run SQL itself (its statements are
-`connectors.pg.source`'s).
+Owns: the one loop that reads pgoutput from the slot, turns each change into an envelope record (marked
+with the replication origin its transaction was applied under, if any), produces it, and confirms to the
+slot only positions whose every record Kafka has acknowledged (in-order delivery counts: `pending` holds
+(records produced so far, LSN) per transaction end).  On an idle stream it confirms the server's reported
+position once nothing is in flight, and writes heartbeats so a source whose published tables are idle
+while others are busy does not keep WAL without bound.  Its siblings do the rest: `log_identity` (a new
+slot's log-start record, and the lost-log check on an existing slot), `copy_plan` (the slot and the
+initial copy before the stream, and the services whose database did not answer, copied while it
+streams), `broker_watch` (a broker that does not answer) and `capture_health` (the `degraded` row
+`splitter status` reads).  Must not: apply to service databases, confirm anything before the broker has
+it, or run SQL itself (its statements are `connectors.pg.source`'s).
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class _Txn:
     commit_lsn: int
     ts_ms: int
     records: int = 0
+    origin: str | None = None  # the replication origin it was applied under (a reverse stream's writes)
 
 
 class CaptureStats:
@@ -138,7 +139,7 @@ class Capture:
             self.stats.confirmed_lsn = confirmed
             # Services whose database did not answer are copied once it does, while the others stream.
             later = LaterCopies(s, start, stop)
-            repl.start(s.slot, s.publication)
+            repl.start(s.slot, s.publication, origin=s.capture_origin)
             log.info("streaming slot %s from %s into topic %s", s.slot, lsn_to_str(confirmed), s.topic)
             self._stream(later.stop, repl, producer, confirmed)
             later.raise_failure()
@@ -267,7 +268,7 @@ class Capture:
             if txn.records:
                 producer.produce(b"", envelope.encode_commit(
                     commit_lsn=txn.commit_lsn, end_lsn=message.end_lsn, xid=txn.xid, events=txn.records,
-                    ts_ms=txn.ts_ms), envelope.commit_headers(txn.commit_lsn))
+                    ts_ms=txn.ts_ms), envelope.commit_headers(txn.commit_lsn, txn.origin))
                 self.stats.transactions += 1
                 self.stats.last_commit_ts_ms = txn.ts_ms
             self._pending.append((producer.produced, message.end_lsn))
@@ -279,8 +280,10 @@ class Capture:
                 self._row(producer, self._relation(oid), "t", None, None)
         elif isinstance(message, po.LogicalMessage):
             self._message(message, producer)
-        elif isinstance(message, po.Origin | po.Type):
-            pass  # origin-filtered by the server (origin 'none'); types are read from the catalog
+        elif isinstance(message, po.Origin):
+            self._require_txn("Origin").origin = message.name
+        elif isinstance(message, po.Type):
+            pass  # types are read from the catalog
         else:
             raise MalformedMessageError(
                 f"unexpected {type(message).__name__} message: splitter does not ask for streamed or "
@@ -349,7 +352,7 @@ class Capture:
             database=self.settings.topology.source_database, relation=rel.schema, op=op, before=before,
             after=after_image, unchanged_toast=unchanged, commit_lsn=txn.commit_lsn, xid=txn.xid,
             sequence=txn.records, ts_ms=txn.ts_ms, now_ms=int(time.time() * 1000))
-        producer.produce(key, value, envelope.row_headers(rel.header, rel.qualified, txn.commit_lsn))
+        producer.produce(key, value, envelope.row_headers(rel.header, rel.qualified, txn.commit_lsn, txn.origin))
         txn.records += 1
         self.stats.records_produced += 1
         k = (rel.qualified, op)

@@ -18,7 +18,8 @@ from typing import Any
 
 from splitter.core.dsn import dsn_database, mask_dsn, with_database
 from splitter.core.errors import ConfigurationError
-from splitter.topology.model import Topology, load_topology
+from splitter.topology.loading import load_topology
+from splitter.topology.model import Topology
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -42,6 +43,13 @@ class Settings:
     metrics_port: int | None = None
     kafka_extra: Mapping[str, str] = field(default_factory=dict)
     topology_path: str | None = None  # where `topology` came from, for reloads (a table added while running)
+    # Which transactions capture streams: "any" (the source: a reverse stream's writes go on to the other
+    # services, marked with their origin) or "none" (a service database: the forward worker's writes stay).
+    capture_origin: str = "any"
+
+    def __post_init__(self) -> None:
+        if self.capture_origin not in ("any", "none"):
+            raise ConfigurationError(f"capture_origin must be 'any' or 'none', not {self.capture_origin!r}")
 
     def target_dsn(self, service: str) -> str:
         self.topology.service(service)  # raises naming the known services

@@ -3,8 +3,10 @@
 Owns: the names of the reverse slot, publication, topic and checkpoint row, the reverse topology of a
 service under those names (the inversion itself is `splitter.topology.inversion`'s), the Settings that
 point a Capture at the service database and a Worker at the source, the reversibility preflight (the
-topology's verdicts on the source catalog's facts), and the `splitter reverse` daemon that runs a reverse
-Capture and Worker for every service whose cutover state needs one.
+topology's verdicts on the source catalog's facts, for what the service owns), and the `splitter reverse`
+daemon that runs a reverse Capture and Worker for every service whose cutover state needs one (a
+service's stream that stops on an error is recorded in the source's splitter.components, for `splitter
+status`, and started again after RESTART_AFTER seconds; the other services' streams go on).
 Must not: decide or persist cutover states (`splitter.ops.cutover` does, through
 `connectors.pg.state.cutover`, which this module only reads), run SQL of its own, write SQL for applying
 rows (the same sink as the forward stream does that), or start a copy: the cutover writes the reverse
@@ -14,7 +16,8 @@ Why the same machinery: the reverse direction is the forward pipeline with the r
 reverse Capture streams with `origin 'none'`, so the forward worker's writes into the service database
 (made under origin `splitter_<service>`) are never sent back; the reverse Worker applies with
 session_replication_role = replica (the source's fence triggers do not fire for it) and under origin
-`splitter_<service>.reverse`, so the forward capture never sends its writes forward again.
+`splitter_<service>.reverse`: the forward capture carries that origin on the records, the service's own
+forward worker skips them and the other services' workers apply them (read copies of shared tables).
 """
 
 from __future__ import annotations
@@ -22,21 +25,24 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from connectors.pg.client import Connection
 from connectors.pg.cutover_sql import writeback_columns
-from connectors.pg.state.cutover import services_needing_reverse
-from splitter.core.errors import ConfigurationError, FatalError
+from connectors.pg.state.cutover import completed_services, services_needing_reverse
+from splitter.core.errors import ConfigurationError
 from splitter.pipeline.config import Settings
-from splitter.topology.inversion import column_problems, invert_service, sharing_problems
+from splitter.topology.inversion import column_problems, invert_service
 from splitter.topology.model import Topology
+from splitter.topology.ownership import reverse_still_needed
 
 log = logging.getLogger(__name__)
 
 STATE_POLL_INTERVAL = 0.5
+RESTART_AFTER = 30.0  # seconds before a reverse stream that stopped on an error is started again
 _SLOT_CHARS = re.compile(r"[^a-z0-9_]")
 
 
@@ -92,17 +98,26 @@ def reverse_settings(settings: Settings, service: str) -> Settings:
         batch_max_wait=settings.batch_max_wait,
         status_interval=settings.status_interval,
         kafka_extra=settings.kafka_extra,
+        capture_origin="none",
     )
 
 
 def reversibility_problems(settings: Settings, service: str, source: Connection) -> list[str]:
-    """Why `service` cannot be cut over with a reverse stream (empty: it can).  `source`: the source DB."""
-    problems = sharing_problems(settings.topology, service)
+    """Why `service` cannot be cut over with a reverse stream (empty: it can).  `source`: the source DB.
+
+    The reverse topology writes back only what `service` owns (`splitter.topology.inversion`), so the
+    checks are on that: a key matching the source's, nothing generated written, and for the tables whose
+    rows it owns every NOT NULL source column filled on insert."""
     try:
         reverse = reverse_topology(settings, service)
     except ConfigurationError as exc:
-        return [*problems, str(exc)]
-    for rtable in reverse.services[0].tables:
+        return [str(exc)]
+    tables = reverse.services[0].tables
+    if not tables:
+        return [f"service {service} owns no part of any source table (see the topology's `shared`): its cutover "
+                f"would move no writes"]
+    problems: list[str] = []
+    for rtable in tables:
         schema, name = rtable.name.split(".", 1)
         problems += column_problems(rtable, writeback_columns(source, schema, name))
     return problems
@@ -129,31 +144,45 @@ class ReverseDaemon:
         for name in self.services:
             settings.topology.service(name)
         self._running: dict[str, _Running] = {}
+        self._failed_at: dict[str, float] = {}  # service -> when its stream last stopped on an error
 
     def run(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
-                wanted = services_needing_reverse(self.settings.source_dsn, self.services)
+                wanted = self._wanted()
                 for service in self.services:
                     running = self._running.get(service)
                     if service in wanted and running is None:
-                        self._start(service)
+                        if time.monotonic() - self._failed_at.get(service, -RESTART_AFTER) >= RESTART_AFTER:
+                            self._start(service)
                     elif service not in wanted and running is not None:
                         log.info("service %s: its cutover no longer needs the reverse stream: stopping it", service)
                         self._stop(running)
                     elif running is not None:
                         failed = {n: c for n, c in running.codes.items() if c != 0}
                         if failed:
+                            # One service's stream stopping (a row the source refuses) must not stop the
+                            # others': it is recorded for `splitter status` and started again later.
                             self._stop(running)
-                            raise FatalError(f"reverse stream of service {service} stopped: {failed}")
+                            self._failed_at[service] = time.monotonic()
+                            log.error("reverse stream of service %s stopped %s; starting it again in %gs",
+                                      service, failed, RESTART_AFTER)
                 stop.wait(STATE_POLL_INTERVAL)
         finally:
             for running in list(self._running.values()):
                 self._stop(running)
 
+    def _wanted(self) -> set[str]:
+        """The services whose reverse stream must run: by their state, and the complete ones that still own
+        part of a table other services read copies of through the source (not retired yet)."""
+        topology = self.settings.topology
+        wanted = services_needing_reverse(self.settings.source_dsn, self.services)
+        complete = completed_services(self.settings.source_dsn)
+        return wanted | {s for s in complete & set(self.services) if reverse_still_needed(topology, s, complete)}
+
     def _start(self, service: str) -> None:
         from splitter.pipeline.capture import Capture
-        from splitter.pipeline.daemon import run_with_retries
+        from splitter.pipeline.daemon import ComponentRecord, run_with_retries
         from splitter.pipeline.worker import Worker
 
         rs = reverse_settings(self.settings, service)
@@ -161,9 +190,11 @@ class ReverseDaemon:
         ev = threading.Event()
         codes: dict[str, int] = {}
 
+        record = ComponentRecord(self.settings.source_dsn, "the source database", "reverse", service)
+
         def thread(name: str, component: Callable[[threading.Event], None]) -> threading.Thread:
             def main() -> None:
-                codes[name] = run_with_retries(name, component, ev)
+                codes[name] = run_with_retries(name, component, ev, record)
             return threading.Thread(target=main, name=name, daemon=True)
 
         threads = [

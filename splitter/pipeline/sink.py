@@ -3,10 +3,10 @@
 Owns: the Protocols a sink implements (`ApplySession`: one open transaction that the worker fills with
 `apply`/`apply_one`/`apply_in_savepoint` and ends with `commit` or `abandon`; `RequestSession`: control
 and operator requests served in the same session; `BackfillSession`: backfill chunks and reloaded
-routes; `Sink`: all three), and the policy the sink must not hold: what a partial update that found no
-row means (`apply_mode`: a backfill miss the copy brings, a replay's expected leniency, or a fatal gap in
-the target), and what a change set aside is stored as and read back as (`dead_letter`,
-`unreadable_letter`, `stored_change`).
+routes; `ScopeSession`: the ownership moves recorded and the write scopes they give; `Sink`: all four),
+and the policy the sink must not hold: what a partial update that found no row means (`apply_mode`: a
+backfill miss the copy brings, a replay's expected leniency, or a fatal gap in the target), and what a
+change set aside is stored as and read back as (`dead_letter`, `unreadable_letter`, `stored_change`).
 `connectors.pg.sink.ServiceSink` implements `Sink`; the values both sides pass are in
 `connectors.pg.sink_values`.  Must not: import a driver, or order commits (`worker.commit` does).
 """
@@ -14,7 +14,7 @@ the target), and what a change set aside is stored as and read back as (`dead_le
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from connectors.pg.backfill_deletes import KeyRange
@@ -27,14 +27,16 @@ from connectors.pg.sink_values import (
     Rejected,
     Replacement,
     Resolution,
+    RouteKey,
 )
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state import dead_letters
+from connectors.pg.state.ownership_moves import StoredMove
 from connectors.pg.state.schema import Checkpoint
 from splitter.core.batching import Step
 from splitter.core.envelope import RelationSchema, RowChange, row_change
 from splitter.core.errors import FatalError
-from splitter.topology.model import Route
+from splitter.topology.model import Route, WriteScope
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,17 @@ class BackfillSession(Protocol):
         """Source keys in `key_range` of rows the target tables of `table` hold and `present` lacks."""
 
 
-class Sink(ApplySession, RequestSession, BackfillSession, Protocol):
+class ScopeSession(Protocol):
+    """What a worker's routes may write since ownership moved (the moves are recorded by `commit`)."""
+
+    def ownership_moves(self, through_lsn: int) -> list[StoredMove]:
+        """The last move of each source table recorded at or before `through_lsn`."""
+
+    def set_scopes(self, scopes: Mapping[RouteKey, WriteScope | None]) -> None:
+        """Apply the routes named in `scopes` within those scopes from now on (None: nothing of them)."""
+
+
+class Sink(ApplySession, RequestSession, BackfillSession, ScopeSession, Protocol):
     """Everything a worker asks of its service database."""
 
 

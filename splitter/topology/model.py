@@ -10,11 +10,9 @@ Must not: connect to a database (schema-aware checks live in `splitter.ops.plan`
 
 from __future__ import annotations
 
-import runpy
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from splitter.core.errors import ConfigurationError
 from splitter.topology.expressions import expression_columns, split_qualified
@@ -47,6 +45,27 @@ ON_ERROR_POLICIES = ("stop", "dead_letter")
 
 
 @dataclass(frozen=True)
+class WriteScope:
+    """What a stream may write into one target table (see `splitter.topology.ownership`).
+
+    `frozen`: target columns written when a row is inserted and never updated (another service owns
+    them, or, for a reverse stream, only an insert fills them).  `rows`: whether inserts, deletes and
+    truncates apply; when False only existing rows are updated, and an update that finds no row is left
+    alone (the row's owner deleted it).
+    """
+
+    frozen: frozenset[str] = frozenset()
+    rows: bool = True
+
+    @property
+    def full(self) -> bool:
+        return self.rows and not self.frozen
+
+
+FULL = WriteScope()
+
+
+@dataclass(frozen=True)
 class Table:
     """One target table of a service, filled from one source table.
 
@@ -59,6 +78,8 @@ class Table:
     source: str
     key: tuple[str, ...]
     columns: Mapping[str, str]
+    # What the stream writes: everything (topology.py's tables); reverse tables built in code narrow it.
+    scope: WriteScope = FULL
     origin: Origin = field(default_factory=_declaration_origin, compare=False)
 
     def __post_init__(self) -> None:
@@ -126,18 +147,44 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Ownership:
+    """Who owns a source table's data once services have moved: the rows, and each column.
+
+    Required for every source table more than one service takes (`users` feeds auth and user).
+    `rows` names the service that creates and deletes the table's rows once it is cut over; `columns`
+    maps each service to the source columns it writes after its cutover (every column some service
+    reads has exactly one owner; the key belongs to the row owner).  Everything a service reads and
+    does not own is a read copy, fed forward from the source until the table is retired.
+    `reverse_defaults` gives a constant SQL expression for a source column the row owner does not map
+    back, used when its reverse stream inserts a row (a NOT NULL column without a default needs one).
+    """
+
+    table: str
+    rows: str
+    columns: Mapping[str, tuple[str, ...]]
+    reverse_defaults: Mapping[str, str] = field(default_factory=dict)
+    origin: Origin = field(default_factory=_declaration_origin, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", {k: tuple(v) for k, v in dict(self.columns).items()})
+        object.__setattr__(self, "reverse_defaults", dict(self.reverse_defaults))
+
+
+@dataclass(frozen=True)
 class Topology:
-    """The whole split: the source database, its services, and source tables deliberately left behind."""
+    """The whole split: the source database, its services, who owns shared tables, and tables left behind."""
 
     source_database: str
     services: tuple[Service, ...]
     source_schema: str = "public"
     unrouted: tuple[str, ...] = ()
+    shared: tuple[Ownership, ...] = ()
     origin: Origin = field(default_factory=_declaration_origin, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "services", tuple(self.services))
         object.__setattr__(self, "unrouted", tuple(self.unrouted))
+        object.__setattr__(self, "shared", tuple(self.shared))
 
     def service(self, name: str) -> Service:
         for service in self.services:
@@ -145,6 +192,15 @@ class Topology:
                 return service
         known = ", ".join(s.name for s in self.services)
         raise ConfigurationError(f"unknown service {name!r} (the topology has: {known})")
+
+    def subset(self, names: Iterable[str]) -> Topology:
+        """This topology with only the services named (in declaration order), keeping the ownership
+        declarations whose services are all kept (a table left to one service needs none)."""
+        chosen = set(names)
+        for name in chosen:
+            self.service(name)
+        return replace(self, services=tuple(s for s in self.services if s.name in chosen),
+                       shared=tuple(o for o in self.shared if {o.rows, *o.columns} <= chosen))
 
     def routes(self) -> Iterator[Route]:
         for service in self.services:
@@ -163,7 +219,8 @@ class Topology:
         return list(seen)
 
     def validate(self) -> None:
-        """Checks that need no database; raises ConfigurationError naming file and line of the problem."""
+        """Checks of the declarations themselves (`splitter.topology.loading.validate` adds the ownership
+        checks); raises ConfigurationError naming file and line of the problem."""
         problems = list(_problems(self))
         if problems:
             raise ConfigurationError("topology is invalid:\n  " + "\n  ".join(problems))
@@ -209,21 +266,3 @@ def _problems(topology: Topology) -> Iterable[str]:
                     expression_columns(expr)
                 except ConfigurationError as exc:
                     yield f"{where}.{column}: {exc}"
-
-
-def load_topology(path: str | Path) -> Topology:
-    """Run `path` (a topology.py) and return its `TOPOLOGY`, validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigurationError(f"topology file {path} does not exist")
-    try:
-        namespace = runpy.run_path(str(path))
-    except ConfigurationError:
-        raise
-    except Exception as exc:
-        raise ConfigurationError(f"{path}: cannot load topology: {type(exc).__name__}: {exc}") from exc
-    topology = namespace.get("TOPOLOGY")
-    if not isinstance(topology, Topology):
-        raise ConfigurationError(f"{path}: must define TOPOLOGY = Topology(...)")
-    topology.validate()
-    return topology

@@ -6,7 +6,8 @@ Owns: turning a `Route` (target table, key, column expressions) into psycopg.sql
     backfill reads it from the source table, apply from a staging table of text values, so the
     expressions see the same names and types in both places;
   * the projection `SELECT <expr> AS <target column> ... FROM (<source relation>) AS src`;
-  * the apply statements (delete by key, update of partially known rows, upsert).
+  * the apply statements (delete by key, update of partially known rows, upsert), within the `WriteScope`
+    the stream has in the target table (frozen columns only inserted, rows perhaps only updated).
 Identifiers are always quoted through psycopg.sql.  Expressions are the topology's own SQL,
 validated by pglast at load.  Type names come from the catalogs (format_type) and are checked to
 parse as a type before use.  Must not: execute anything or hold connections.
@@ -25,7 +26,7 @@ from psycopg import sql
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import ConfigurationError, MalformedMessageError
 from splitter.topology.expressions import expression_columns
-from splitter.topology.model import Route
+from splitter.topology.model import FULL, Route, WriteScope
 
 ROW_COL = "__row"
 KIND_COL = "__kind"
@@ -159,20 +160,36 @@ def _key_match(route: Route, left: str, right: str, prefix: str = "") -> sql.Com
     )
 
 
-def apply_delete(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn]) -> sql.Composed:
+def apply_delete(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
+                 scope: WriteScope = FULL) -> sql.Composed | None:
+    """DELETE of the staged deletes' rows; None when `scope` applies no deletes (another service owns the rows)."""
+    if not scope.rows:
+        return None
     keys = [c for c in target_columns if c.name in route.table.key]
     staged = projection(route, keys, _staged_relation(relation, KIND_DELETE))
     return sql.SQL("DELETE FROM {} AS t USING ({}) AS d WHERE {}").format(
         qualified(route.target_schema, route.target_table), staged, _key_match(route, "t", "d"))
 
 
-def apply_upsert(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn]) -> sql.Composed:
+def apply_upsert(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
+                 scope: WriteScope = FULL) -> sql.Composed | None:
+    """The staged full rows into the target: an INSERT whose conflict updates every column but the key and
+    `scope.frozen`; when `scope.rows` is False, an UPDATE of the rows that exist (it creates none, and a row
+    it does not find is none of its business).  None when that UPDATE would set no column."""
     names = [c.name for c in target_columns]
+    updated = [n for n in names if n not in route.table.key and n not in scope.frozen]
+    if not scope.rows:
+        if not updated:
+            return None
+        read = [c for c in target_columns if c.name in route.table.key or c.name in updated]
+        return sql.SQL("UPDATE {} AS t SET {} FROM ({}) AS n WHERE {}").format(
+            qualified(route.target_schema, route.target_table),
+            sql.SQL(", ").join(sql.SQL("{} = n.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in updated),
+            projection(route, read, _staged_relation(relation, KIND_UPSERT)), _key_match(route, "t", "n"))
     staged = projection(route, target_columns, _staged_relation(relation, KIND_UPSERT))
-    non_key = [n for n in names if n not in route.table.key]
-    if non_key:
+    if updated:
         conflict = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in non_key))
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in updated))
     else:
         conflict = sql.Composed([sql.SQL("DO NOTHING")])
     return sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) {}").format(
@@ -191,15 +208,15 @@ def columns_known_despite(route: Route, target_columns: Sequence[TargetColumn],
 
 
 def apply_partial(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
-                  unchanged: frozenset[str]) -> sql.Composed | None:
+                  unchanged: frozenset[str], scope: WriteScope = FULL) -> sql.Composed | None:
     """UPDATE of rows whose `unchanged` source columns are unknown; they keep their target values.
 
     Takes two parameters, both the sorted list of unchanged column names the staged rows carry.
     Returns the staged row numbers (`__row`) of the updates that found their row.  Returns None
     when every target column depends on the unknown columns (nothing to update, except possibly the
-    key, which `columns_known_despite` always keeps).
+    key, which `columns_known_despite` always keeps) or is in `scope.frozen` (never updated).
     """
-    kept = columns_known_despite(route, target_columns, unchanged)
+    kept = [c for c in columns_known_despite(route, target_columns, unchanged) if c.name not in scope.frozen]
     if not kept:
         return None
     new, old_aliased = _partial_new_and_old(route, relation, target_columns, kept)
@@ -230,14 +247,17 @@ def _partial_new_and_old(route: Route, relation: RelationSchema, target_columns:
     return new, old_aliased
 
 
-def delete_partial_move_targets(route: Route, relation: RelationSchema,
-                                target_columns: Sequence[TargetColumn]) -> sql.Composed:
+def delete_partial_move_targets(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
+                                scope: WriteScope = FULL) -> sql.Composed | None:
     """DELETE the rows at the new keys of partial updates that move a row to another key.
 
     Only for a replay over a newer state: there the row a move goes to may already exist (the present),
-    while at this point of history it did not.  Takes the same two parameters as `apply_partial`.
+    while at this point of history it did not.  Takes the same two parameters as `apply_partial`.  None
+    when `scope` deletes no rows or never updates the key (its updates move no row).
     """
     keys = [c for c in target_columns if c.name in route.table.key]
+    if not scope.rows or any(k.name in scope.frozen for k in keys):
+        return None
     new, old_aliased = _partial_new_and_old(route, relation, target_columns, keys)
     moved = sql.SQL(" OR ").join(
         sql.SQL("n.{} IS DISTINCT FROM o.{}").format(sql.Identifier(k.name), sql.Identifier(OLD_PREFIX + k.name))
@@ -247,7 +267,10 @@ def delete_partial_move_targets(route: Route, relation: RelationSchema,
         _key_match(route, "t", "n"))
 
 
-def truncate_target(route: Route) -> sql.Composed:
+def truncate_target(route: Route, scope: WriteScope = FULL) -> sql.Composed | None:
+    """Emptying the target table; None when `scope` deletes no rows (another service owns them)."""
+    if not scope.rows:
+        return None
     # DELETE rather than TRUNCATE: no ACCESS EXCLUSIVE lock on a table the service may be reading.
     return sql.SQL("DELETE FROM {}").format(qualified(route.target_schema, route.target_table))
 

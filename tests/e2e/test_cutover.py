@@ -48,14 +48,7 @@ PAUSE_BOUND = 10.0
 
 def run_command(env: PipelineEnv, *args: str, crash_at: str | None = None, timeout: float = 180) -> int:
     """`splitter <args>` to completion; its exit code."""
-    extra = {"SPLITTER_CUTOVER_CRASH_AT": crash_at} if crash_at else {}
-    assert env.log_dir is not None
-    with open(env.log_dir / "commands.log", "ab") as log:
-        log.write(f"\n$ splitter {' '.join(args)} (crash at {crash_at})\n".encode())
-        log.flush()
-        done = subprocess.run([sys.executable, "-m", "splitter", *args], env={**env.env(), **extra},
-                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout, check=False)
-    return done.returncode
+    return env.command(*args, crash_at=crash_at, timeout=timeout)
 
 
 def cutover(env: PipelineEnv, command: str = "cutover", crash_at: str | None = None, *extra: str) -> int:
@@ -244,7 +237,7 @@ def state_of(env: PipelineEnv) -> tuple[str, str]:
 
 def fence_triggers(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'splitter_fence'").fetchone()
+        row = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'splitter\\_fence\\_%'").fetchone()
     assert row is not None
     return int(row[0])
 
@@ -393,8 +386,8 @@ def test_killed_at_every_step_finishes_or_aborts_cleanly(
     stop, runner = app.start()
     try:
         env.wait_caught_up(timeout=120, services=["post"])
-        # Refused without changing anything: users is shared with auth; a dry run only shows the plan.
-        assert run_command(env, "cutover", "--service", "user", "--yes") == EXIT_REFUSED
+        # Refused without changing anything: nothing to roll back yet; a dry run only shows the plan.
+        assert run_command(env, "rollback", "--service", "post", "--yes") == EXIT_REFUSED
         assert run_command(env, "cutover", "--service", "post", "--dry-run") == EXIT_OK
         assert state_of(env) == ("streaming", "source") and fence_triggers(env.source) == 0
         # A failure before the switch aborts: here the final verify finds a row post_db has and the source

@@ -87,9 +87,9 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServer]
             conn.execute("SELECT pg_reload_conf()")
         topology_file = base / "topology_topic.py"
         topology_file.write_text(
-            "import dataclasses\nimport runpy\n\n"
+            "import runpy\n\n"
             f"_FULL = runpy.run_path({str(TOPOLOGY)!r})['TOPOLOGY']\n"
-            "TOPOLOGY = dataclasses.replace(_FULL, services=tuple(s for s in _FULL.services if s.name == 'topic'))\n")
+            "TOPOLOGY = _FULL.subset(['topic'])\n")
         yield PrivateServer(pg, topology_file)
     finally:
         pg.cleanup()

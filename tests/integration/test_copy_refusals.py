@@ -33,9 +33,9 @@ def _topology(tmp_path: Path, *, on_error: str | None = None, only_user: bool = 
     path = tmp_path / "topology.py"
     if only_user:
         path.write_text(
-            "import dataclasses\nimport runpy\n\n"
+            "import runpy\n\n"
             f"_FULL = runpy.run_path({str(TOPOLOGY)!r})['TOPOLOGY']\n"
-            "TOPOLOGY = dataclasses.replace(_FULL, services=tuple(s for s in _FULL.services if s.name == 'user'))\n")
+            "TOPOLOGY = _FULL.subset(['user'])\n")
         return path
     text, n = re.subn(r'database="user_db",', f'database="user_db", on_error="{on_error}",', TOPOLOGY.read_text())
     assert n == 1

@@ -25,7 +25,7 @@ import pytest
 
 from devtools import fixtures
 from devtools.embedded.postgres import EmbeddedPostgres
-from splitter.topology.model import load_topology
+from splitter.topology.loading import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"

@@ -18,7 +18,8 @@ from psycopg import sql
 from devtools import datagen, fixtures
 from devtools.workload.driver import Workload
 from devtools.workload.mix import OP_KINDS
-from splitter.topology.model import Topology, load_topology
+from splitter.topology.loading import load_topology
+from splitter.topology.model import Topology
 from tests import expected as ex
 
 REPO = Path(__file__).resolve().parents[2]

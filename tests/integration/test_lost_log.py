@@ -34,7 +34,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from devtools.embedded.kafka import EmbeddedKafka
 from devtools.workload.driver import Workload
 from splitter.core.exit_codes import CONFIG, FATAL
-from splitter.topology.model import load_topology
+from splitter.topology.loading import load_topology
 from tests import harness
 from tests.conftest import KafkaServer
 

@@ -44,7 +44,7 @@ from splitter.pipeline.capture import Capture
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.daemon import run_with_retries
 from splitter.pipeline.worker import Worker
-from splitter.topology.model import load_topology
+from splitter.topology.loading import load_topology
 from tests.conftest import KafkaServer, PgServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,7 +1,8 @@
 """The cutover preflight refuses roles that cannot mark their writes with a replication origin.
 
 After a cutover the forward worker applies into the service database and the reverse worker into the
-source; each stream's capture skips writes made under a replication origin (`origin 'none'`).  A worker
+source; a reverse capture skips writes made under a replication origin (`origin 'none'`) and a forward worker
+skips its own reverse stream's (the origin on the record).  A worker
 whose role cannot use origins applies unmarked writes, which the other direction sends back: the two
 streams echo each other and an older echoed value can overwrite a newer write.  So `splitter cutover`
 refuses (exit REFUSED, nothing changed) until both roles may, and names the role, the database and the
@@ -31,7 +32,7 @@ from devtools import fixtures
 from splitter import cli
 from splitter.core.exit_codes import OK, REFUSED
 from splitter.core.lsn import str_to_lsn
-from splitter.topology.model import load_topology
+from splitter.topology.loading import load_topology
 from tests.conftest import PgServer
 
 ROOT = Path(__file__).resolve().parents[2]

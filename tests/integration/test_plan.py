@@ -109,10 +109,32 @@ def test_shipped_schemas_plan_clean(dbs: dict[str, str]) -> None:
     assert follows["created_at"]["target_type"] == "timestamp(0) without time zone"
     assert {"severity", "code", "service", "table", "column", "message", "origin"} <= set(doc["findings"][0])
 
+    assert doc["cutover_order"] == ["post", "topic", "comment", "notification", "auth", "interaction", "user"]
+    ownership = {t["table"]: t for t in doc["ownership"]}
+    users = ownership["public.users"]
+    assert users["rows"] == "auth" and users["reverse_defaults"] == {"first_name": "''", "last_name": "''"}
+    assert {o["service"]: o["columns"] for o in users["owners"]} == {
+        "auth": ["created_at", "id", "password", "role", "salt", "status", "username"],
+        "user": ["avatar", "bio", "cover", "first_name", "follower_count", "last_name", "post_count", "updated_at",
+                 "website_url"]}
+    assert {c["service"]: c["columns"] for c in users["read_copies"]} == {
+        "auth": ["updated_at"], "user": ["created_at", "status", "username"]}
+    followers = ownership["public.followers"]
+    assert [o["service"] for o in followers["owners"]] == ["interaction"]
+    assert followers["read_copies"] == [{"service": "user", "rows": True, "columns": ["created_at"]}]
+
     text = io.StringIO()
     assert run_plan(settings, json_output=False, out=text) == 0
     assert "public.comment_likes" in text.getvalue()
     assert "plan OK" in text.getvalue()
+    lines = text.getvalue().splitlines()
+    at = lines.index(next(x for x in lines if x.startswith("public.users  rows: auth")))
+    assert lines[at + 1].split() == ["auth", "owns", "rows,", "created_at,", "id,", "password,", "role,", "salt,",
+                                     "status,", "username"]
+    assert lines[at + 3].split() == ["auth", "reads", "updated_at", "(read", "copy)"]
+    assert "public.posts  rows and every column: post" in lines
+    order = lines.index("RECOMMENDED CUTOVER ORDER")
+    assert lines[order + 1].strip() == "post, topic, comment, notification, auth, interaction, user"
 
 
 def _break_schemas(dbs: dict[str, str]) -> None:
@@ -317,3 +339,62 @@ def test_rows_the_targets_would_refuse_are_counted_and_named(dbs: dict[str, str]
     text = io.StringIO()
     assert run_plan(settings, out=text) == 1
     assert "data-duplicates" in text.getvalue() and "plan FAILED" in text.getvalue()
+
+
+def _edited_topology(tmp_path: Path, old: str, new: str) -> Path:
+    """The repository's topology.py with `old` replaced by `new` (each must occur once)."""
+    text = (REPO / "topology.py").read_text()
+    assert text.count(old) == 1, old
+    path = tmp_path / "topology.py"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    # username given to user too: two owners.
+    ('"user": ("first_name",', '"user": ("username", "first_name",',
+     "ownership of users: column 'username' has two owners (auth, user)"),
+    # bio taken from user: nobody owns it.
+    ('"avatar", "bio", "website_url"', '"avatar", "website_url"',
+     "ownership of users: column 'bio' (read by user) has no owner"),
+])
+def test_plan_refuses_a_column_with_two_owners_or_none(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       old: str, new: str, needle: str) -> None:
+    from splitter import cli
+
+    path = _edited_topology(tmp_path, old, new)
+    # Refused when the topology loads, before the plan connects anywhere (so no server is needed).
+    code = cli.main(["plan", "--topology", str(path), "--source-dsn", "postgresql://u:Secret-9@127.0.0.1:9/src",
+                     "--kafka", "127.0.0.1:9"])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert needle in err and f"{path}:" in err, err
+    assert "Traceback" not in err and "Secret-9" not in out + err
+
+
+def test_plan_refuses_a_row_owner_whose_reverse_inserts_miss_a_not_null_column(dbs: dict[str, str],
+                                                                               tmp_path: Path) -> None:
+    path = _edited_topology(tmp_path, """reverse_defaults={"first_name": "''", "last_name": "''"},""", "")
+    not_null = {r[0] for r in _rows(dbs["bento_social"], """
+        SELECT column_name FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = 'users' AND is_nullable = 'NO' AND column_default IS NULL""")}
+    # auth maps back id, username, password (from password_hash), salt and created_at; the source's other
+    # NOT NULL columns without a default are the profile's names.
+    assert not_null - {"id", "username", "password", "salt", "created_at"} == {"first_name", "last_name"}
+    settings = _settings(dbs, topology_path=path)
+    plan = build_plan(settings)
+
+    refused = {_key(f) for f in plan.findings if f.code == "reverse-insert-incomplete"}
+    assert {(ERROR, "reverse-insert-incomplete", "auth", "public.users", "first_name"),
+            (ERROR, "reverse-insert-incomplete", "auth", "public.users", "last_name")} <= refused
+    # user only updates users (auth owns the rows): its reverse stream inserts nothing, so it is not refused.
+    assert not [f for f in plan.findings if f.service == "user" and f.table == "public.users"]
+    first = _find(plan, "reverse-insert-incomplete", column="first_name")
+    assert "public.users.first_name is NOT NULL without a default" in first.message
+    assert first.origin is not None and first.origin.startswith(f"{path}:")
+
+    out = io.StringIO()
+    assert run_plan(settings, out=out) == 1
+    line = next(x for x in out.getvalue().splitlines() if "reverse-insert-incomplete" in x and "first_name" in x)
+    assert line.startswith("ERROR") and "[auth: public.users.first_name]" in line
+    assert "plan FAILED" in out.getvalue()

@@ -39,7 +39,8 @@ from splitter.pipeline.capture import Capture
 from splitter.pipeline.config import Settings
 from splitter.pipeline.daemon import run_with_retries
 from splitter.pipeline.worker import Worker
-from splitter.topology.model import Topology, load_topology
+from splitter.topology.loading import load_topology
+from splitter.topology.model import Topology
 from tests import expected
 from tests.conftest import KafkaServer
 
@@ -137,7 +138,7 @@ def subset(services: Sequence[str], on_error: dict[str, str] | None = None) -> T
     chosen = tuple(dataclasses.replace(s, on_error=(on_error or {}).get(s.name, s.on_error))
                    for s in full.services if s.name in services)
     assert len(chosen) == len(services), f"unknown service in {services}"
-    return dataclasses.replace(full, services=chosen)
+    return dataclasses.replace(full.subset(services), services=chosen)
 
 
 def make_stack(make_databases: Callable[..., dict[str, str]], kafka: str, unique_name: Callable[[str], str],

@@ -42,9 +42,9 @@ def _topology_file(tmp_path: Path, services: list[str]) -> Path:
     """topology.py with only `services`, as a file a child process can load."""
     path = tmp_path / "topology_subset.py"
     path.write_text(
-        "import dataclasses\nimport runpy\n\n"
+        "import runpy\n\n"
         f"_FULL = runpy.run_path({str(TOPOLOGY)!r})['TOPOLOGY']\n"
-        f"TOPOLOGY = dataclasses.replace(_FULL, services=tuple(s for s in _FULL.services if s.name in {services!r}))\n")
+        f"TOPOLOGY = _FULL.subset({services!r})\n")
     return path
 
 

@@ -30,20 +30,25 @@ def _settings(**kwargs: str) -> Settings:
     ('"Weird Name"', ("Weird Name", True)),
     ("coalesce(type, 'text')", ("type", False)),
     ("coalesce(is_featured, false)", ("is_featured", False)),
-    ("coalesce(updated_at, created_at)", None),  # the fallback is another column: which one to write?
-    ("date_trunc('second', created_at)", None),
+    ("coalesce(updated_at, created_at)", ("updated_at", False)),  # the first column; its value projects onto itself
+    ("coalesce(lower(a), b)", None),
+    ("date_trunc('second', created_at)", ("created_at", False)),  # the truncated value projects onto itself
+    ("pg_catalog.date_trunc('second', created_at)", ("created_at", False)),
+    ("date_trunc('second', created_at + interval '1 hour')", None),
+    ("date_trunc(unit, created_at)", None),
     ("'public'", None),
     ("lower(username)", None),
     ("src.id", None),
 ])
-def test_only_plain_columns_and_coalesce_with_constants_map_back(expr: str, expected: tuple[str, bool] | None) -> None:
+def test_only_plain_columns_coalesce_and_date_trunc_map_back(expr: str, expected: tuple[str, bool] | None) -> None:
     assert inverse_source_column(expr) == expected
 
 
 def test_post_maps_back_column_for_column() -> None:
     settings = _settings()
     [route] = settings.topology.routes_for(settings.topology.service("post"))
-    table = invert_route(route)
+    table = invert_route(route, settings.topology)
+    assert table is not None and table.scope.full
     assert table.name == "public.posts" and table.source == "post.posts" and table.key == ("id",)
     assert table.columns == {c: f'"{c}"' for c in ("id", "author_id", "topic_id", "type", "content", "image",
                                                    "is_featured", "comment_count", "liked_count", "created_at",
@@ -53,11 +58,12 @@ def test_post_maps_back_column_for_column() -> None:
 def test_lossy_and_target_only_columns_are_left_out_and_renames_are_inverted() -> None:
     settings = _settings()
     user = reverse_topology(settings, "user").services[0]
-    users, followers = user.tables
+    [users] = user.tables  # user owns nothing of followers: no reverse table for it
     assert "visibility" not in users.columns.values()  # target-only constant
     assert users.columns["follower_count"] == '"follower_count"'
-    assert followers.key == ("following_id", "follower_id")
-    assert "created_at" not in followers.columns  # date_trunc: the source keeps its milliseconds
+    post_likes = reverse_topology(settings, "interaction").services[0].tables[0]
+    assert post_likes.name == "public.post_likes"
+    assert post_likes.columns["created_at"] == '"created_at"'  # date_trunc: its truncated value goes back
     auth = reverse_topology(settings, "auth").services[0].tables[0]
     assert auth.columns["password"] == '"password_hash"'
 
@@ -68,7 +74,7 @@ def test_a_computed_key_cannot_be_reversed() -> None:
     topology = Topology(source_database="src", services=(service,))
     [route] = topology.routes_for(service)
     with pytest.raises(ConfigurationError, match="key column 'k' is computed"):
-        invert_route(route)
+        invert_route(route, topology)
 
 
 def test_reverse_settings_swap_the_roles_and_never_reuse_forward_names() -> None:
@@ -102,8 +108,9 @@ def test_bad_duration() -> None:
         parse_duration("soon")
 
 
-def test_a_coalesce_over_two_columns_is_not_written_back() -> None:
-    # comments.updated_at <- coalesce(updated_at, created_at): the source keeps its own value on update.
+def test_a_coalesce_over_two_columns_writes_back_its_first_column() -> None:
+    # comments.updated_at <- coalesce(updated_at, created_at): an edit made in comment_db reaches the source's
+    # updated_at, and the projection of the value written is that value.
     [route] = reverse_topology(_settings(), "comment").routes()
     assert isinstance(route, Route)
-    assert "updated_at" not in route.table.columns and route.table.columns["created_at"] == '"created_at"'
+    assert route.table.columns["updated_at"] == '"updated_at"' and route.table.columns["created_at"] == '"created_at"'

@@ -16,7 +16,7 @@ import pytest
 from splitter import cli
 from splitter.core.envelope import ColumnSchema
 from splitter.core.errors import ConfigurationError
-from splitter.topology.model import load_topology
+from splitter.topology.loading import load_topology
 from splitter.topology.sqlrender import check_route_against
 
 HEADER = "from splitter.topology import Service, Table, Topology\n\n"
@@ -76,6 +76,59 @@ CASES: dict[str, tuple[str, str]] = {
 )
 """, "service 'user' has on_error='ignore'; choose one of stop, dead_letter"),
 }
+
+
+# Two services take users (a: login, b: profile); each case breaks the Ownership one way.
+_SHARED = """from splitter.topology.model import Ownership
+
+A = Service("a", database="a_db", tables=(
+    Table("users", source="users", key=("id",), columns={"id": "id", "name": "name", "bio": "bio"}),))
+B = Service("b", database="b_db", tables=(
+    Table("users", source="users", key=("id",), columns={@B_COLUMNS@}),@B_HERE@
+))
+TOPOLOGY = Topology(source_database="src", services=(A, B), shared=(
+    Ownership("users", rows="a", columns=@OWNED@, reverse_defaults={@DEFAULTS@}),@O_HERE@
+))
+"""
+
+
+def _shared(owned: str, *, b_columns: str = '"id": "id", "bio": "bio"', defaults: str = "",
+            here: str = "ownership") -> str:
+    marks = {"ownership": ("", "  # <- HERE"), "table": ("  # <- HERE", "")}[here]
+    return (_SHARED.replace("@B_COLUMNS@", b_columns).replace("@OWNED@", owned).replace("@DEFAULTS@", defaults)
+            .replace("@B_HERE@", marks[0]).replace("@O_HERE@", marks[1]))
+
+
+CASES.update({
+    "column with two owners": (_shared('{"a": ("name", "bio"), "b": ("bio",)}'),
+                               "ownership of users: column 'bio' has two owners (a, b); give it to one"),
+    "column without owner": (_shared('{"a": ("name",)}'),
+                             "ownership of users: column 'bio' (read by a, b) has no owner"),
+    "key declared for a service not owning the rows": (
+        _shared('{"a": ("name",), "b": ("id", "bio")}'),
+        "ownership of users: column 'id' is part of the key, which belongs to the row owner 'a', but is "
+        "declared for b"),
+    "owner reads its column only through a computed expression": (
+        _shared('{"a": ("name",), "b": ("bio",)}', b_columns='"id": "id", "bio": "lower(bio)"'),
+        "ownership of users: column 'bio' is owned by 'b', whose table users reads it only through a "
+        "computed expression"),
+    "owner does not read its column": (
+        _shared('{"a": ("bio",), "b": ("name",)}'),
+        "ownership of users: column 'name' is owned by 'b', whose table users does not read it"),
+    "reverse default reading a column": (
+        _shared('{"a": ("name",), "b": ("bio",)}', defaults='"nick": "lower(name)"'),
+        "ownership of users: reverse default of 'nick' ('lower(name)') reads columns; it must be a constant"),
+    "target column reading two owners' columns": (
+        _shared('{"a": ("name",), "b": ("bio",)}', b_columns='"id": "id", "bio": "bio", "card": "name || bio"',
+                here="table"),
+        "b.users.card reads columns owned by 'b' (bio) and by others (name)"),
+    "shared table without ownership": (
+        """TOPOLOGY = Topology(source_database="src", services=(  # <- HERE
+    Service("a", database="a_db", tables=(Table("users", source="users", key=("id",), columns={"id": "id"}),)),
+    Service("b", database="b_db", tables=(Table("users", source="users", key=("id",), columns={"id": "id"}),)),
+))
+""", "source table public.users is taken by services a, b but no Ownership in `shared` says who owns"),
+})
 
 
 def _write(tmp_path: Path, name: str, body: str) -> tuple[Path, int]:

@@ -1,4 +1,4 @@
-"""`splitter cutover`, `rollback` and `complete`: move one service's writes, back, or for good."""
+"""`splitter cutover`, `rollback` and `complete`: move a service's (or a group's) writes, back, or for good."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ from splitter.core import exit_codes
 from splitter.ops.cutover import DEFAULT_MAX_LAG, DEFAULT_TIMEOUT, Cutover, CutoverAborted, CutoverRefused, Options
 
 _ACTIONS = {
-    "cutover": "move one service's writes to its own database (fence, catch up, verify, switch)",
+    "cutover": "move the writes of what a service owns to its own database (fence, catch up, verify, switch)",
     "rollback": "move a cut-over service's writes back to the source database",
-    "complete": "finish a cutover: drop the reverse stream and the fences (no rollback after)",
+    "complete": "finish a cutover (no rollback after); retires the tables whose every owner is complete",
 }
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     for action, help_text in _ACTIONS.items():
         p = sub.add_parser(action, parents=[common], help=help_text)
-        p.add_argument("--service", required=True)
+        p.add_argument("--service", required=True, action="append",
+                       help="the service; repeat it to move several services together, in one switch")
         p.add_argument("--dry-run", action="store_true", help="show the plan and the preflight, change nothing")
         p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         p.add_argument("--timeout", type=parse_duration, default=DEFAULT_TIMEOUT,

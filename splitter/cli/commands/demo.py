@@ -14,6 +14,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="run this many seconds, then stop the workload, verify, and exit 0 only if all match")
     p.add_argument("--scale", type=int, default=2000, help="users to generate (other tables scale with it)")
     p.add_argument("--rate", type=float, default=None, help="workload operations per second (default: unthrottled)")
+    p.add_argument("--migrate", action="store_true",
+                   help="the whole migration: stream, cut every service over (roll auth back and over again), "
+                        "complete every service, with an application following the routing; --duration is "
+                        "seconds per phase; exit 0 only if nothing was lost")
     p.add_argument("--data-dir", default=None, help="keep the embedded servers' data here (default: a temp dir)")
     p.set_defaults(func=run)
 
@@ -22,5 +26,5 @@ def run(args: argparse.Namespace) -> int:
     # By name: production code never imports the development tools (an import-linter contract checks it).
     demo = importlib.import_module("devtools.demo")
     code: int = demo.run_demo(duration=args.duration, scale=args.scale, data_dir=args.data_dir, rate=args.rate,
-                              log_level=args.log_level)
+                              log_level=args.log_level, migrate=args.migrate)
     return code

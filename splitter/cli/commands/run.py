@@ -17,6 +17,7 @@ from typing import Any
 from connectors.pg.state.cutover import completed_services
 from splitter.cli.options import settings_env, settings_from
 from splitter.pipeline.daemon import Supervisor, child_argv, install_stop_signals
+from splitter.topology.ownership import retired_services
 
 log = logging.getLogger("splitter")
 
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         for name in args.service:
             settings.topology.service(name)
         services = list(args.service)
-    retired = completed_services(settings.source_dsn)  # their forward worker is held for good by `splitter complete`
+    # Every table of these is retired: their forward worker is held for good by `splitter complete`.
+    retired = retired_services(settings.topology, completed_services(settings.source_dsn))
     services = [s for s in services if s not in retired]
 
     def port(i: int) -> list[str]:

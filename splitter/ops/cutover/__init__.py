@@ -1,8 +1,10 @@
-"""Cutover, rollback and complete: move one service's writes to its own database, back, or for good.
+"""Cutover, rollback and complete: move the writes of what services own to their databases, back, or for good.
 
-The package, read in this order: `flow` (the `Cutover` command object the CLI opens), `forward` (the
-cutover's steps, with the sequence of a cutover in its docstring), `rollback` (rollback and complete),
-`session` (the two database sessions, locks and the steps the flows share), `sequences` (moving
+The package, read in this order: `flow` (the `Cutover` command object the CLI opens), `group` (the
+services one command moves together, and the steps done for all of them at once), `forward` (the
+cutover's steps, with the sequence of a cutover in its docstring), `rollback`, `complete` (and the
+retirement of tables whose every owner is complete), `session` (one service's two database sessions, its
+locks and the steps the flows share), `sequences` (moving
 sequences at a switch), `hook` (the switch hook), `view` (the section of `splitter status`).  The
 persisted state machine (state names, which of them mean what, the `splitter.cutover` and
 `splitter.routing` tables) is `connectors.pg.state.cutover`, below this floor, because the reverse

@@ -1,11 +1,11 @@
-"""`splitter rollback` and `splitter complete`: move a cut-over service's writes back, or make the move final.
+"""`splitter rollback`: move the writes of what a cut-over service (or group) owns back to the source.
 
-Owns: the order of the rollback's steps (the cutover's, mirrored: fence the service database, wait for
-the reverse stream, verify, move the source's sequences, switch routing back, lift the source fence,
-drop the reverse stream), its crash rule around `rollback_switching` (before it a re-run aborts and
-returns to `switched`; from it on a re-run finishes), and complete (retire the forward worker for good,
-drop the reverse stream, lift the fences).  Must not: apply rows, run SQL itself (connectors/ functions
-do), or leave the service database fenced on any failure before the rollback's switch.
+Owns: the order of the rollback's steps (the cutover's, mirrored: fence the service databases, wait for
+the reverse streams, verify, move the source's sequences, record `rollback_switching`, write the
+ownership moves back into the change log, switch routing back and lift the source fences in one
+transaction, drop the reverse streams) and its crash rule around `rollback_switching` (before it a re-run
+aborts and returns to `switched`; from it on a re-run finishes).  Must not: apply rows, run SQL itself
+(connectors/ functions do), or leave a service database fenced on any failure before the rollback's switch.
 """
 
 from __future__ import annotations
@@ -16,160 +16,145 @@ from collections.abc import Callable
 
 from connectors.pg import fence
 from connectors.pg.client import connect
-from connectors.pg.positions import current_wal_lsn
 from connectors.pg.state import cutover as st
-from connectors.pg.state.control import request_hold
 from splitter.core import exit_codes
 from splitter.core.errors import FatalError
-from splitter.core.lsn import lsn_to_str
+from splitter.ops.cutover.group import Group
 from splitter.ops.cutover.sequences import advance_sequences
-from splitter.ops.cutover.session import CutoverAborted, CutoverRefused, Session, crash_point, usable
+from splitter.ops.cutover.session import CutoverAborted, CutoverRefused, crash_point, usable
 
 log = logging.getLogger(__name__)
 
-COMPLETE_BY = "splitter complete"  # requested_by of the hold that retires the forward worker for good
 
-
-def rollback(s: Session, confirm: Callable[[str], bool]) -> int:
-    s.lock()
-    state = s.state()
-    s.deadline = time.monotonic() + s.options.timeout
+def rollback(g: Group, confirm: Callable[[str], bool]) -> int:
+    g.lock()
+    state = g.one_state()
+    g.start_clock()
     if state in st.ROLLBACK_PRE_SWITCH:
         reason = f"a previous rollback stopped at {state!r} before switching (crashed or killed)"
-        _abort(s, reason)
-        s.out(f"service {s.service}: {reason}; aborted it: writes go to {s.svc.database} again. "
-              f"Run the command again to retry.")
+        _abort(g, reason)
+        g.out(f"{g.label}: {reason}; aborted it: writes go to the service database(s) again. Run the command "
+              f"again to retry.")
         return exit_codes.ABORTED
     if state == st.ROLLED_BACK:
-        if not s.drop_reverse_stream(wait=s.remaining()):
-            s.out(f"service {s.service}: rolled back; the reverse slot is still in use")
+        if not _drop_reverse_streams(g):
             return exit_codes.INCOMPLETE
-        s.out(f"service {s.service}: already rolled back")
+        g.out(f"{g.label}: already rolled back")
         return exit_codes.OK
     if state not in st.FORWARD_POST_SWITCH and state != st.RB_SWITCHING:
-        raise CutoverRefused(f"service {s.service}: nothing to roll back (state {state})")
+        raise CutoverRefused(f"{g.label}: nothing to roll back (state {state})")
     if state in st.FORWARD_POST_SWITCH:
-        lag = s.lag(s.dst, s.reverse_position, f"the reverse stream of service {s.service}")
-        plan = (f"rollback of service {s.service}: fence its tables in {s.svc.database}, wait for the "
-                f"reverse stream (lag now {lag:.2f}s), verify, switch routing back to "
-                f"{s.settings.topology.source_database}, lift the source fence, stop the reverse stream")
-        if not s.approved(plan, confirm):
+        lags = ", ".join(f"{s.service} {s.lag(s.dst, s.reverse_position, f'the reverse stream of {s.service}'):.2f}s"
+                         for s in g.members)
+        plan = (f"rollback of {g.label}: fence their tables in {', '.join(s.svc.database for s in g.members)}, "
+                f"wait for the reverse streams (lag now {lags}), verify, switch routing back to "
+                f"{g.settings.topology.source_database}, lift the source fences, stop the reverse streams")
+        if not g.lead.approved(plan, confirm):
             return exit_codes.OK
-        _before_switch(s)
-    _finish(s)
+        _before_switch(g)
+    _finish(g)
     return exit_codes.OK
 
 
-def _before_switch(s: Session) -> None:
+def _before_switch(g: Group) -> None:
     try:
         # State first: a crash between the two leaves a rollback state without a fence, which a re-run
         # aborts (a no-op); the other order could leave a fence nobody knows about.
-        s.transition(st.RB_FENCED, f"rollback: fencing {s.svc.database}")
+        g.transition(st.RB_FENCED, "rollback: fencing the service database")
         fenced_at = time.monotonic()
-        fence.fence_with_retries(s.dst, s.service_fence(), s.service, fence.SOFT, s.hint(), s.deadline)
+        for s in g.members:
+            fence.fence_with_retries(s.dst, s.service_fence(), s.service, fence.SOFT, s.hint(), s.deadline)
         crash_point("rollback_fenced")
-        _, took = s.caught_up(s.dst, s.src, s.names.service, "the reverse stream", s.reverse_position,
-                              "rollback_fenced")
-        s.transition(st.RB_CAUGHT_UP, f"reverse stream caught up in {took:.3f}s")
+        took = 0.0
+        for s in g.members:
+            _, seconds = s.caught_up(s.dst, s.src, s.names.service, "the reverse stream", s.reverse_position,
+                                     "rollback_fenced")
+            took = max(took, seconds)
+        g.transition(st.RB_CAUGHT_UP, f"reverse stream caught up in {took:.3f}s")
         crash_point("rollback_caught_up")
         step = time.monotonic()
-        s.verify()
-        s.transition(st.RB_VERIFIED, f"final verify: all match ({time.monotonic() - step:.3f}s)")
+        g.verify()
+        g.transition(st.RB_VERIFIED, f"final verify: all match ({time.monotonic() - step:.3f}s)")
         crash_point("rollback_verified")
-        moved = advance_sequences(s.dst, s.src, s.sequence_pairs(forward=False))
-        if moved:
-            log.info("service %s: source sequences moved: %s", s.service, "; ".join(moved))
-        # Hard in the service database, on the session holding the lock there; then the point of no
-        # return.  A crash between the two leaves a hard fence and state rollback_verified: the re-run
-        # aborts and lifts it.
-        fence.fence_with_retries(s.dst, s.service_fence(), s.service, fence.HARD, s.hint(), s.deadline)
-        with s.src.transaction():
-            row = st.load(s.src, s.service, for_update=True)
-            if row is None or row.state != st.RB_VERIFIED:
-                raise FatalError(f"service {s.service}: state changed under the rollback")
-            st.transition(s.src, s.service, st.RB_SWITCHING, "rollback switching: service fence is hard")
-        s.fenced_at = fenced_at
+        for s in g.members:
+            moved = advance_sequences(s.dst, s.src, s.sequence_pairs(forward=False))
+            if moved:
+                log.info("service %s: source sequences moved: %s", s.service, "; ".join(moved))
+        # Hard in each service database, on the session holding the lock there; then the point of no
+        # return.  A crash between the two leaves hard fences and state rollback_verified: the re-run
+        # aborts and lifts them.
+        for s in g.members:
+            fence.fence_with_retries(s.dst, s.service_fence(), s.service, fence.HARD, s.hint(), s.deadline)
+        with g.lead.src.transaction():
+            g.require(st.RB_VERIFIED, "rollback")
+            g.record(st.RB_SWITCHING, "rollback switching: service fence is hard")
+        for s in g.members:
+            s.fenced_at = fenced_at
         crash_point("rollback_switching")
     except BaseException as failed:
-        exc, reason = s.failure(failed, "rollback failed")
+        exc, reason = g.lead.failure(failed, "rollback failed")
         try:
-            _abort(s, reason)
+            _abort(g, reason)
         except Exception as undo:
-            raise FatalError(f"service {s.service}: rollback failed ({reason}) and undoing it failed too "
-                             f"({undo}); run the command again") from exc
-        raise CutoverAborted(f"service {s.service}: rollback aborted, writes go to {s.svc.database} "
-                             f"again: {reason}") from exc
+            raise FatalError(f"{g.label}: rollback failed ({reason}) and undoing it failed too ({undo}); run "
+                             f"the command again") from exc
+        raise CutoverAborted(f"{g.label}: rollback aborted, writes go to the service database(s) again: "
+                             f"{reason}") from exc
 
 
-def _abort(s: Session, reason: str) -> None:
-    if not usable(s.dst):
-        s.dst = connect(s.settings.target_dsn(s.service), "the cutover databases", autocommit=True)
-    if not usable(s.src):
-        s.src = connect(s.settings.source_dsn, "the cutover databases", autocommit=True)
-    with s.src.transaction():
-        row = st.load(s.src, s.service, for_update=True)
-        if row is not None and row.state in (st.RB_SWITCHING, st.ROLLED_BACK):
-            raise FatalError(f"service {s.service}: rollback already switched ({row.state}); not aborting")
-    with s.dst.transaction():
-        fence.unfence_tables(s.dst, s.target_tables)
-    s.sweep(s.dst, s.target_tables)
-    s.release(s.src, s.names.service)  # a hold a killed attempt left
-    s.transition(st.SWITCHED, "rollback aborted; service fence lifted", error=reason[:2000])
-    log.warning("service %s: rollback aborted: %s", s.service, reason)
+def _abort(g: Group, reason: str) -> None:
+    for s in g.members:
+        if not usable(s.dst):
+            s.dst = connect(s.settings.target_dsn(s.service), "the cutover databases", autocommit=True)
+        if not usable(s.src):
+            s.src = connect(s.settings.source_dsn, "the cutover databases", autocommit=True)
+    with g.lead.src.transaction():
+        for s in g.members:
+            row = st.load(g.lead.src, s.service, for_update=True)
+            if row is not None and row.state in (st.RB_SWITCHING, st.ROLLED_BACK):
+                raise FatalError(f"service {s.service}: rollback already switched ({row.state}); not aborting")
+    for s in g.members:
+        with s.dst.transaction():
+            fence.unfence_tables(s.dst, s.target_tables, s.service)
+        s.sweep(s.dst, s.target_tables)
+        s.release(s.src, s.names.service)  # a hold a killed attempt left
+    g.transition(st.SWITCHED, "rollback aborted; service fence lifted", error=reason[:2000])
+    log.warning("%s: rollback aborted: %s", g.label, reason)
 
 
-def _finish(s: Session) -> None:
-    with s.src.transaction():
-        st.set_routing(s.src, s.service, st.HOME_SOURCE, s.svc.database)
-        fence.unfence_tables(s.src, s.source_tables)
-    if s.fenced_at is not None:
-        log.info("service %s: writes were fenced for %.3fs during the rollback", s.service,
-                 time.monotonic() - s.fenced_at)
+def _finish(g: Group) -> None:
+    # Before the source fences go: from the move on each forward worker writes its service's tables whole
+    # again.  Between the two nothing of what they own changes in the source (still fenced), and the
+    # service databases hold exactly the source's values of it (caught up, hard-fenced).
+    g.announce_moves(st.HOME_SOURCE)
+    crash_point("rollback_moved")
+    with g.lead.src.transaction():
+        for s in g.members:
+            st.set_routing(g.lead.src, s.service, st.HOME_SOURCE, s.svc.database)
+            fence.unfence_tables(g.lead.src, s.source_tables, s.service)
+    for s in g.members:
+        if s.fenced_at is not None:
+            log.info("service %s: writes were fenced for %.3fs during the rollback", s.service,
+                     time.monotonic() - s.fenced_at)
     crash_point("rollback_routed")
-    s.hook.call(s.service, st.HOME_SOURCE, s.settings.topology.source_database,
-                max(s.deadline, time.monotonic() + 5.0))
-    s.transition(st.ROLLED_BACK, f"writes go to {s.settings.topology.source_database} again")
-    s.sweep(s.src, s.source_tables)
-    s.out(f"service {s.service}: rolled back; writes go to {s.settings.topology.source_database}")
-    if not s.drop_reverse_stream(wait=max(5.0, s.remaining())):
-        s.out(f"service {s.service}: the reverse slot {s.names.slot} is still in use; run the command "
-              f"again once `splitter reverse` has stopped it")
+    for s in g.members:
+        s.hook.call(s.service, st.HOME_SOURCE, g.settings.topology.source_database,
+                    max(s.deadline, time.monotonic() + 5.0))
+    g.transition(st.ROLLED_BACK, f"writes go to {g.settings.topology.source_database} again")
+    for s in g.members:
+        s.sweep(g.lead.src, s.source_tables)
+        g.out(f"service {s.service}: rolled back; writes go to {g.settings.topology.source_database}")
+    _drop_reverse_streams(g)
 
 
-def complete(s: Session, confirm: Callable[[str], bool]) -> int:
-    s.lock()
-    state = s.state()
-    s.deadline = time.monotonic() + s.options.timeout
-    if state not in (st.SWITCHED, st.REVERSE_STREAMING, st.COMPLETE):
-        raise CutoverRefused(f"service {s.service}: complete needs a switched cutover (state {state})")
-    if state != st.COMPLETE:
-        plan = (f"complete the cutover of service {s.service}: stop and drop the reverse stream, retire the "
-                f"forward worker, lift the fences; {s.settings.topology.source_database}'s copy of its "
-                f"tables stops being kept in sync (no rollback after this)")
-        if not s.approved(plan, confirm):
-            return exit_codes.OK
-        # Retire the forward worker before the source fence goes: it applies everything committed before
-        # P (nothing of this service's tables, they are fenced) and then holds for good, so a later write
-        # to the abandoned source tables can never reach the service database.  This hold takes over any
-        # other requester's.
-        hold_at = current_wal_lsn(s.src)
-        request_hold(s.dst, s.service, hold_at, COMPLETE_BY, take_over=True)
-        s.transition(st.COMPLETE, f"complete; forward worker retired at {lsn_to_str(hold_at)}")
-    if not s.drop_reverse_stream(wait=max(5.0, s.remaining())):
-        s.out(f"service {s.service}: complete, but the reverse slot {s.names.slot} is still in use; "
-              f"run the command again once `splitter reverse` has stopped it")
-        return exit_codes.INCOMPLETE
-    with s.src.transaction():
-        fence.unfence_tables(s.src, s.source_tables)
-    with s.dst.transaction():
-        fence.unfence_tables(s.dst, s.target_tables)
-    swept = s.sweep(s.src, s.source_tables) & s.sweep(s.dst, s.target_tables)
-    if not swept:
-        s.out(f"service {s.service}: complete; some lifted (open) fence triggers could not be dropped "
-              f"without waiting for long readers: run the command again to drop them")
-        return exit_codes.INCOMPLETE
-    s.out(f"service {s.service}: complete; its home is {s.svc.database}")
-    return exit_codes.OK
+def _drop_reverse_streams(g: Group) -> bool:
+    dropped = True
+    for s in g.members:
+        if not s.drop_reverse_stream(wait=max(5.0, s.remaining())):
+            g.out(f"service {s.service}: the reverse slot {s.names.slot} is still in use; run the command again "
+                  f"once `splitter reverse` has stopped it")
+            dropped = False
+    return dropped
 
 
-__all__ = ["COMPLETE_BY", "complete", "rollback"]
+__all__ = ["rollback"]

@@ -1,11 +1,13 @@
 """What every cutover command (cutover, rollback, complete) does to the two databases of one service.
 
+A command for a group of services holds one `Session` per member (`splitter.ops.cutover.group`).
+
 Owns: the command's two sessions (source and service database) and their advisory locks, its options and
 errors, the crash points tests use, and the steps the flows share: recording a state, fence messages,
 waiting for a stream to reach a position (a marker after the fence, a hold at it, a lag probe), the final
 verify, the sequence pairs, whether both workers can mark their writes with a replication origin, sweeping
-lifted fences, dropping the reverse stream and asking for approval.
-Must not: order the steps (`forward` and `rollback` do), run SQL itself (every statement is a function in
+lifted fences, dropping the reverse stream and asking for approval (the final verify is the group's).
+Must not: order the steps (`forward`, `rollback` and `complete` do), run SQL itself (every statement is a function in
 `connectors/`), or hold state anywhere but `connectors.pg.state.cutover`.
 """
 
@@ -31,9 +33,9 @@ from connectors.pg.state.schema import ensure_state_schema, read_checkpoint
 from splitter.core import messages
 from splitter.core.errors import FatalError, RetryableError, SplitterError
 from splitter.core.lsn import lsn_to_str
+from splitter.ops.cutover import fence_specs
 from splitter.ops.cutover.hook import SwitchHook
 from splitter.ops.cutover.sequences import TablePair
-from splitter.ops.verify.run import verify  # imported up front: not while writes are fenced
 from splitter.pipeline.config import Settings
 from splitter.pipeline.reverse import reverse_names
 from splitter.topology.inversion import exact_copies
@@ -141,16 +143,17 @@ class Session:
 
     # -- fences ---------------------------------------------------------------------------------------
 
-    def _fence_messages(self, tables: Sequence[tuple[str, str]], where: str) -> list[tuple[str, str, str]]:
-        return [(schema, table, f"{table} moved to {where}; write there") for schema, table in tables]
+    def source_fence(self) -> list[fence.FenceSpec]:
+        """What the service owns of its source tables (see `fence_specs.source_fence`)."""
+        return fence_specs.source_fence(self.settings.topology, self.service)
 
-    def source_fence(self) -> list[tuple[str, str, str]]:
-        return self._fence_messages(self.source_tables, f"service {self.service} ({self.svc.database})")
+    def service_fence(self) -> list[fence.FenceSpec]:
+        """The service's whole target tables (rollback, handover)."""
+        return fence_specs.service_fence(self.settings.topology, self.service)
 
-    def service_fence(self) -> list[tuple[str, str, str]]:
-        return self._fence_messages(self.target_tables,
-                                    f"{self.settings.topology.source_database} (service {self.service} was rolled "
-                                    f"back)")
+    def read_copy_fence(self) -> list[fence.FenceSpec]:
+        """What the service reads in its database but does not own, read-only after its switch."""
+        return fence_specs.read_copy_fence(self.settings.topology, self.service)
 
     def hint(self) -> str:
         return f"read splitter.routing in {self.settings.topology.source_database} for where service " \
@@ -159,7 +162,7 @@ class Session:
     def sweep(self, conn: Connection, tables: Sequence[tuple[str, str]]) -> bool:
         """Drop lifted fence triggers where that does not stall readers; they are harmless if left."""
         try:
-            return fence.sweep(conn, tables)
+            return fence.sweep(conn, tables, self.service)
         except DatabaseError as exc:
             log.warning("service %s: lifted fence triggers not dropped yet (%s)", self.service, exc.sqlstate)
             return False
@@ -252,12 +255,6 @@ class Session:
         return problems
 
     # -- verify, sequences, the reverse stream, approval ----------------------------------------------
-
-    def verify(self) -> None:
-        report = verify(self.settings, services=[self.service], consistent=False,
-                        timeout=max(1.0, self.remaining()))
-        if not report.ok:
-            raise FatalError(f"service {self.service}: the final verify found differences:\n{report.render()}")
 
     def sequence_pairs(self, forward: bool) -> list[TablePair]:
         pairs = []

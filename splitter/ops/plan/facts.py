@@ -11,11 +11,12 @@ the unit tests) and judged by `rules`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from connectors.pg.inspect import PublicationFacts, SourceRole, TableFacts, TargetRole, TypeInfo
 from splitter.core.envelope import RelationSchema
+from splitter.topology.inversion import SourceColumn
 from splitter.topology.model import Route
 
 ERROR = "ERROR"
@@ -88,6 +89,8 @@ class SourceFacts:
     # Routed tables as splitter reads them (built-in types as declared, user-defined ones as text).
     relations: Mapping[tuple[str, str], RelationSchema]
     results: Mapping[RouteColumn, ExprCheck]
+    # Routed tables' columns as the cutover's reverse preflight reads them (what a reverse stream can write).
+    writeback: Mapping[tuple[str, str], Sequence[SourceColumn]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

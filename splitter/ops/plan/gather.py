@@ -8,9 +8,10 @@ LIMIT 0, which resolves every function and operator and reports the result type 
 and each column is planned again in its service database as `EXPLAIN INSERT INTO <target>
 (<column>) SELECT <expression> ...` over a row of the source's types, the way the worker's apply
 runs it, which is PostgreSQL's own verdict on whether the assignment to the target type exists.
-EXPLAIN without ANALYZE executes nothing.  Then the data: each target constraint the schemas do not prove
-safe (`data.data_checks` chooses) is checked against the source's rows with one aggregate query, on a
-session of its own (`gather_data`).
+EXPLAIN without ANALYZE executes nothing.  The routed source tables' columns are also read the way the
+cutover's reverse preflight reads them (`connectors.pg.cutover_sql.writeback_columns`).  Then the data:
+each target constraint the schemas do not prove safe (`data.data_checks` chooses) is checked against the
+source's rows with one aggregate query, on a session of its own (`gather_data`).
 Must not: run SQL itself (connectors.pg.inspect and the other connector functions do), write
 anything to any database, or decide anything about what it found (the rules do).
 """
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 from connectors.pg import inspect, plan_data
 from connectors.pg.catalog import target_columns
 from connectors.pg.client import Connection
+from connectors.pg.cutover_sql import writeback_columns
 from connectors.pg.inspect import QueryFailure, TableFacts
 from connectors.pg.plan_data import DataCheck, DataViolations
 from connectors.pg.positions import slot_info
@@ -36,6 +38,7 @@ from splitter.ops.plan.data import data_checks
 from splitter.ops.plan.facts import ExprCheck, RouteColumn, SlotFacts, SourceFacts, TargetFacts, Unreachable
 from splitter.pipeline.config import Settings
 from splitter.topology.expressions import expression_columns
+from splitter.topology.inversion import SourceColumn
 from splitter.topology.model import Route, Topology
 from splitter.topology.sqlrender import TargetColumn
 
@@ -102,9 +105,11 @@ def gather_source(conn: Connection[Any], topology: Topology, *, slot: str, publi
     tables = inspect.tables(conn, schemas=schemas, detail=routed)
     relations: dict[tuple[str, str], RelationSchema] = {}
     results: dict[RouteColumn, ExprCheck] = {}
+    writeback: dict[tuple[str, str], list[SourceColumn]] = {}
     for key in routed:
         if key in tables:
             relations[key] = relation_schema(conn, *key)
+            writeback[key] = writeback_columns(conn, *key)
     for route in topology.routes():
         relation = relations.get((route.source_schema, route.source_table))
         if relation is not None:
@@ -113,7 +118,7 @@ def gather_source(conn: Connection[Any], topology: Topology, *, slot: str, publi
         wal_level=settings.wal_level, max_replication_slots=settings.max_replication_slots,
         replication_slots_used=settings.replication_slots_used, max_wal_senders=settings.max_wal_senders,
         wal_senders_used=settings.wal_senders_used, slot=slot_facts, role=role, publication=pub, tables=tables,
-        relations=relations, results=results)
+        relations=relations, results=results, writeback=writeback)
 
 
 def _apply_columns(conn: Connection[Any], route: Route, table: TableFacts) -> dict[str, TargetColumn]:

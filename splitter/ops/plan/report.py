@@ -1,8 +1,9 @@
 """`splitter plan`'s result and how it is shown: the routing table, the findings, text for people or JSON.
 
-Owns: `build_plan` (gather the facts, judge them, describe the routes), `PlanResult`,
+Owns: `build_plan` (gather the facts, judge them, describe the routes and the ownership), `PlanResult`,
 `describe_routes` (per route its key and each column's expression, source result type and target
-type), `render_text`, `render_json` and `run_plan`, whose exit status is 1 when any ERROR was found.
+type), `render_text` (routes, ownership and cutover order, findings), `render_json` and `run_plan`,
+whose exit status is 1 when any ERROR was found.
 Must not: read a database other than through `gather`, print a DSN unmasked (gathering masks
 them), or change what `run` will do: the plan describes it.
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from splitter.ops.plan.facts import ERROR, WARNING, Finding, SourceFacts, TargetFacts, Unreachable
 from splitter.ops.plan.gather import gather, gather_data
+from splitter.ops.plan.ownership import describe_ownership, render_ownership
 from splitter.ops.plan.rules import collect_findings, target_name
 from splitter.pipeline.config import Settings
 from splitter.topology.model import Topology
@@ -64,6 +66,8 @@ def describe_routes(topology: Topology, source: SourceFacts | Unreachable,
 class PlanResult:
     routes: list[dict[str, Any]]
     findings: list[Finding]
+    # splitter.ops.plan.ownership.describe_ownership: per source table who owns what; the cutover order.
+    ownership: dict[str, Any] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -81,7 +85,7 @@ def build_plan(settings: Settings) -> PlanResult:
     source, targets = gather(settings)
     findings = collect_findings(topology, source, targets, slot=settings.slot, publication=settings.publication,
                                 data=gather_data(settings, source, targets))
-    return PlanResult(describe_routes(topology, source, targets), findings)
+    return PlanResult(describe_routes(topology, source, targets), findings, describe_ownership(topology))
 
 
 def render_text(plan: PlanResult, out: TextIO) -> None:
@@ -98,6 +102,8 @@ def render_text(plan: PlanResult, out: TextIO) -> None:
         widths = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
         for name, expr, src_type, tgt_type in rows:
             print(f"    {name:<{widths[0]}}  ← {expr:<{widths[1]}}  {src_type:<{widths[2]}} → {tgt_type}", file=out)
+    if plan.ownership:
+        render_ownership(plan.ownership, out)
     print("\nFINDINGS", file=out)
     if not plan.findings:
         print("    none", file=out)
@@ -111,7 +117,8 @@ def render_text(plan: PlanResult, out: TextIO) -> None:
 
 
 def render_json(plan: PlanResult, out: TextIO) -> None:
-    json.dump({"routes": plan.routes, "findings": [f.as_dict() for f in plan.findings],
+    json.dump({"routes": plan.routes, "ownership": plan.ownership.get("tables", []),
+               "cutover_order": plan.ownership.get("order", []), "findings": [f.as_dict() for f in plan.findings],
                "errors": plan.errors, "warnings": plan.warnings}, out, indent=2, ensure_ascii=False)
     out.write("\n")
 

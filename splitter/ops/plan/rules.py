@@ -5,7 +5,8 @@ senders, the role's rights, primary keys and replica identity, the publication),
 service takes, each service database's preflight (the role's rights, table privileges), and each
 route's columns (missing tables and columns, expressions PostgreSQL refused, lossy conversions,
 NULLs into NOT NULL, unmapped columns, the key's unique index, uniqueness the source does not
-enforce), with the data rules' findings (`data`: rows the targets' constraints would refuse).
+enforce), with the data rules' findings (`data`: rows the targets' constraints would refuse) and the
+ownership rules' (`ownership`: what an owner's reverse stream could not write back).
 Each finding names service, table, column and the topology line.
 Must not: read a database or print: every rule is a function of the facts (unit-tested on facts
 written by hand in tests/unit/test_plan_rules.py).
@@ -32,6 +33,7 @@ from splitter.ops.plan.facts import (
     Unreachable,
     target_name,
 )
+from splitter.ops.plan.ownership import ownership_findings
 from splitter.topology.expressions import expression_columns, may_be_null, split_qualified
 from splitter.topology.model import Route, Topology
 from splitter.topology.sqlrender import check_route_against
@@ -64,6 +66,7 @@ def collect_findings(topology: Topology, source: SourceFacts | Unreachable,
     else:
         _source_preflight(out, topology, source, slot, publication)
         _unrouted(out, topology, source)
+        out.findings += ownership_findings(topology, source)
     for service in topology.services:
         target = targets.get(service.name)
         if isinstance(target, Unreachable):

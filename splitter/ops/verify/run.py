@@ -2,17 +2,20 @@
 
 Owns: `verify` (check the options, choose the routes, take the snapshots (consistently through
 `snapshot`, or as they are), compare each table's chunks, merge the rows of differing chunks, record
-progress, close every session) and `verify_quiesced`, and choosing the routes (`select_routes`).
+progress, close every session) and `verify_quiesced`, and choosing the routes (`select_routes`; the
+target-only columns of a service whose writes have moved are not compared: `ownership.moved_view`).
 Must not: import a database driver (the sessions are `connectors.pg.verify_source` / `verify_target`'s),
 format the report (`report` does), or write to the source.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from connectors.pg.state.cutover import completed_services, services_needing_reverse
 from connectors.pg.verify_source import SourceSession
 from connectors.pg.verify_sql import TablePlan
 from connectors.pg.verify_target import ProgressRecorder, TargetSession
@@ -23,6 +26,7 @@ from splitter.ops.verify.report import TableReport, VerifyReport
 from splitter.ops.verify.snapshot import consistent_snapshots
 from splitter.pipeline.config import Settings
 from splitter.topology.model import Route
+from splitter.topology.ownership import moved_view
 
 DEFAULT_CHUNK_ROWS = 10_000
 DEFAULT_SAMPLE = 10
@@ -63,6 +67,10 @@ def verify(settings: Settings, *, services: Sequence[str] | None = None, tables:
     if sample < 0:
         raise ConfigurationError(f"sample must not be negative, got {sample}")
     started = time.monotonic()
+    moved = (services_needing_reverse(settings.source_dsn, [s.name for s in settings.topology.services])
+             | completed_services(settings.source_dsn))
+    if moved:
+        settings = dataclasses.replace(settings, topology=moved_view(settings.topology, moved))
     routes = select_routes(settings, services, tables)
     by_service: dict[str, list[Route]] = {}
     for route in routes:

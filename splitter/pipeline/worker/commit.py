@@ -1,7 +1,8 @@
 """THE commit order of a worker: the one place that says what is durable when, and in which order.
 
 1. The target transaction: the batch's data, the checkpoint that covers it, the dead letters set aside,
-   the backfill chunks' progress and the hold report, committed at once by the sink or not at all.  The
+   the backfill chunks' progress, the hold report and the ownership moves at the checkpoint's position,
+   committed at once by the sink or not at all.  The
    checkpoint in the service database is the only truth about where to resume.
 2. The copy of those dead letters to the dead-letter topic, only after they are committed (the topic may
    miss a copy, never hold one the table lacks).
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from connectors.kafka.consumer import ChangeLogConsumer
 from connectors.pg.sink_values import ApplyMode, CommitExtras
 from connectors.pg.state.dead_letters import DeadLetter
+from connectors.pg.state.ownership_moves import StoredMove
 from connectors.pg.state.schema import Checkpoint
 from splitter.core.errors import DataRejectedError
 from splitter.pipeline.sink import ApplySession
@@ -47,28 +49,30 @@ class Committer:
         self._on_rejected = on_rejected  # stops the worker unless the service dead-letters rejected rows
 
     def commit(self, pending: Pending, checkpoint: Checkpoint, paused: tuple[int, int] | None,
-               letters: Sequence[DeadLetter], parts_pending: bool) -> list[DeadLetter] | None:
+               letters: Sequence[DeadLetter], parts_pending: bool,
+               moves: Sequence[StoredMove] = ()) -> list[DeadLetter] | None:
         """Commit `pending` (and the parts of a large transaction the sink holds, `parts_pending`) with
         `checkpoint`; the dead letters stored with it.  None when the database rejected a row after parts had
         gone: they went with the rollback, so the caller reads the transaction again, to apply it row by row.
-        `paused` = (requested LSN, held LSN) reports in the same transaction that the worker now holds.
+        `paused` = (requested LSN, held LSN) reports in the same transaction that the worker now holds;
+        `moves` are the ownership moves at the checkpoint's position, recorded with it.
         """
         sink = self._sink
         mode = self._modes.for_batch(pending.first_lsn)
         # 1. The target transaction.
         if self._modes.isolated(pending.first_lsn, pending.units):
-            stored = self._commit_isolated(pending, checkpoint, letters, mode)
+            stored = self._commit_isolated(pending, checkpoint, letters, mode, moves)
         else:
             try:
                 sink.apply(pending.batch.steps(), mode, f"applying changes up to offset {checkpoint.offset}")
-                sink.commit(checkpoint, CommitExtras(pending.transactions, paused, letters, pending.chunks),
+                sink.commit(checkpoint, CommitExtras(pending.transactions, paused, letters, pending.chunks, moves),
                             "committing")
                 stored = list(letters)
             except DataRejectedError as exc:
                 if parts_pending:
                     self._on_rejected(exc)
                     return None
-                refused = (self._commit_in_source_order(pending, checkpoint, paused, letters, mode)
+                refused = (self._commit_in_source_order(pending, checkpoint, paused, letters, mode, moves)
                            if order_sensitive(exc.sqlstate) else exc)
                 if refused is None:
                     stored = list(letters)
@@ -76,7 +80,7 @@ class Committer:
                     self._on_rejected(refused)
                     log.warning("service %s: batch rejected (SQLSTATE %s); applying it row by row", self._service,
                                 refused.sqlstate)
-                    stored = self._commit_isolated(pending, checkpoint, letters, mode)
+                    stored = self._commit_isolated(pending, checkpoint, letters, mode, moves)
         # 2. The dead-letter copy.
         if stored:
             self._stats.dead_lettered += len(stored)
@@ -86,7 +90,8 @@ class Committer:
         return stored
 
     def _commit_in_source_order(self, pending: Pending, checkpoint: Checkpoint, paused: tuple[int, int] | None,
-                                letters: Sequence[DeadLetter], mode: ApplyMode) -> DataRejectedError | None:
+                                letters: Sequence[DeadLetter], mode: ApplyMode,
+                                moves: Sequence[StoredMove]) -> DataRejectedError | None:
         """Apply the refused batch again one source transaction at a time and commit it as the batch would have
         been; None when committed, else the rejection of a row that no order makes valid (rolled back)."""
         sink = self._sink
@@ -102,18 +107,19 @@ class Committer:
             return DataRejectedError(f"service {self._service}: applying changes up to offset {checkpoint.offset} "
                                      f"failed: {rejected.message}", rejected.sqlstate)
         try:
-            sink.commit(checkpoint, CommitExtras(pending.transactions, paused, letters, pending.chunks), "committing")
+            sink.commit(checkpoint, CommitExtras(pending.transactions, paused, letters, pending.chunks, moves),
+                        "committing")
         except DataRejectedError as exc:  # a deferred constraint: the batch's final state is refused
             return exc
         return None
 
     def _commit_isolated(self, pending: Pending, checkpoint: Checkpoint, letters: Sequence[DeadLetter],
-                         mode: ApplyMode) -> list[DeadLetter]:
+                         mode: ApplyMode, moves: Sequence[StoredMove]) -> list[DeadLetter]:
         """Apply the batch row by row and commit it with the letters set aside.
 
         No hold report goes with a batch applied row by row (it never did: `paused` is not passed here).
         """
         stored = [*letters, *apply_each(self._sink, pending.units, self._modes.parked, mode, self._service)]
-        self._sink.commit(checkpoint, CommitExtras(pending.transactions, None, stored, pending.chunks),
+        self._sink.commit(checkpoint, CommitExtras(pending.transactions, None, stored, pending.chunks, moves),
                           "committing changes applied one by one")
         return stored

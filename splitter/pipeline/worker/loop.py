@@ -1,15 +1,12 @@
 """A service worker's read loop: reads the change log, keeps its service's tables, applies whole transactions.
 
-Owns: routing records by header before parsing them, reassembling source transactions (and dropping the
-incomplete copy of a transaction that capture re-sends after a crash), refusing one whose records do not
-add up (counted by `tally`, every table's), skipping records at or below the position already applied
-(so re-sends and replays change nothing), grouping complete transactions into one batch and deciding
-when to flush it, holds (stop before a requested LSN) and when to serve operator requests, the read
-position and rewinding it to the checkpoint the service database holds (the only truth about where to
-resume).  The other jobs are its siblings: `commit` (THE commit order), `parts`, `tally`, `window`,
-`requests`, `isolation`, `on_error`, `schema_policy`, `dead_letter_topic`, `log_guard` (is the log the one
-the checkpoint was taken in).  Must not: write SQL (the sink does), commit other than through `commit`, or
-commit part of a source transaction.
+Owns: routing records by header, reassembling source transactions (dropping the incomplete copy capture
+re-sends after a crash), refusing one whose records do not add up (`tally`), skipping records at or below
+the position applied (re-sends and replays change nothing), batching complete transactions and when to
+flush, holds, when to serve operator requests, the read position and rewinding it to the checkpoint the
+service database holds.  Its siblings do the other jobs (`splitter.pipeline.worker` lists them; `scopes`:
+ownership moves and echoes).  Must not: write SQL (the sink does), commit other than through `commit`,
+or commit part of a source transaction.
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ from splitter.pipeline.worker.isolation import ApplyModes
 from splitter.pipeline.worker.log_guard import LogGuard
 from splitter.pipeline.worker.parts import LargeTransactions
 from splitter.pipeline.worker.schema_policy import SchemaPolicy
+from splitter.pipeline.worker.scopes import Moves, WriteScopes
 from splitter.pipeline.worker.state import OpenTxn, Pending, WorkerStats
 from splitter.pipeline.worker.tally import Tally, refused, skip_and_recopy
 from splitter.pipeline.worker.window import BackfillWindow, read_watermark, reload_routes
@@ -107,6 +105,7 @@ class Worker:
         self._commit = Committer(name, sink, consumer, self._dlq, self._modes, self.stats, self._on_rejected)
         self._parts = LargeTransactions(name, sink, self._modes, self.settings.max_txn_changes, self._on_rejected)
         self._backfill = BackfillWindow(sink, self._schema)
+        self._scopes = WriteScopes(name, sink)
 
     def _stream(self, stop: threading.Event, sink: Sink, consumer: ChangeLogConsumer, cp: Checkpoint) -> None:
         self._bind(sink, consumer)
@@ -148,7 +147,7 @@ class Worker:
             for record in records:
                 headers = envelope.header_map(record.headers)
                 try:
-                    lsn = self._record_lsn(record, headers)
+                    lsn = envelope.header_lsn(headers, record.offset, self.settings.topic)
                 except MalformedMessageError as exc:
                     self._reject_record(record, exc)
                     continue
@@ -205,6 +204,7 @@ class Worker:
         self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
         self._applied_lsn = cp.commit_lsn
         self.stats.applied_lsn, self.stats.applied_offset = cp.commit_lsn, cp.offset
+        self._scopes.restore(self.settings.topology, self.routes, cp.commit_lsn)
         self._consumer.seek(cp.offset + 1 if cp.offset != FROM_BEGINNING else None)
 
     def _prepare_pause(self, pause_at: int) -> None:
@@ -220,7 +220,7 @@ class Worker:
         assert cp is not None
         self._rewind(cp)
 
-    def _flush(self, paused: tuple[int, int] | None = None) -> None:
+    def _flush(self, paused: tuple[int, int] | None = None, moves: Moves = ()) -> None:
         offset, lsn, ts_ms = self._position
         window = self._backfill.open
         if window is not None:
@@ -229,7 +229,7 @@ class Worker:
         started = time.monotonic()
         source_ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms else None
         checkpoint = Checkpoint(self.settings.topic, 0, offset, lsn, source_ts)
-        stored = self._commit.commit(self._pending, checkpoint, paused, self._letters, self._parts.pending)
+        stored = self._commit.commit(self._pending, checkpoint, paused, self._letters, self._parts.pending, moves)
         if stored is None:
             # The parts applied before went with the rollback: read it all again, row by row.
             self._reread_isolated(self._position[1])
@@ -283,14 +283,6 @@ class Worker:
         if self._open is None and self._tally.reading is None and not self._pending.transactions:
             self._position = (record.offset, self._position[1], self._position[2])
 
-    def _record_lsn(self, record: LogRecord, headers: dict[str, bytes]) -> int:
-        try:
-            return int(headers[envelope.LSN_HEADER])
-        except (KeyError, ValueError) as exc:
-            raise MalformedMessageError(
-                f"record at offset {record.offset} of {self.settings.topic!r} has no valid {envelope.LSN_HEADER} "
-                f"header: it was not written by splitter capture") from exc
-
     def _on_record(self, record: LogRecord, headers: dict[str, bytes], lsn: int) -> None:
         kind = headers.get(envelope.KIND_HEADER)
         if kind == envelope.KIND_ROW:
@@ -300,7 +292,7 @@ class Worker:
                 return
             if self._tally.count(record.offset, lsn, envelope.row_sequence(record.value)) and self._open is not None:
                 self._discard_open()  # capture sent the transaction again: this record begins the new copy
-            if table in self._tables:
+            if table in self._tables and not self._scopes.echoed(headers):
                 self._on_row(record, headers, table, lsn)
         elif kind == envelope.KIND_COMMIT:
             if lsn <= self._position[1]:
@@ -330,10 +322,21 @@ class Worker:
             if self._open is not None:
                 self._discard_open()
             self._tally.reset()  # no transaction goes on across a message outside transactions
+            if message.prefix == messages.OWNERSHIP:
+                self._on_ownership(record, message, lsn)
             self._position = (record.offset, lsn, message.ts_ms)
         else:
             raise MalformedMessageError(
                 f"record at offset {record.offset} of {self.settings.topic!r} has kind {kind!r}: not a splitter record")
+
+    def _on_ownership(self, record: LogRecord, message: envelope.ControlMessage, lsn: int) -> None:
+        """What came before commits under the old scopes, the moves with the checkpoint here, then new scopes."""
+        if moves := self._scopes.moves_at(message.content, record.offset, lsn, self.routes):
+            if self._pending.transactions:
+                self._flush()
+            self._position = (record.offset, lsn, message.ts_ms)
+            self._flush(moves=moves)
+            self._scopes.moved(moves, self.settings.topology, self.routes)
 
     def _on_watermark(self, record: LogRecord, message: envelope.ControlMessage, lsn: int) -> None:
         """A backfill watermark of this service (see `window`); a table it does not route reloads the topology."""
@@ -346,6 +349,7 @@ class Worker:
             self._tables = {f"{r.source_schema}.{r.source_table}".encode() for r in self.routes}
             self._schema.set_routes(self.routes)
             self._sink.set_routes(self.routes)
+            self._scopes.routes_changed(self.settings.topology, self.routes)
         self._backfill.on_mark(mark, record.offset, lsn, message.ts_ms, self._applied_lsn, self._pending)
 
     def _on_row(self, record: LogRecord, headers: dict[str, bytes], table: bytes, lsn: int) -> None:

@@ -29,7 +29,8 @@ from splitter.pipeline.config import Settings
 from splitter.pipeline.sink import BackfillSession
 from splitter.pipeline.worker.schema_policy import SchemaPolicy
 from splitter.pipeline.worker.state import Pending
-from splitter.topology.model import Route, Service, load_topology
+from splitter.topology.loading import load_topology
+from splitter.topology.model import Route, Service
 
 log = logging.getLogger(__name__)
 
