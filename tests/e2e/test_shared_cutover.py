@@ -18,6 +18,7 @@ import pytest
 from connectors.pg.fence import FENCE_SQLSTATE
 from splitter.core.exit_codes import ABORTED as EXIT_ABORTED
 from splitter.core.exit_codes import OK as EXIT_OK
+from splitter.core.exit_codes import REFUSED as EXIT_REFUSED
 from tests.conftest import KafkaServer
 from tests.harness import PipelineEnv, prepare
 
@@ -135,6 +136,7 @@ def test_shared_tables_move_service_by_service_with_rollback_and_retirement(
         eventually(lambda: one(user_db, "SELECT username, bio FROM users.users WHERE id = %s", (uid,)),
                    ("renamed-in-auth", "profile edited in bento"), env)
         assert "read copy" in refused(auth_db, "UPDATE auth.users SET updated_at = now() WHERE id = %s", (uid,))
+        assert "cannot change" in refused(auth_db, "UPDATE auth.users SET id = 'new-id' WHERE id = %s", (uid,))
         # A user signed up in auth_db: bento_social fills the profile from the reverse defaults.
         new = str(uuid.uuid4())
         run(auth_db, "INSERT INTO auth.users (id, username, password_hash, salt, role, status, created_at, "
@@ -250,6 +252,8 @@ def test_group_cutover_killed_at_every_step_finishes_or_aborts_and_never_leaves_
             writes_flow_to_the_source()
         for step in GROUP_POST_SWITCH:
             assert cut(env, "cutover", *group, crash_at=step) == 137
+            if step == "switching":  # not handed over yet: a rollback would leave it switched without the move
+                assert cut(env, "rollback", *group) == EXIT_REFUSED, env.logs()
             assert cut(env, "cutover", *group) == EXIT_OK, env.logs()  # the re-run finishes the switch
             assert {state(env, s) for s in group} == {("reverse_streaming", "service")}
             run(env.dsns["user_db"], "UPDATE users.users SET bio = %s WHERE id = %s", (f"{step} in user_db", uid))

@@ -1,12 +1,12 @@
 """`splitter complete`: make a cutover final, and retire what no service writes through the source any more.
 
 Owns: completing the members of a group (state `complete`: no rollback after it), deciding which source
-tables that retires (every service owning part of a table is complete: `ownership.retired_tables`) and
-what follows from it: a "retired" ownership move in the change log (every forward worker stops applying
-those tables), a permanent hold on the forward worker of every service all of whose tables are retired,
-dropping the reverse stream of every complete service that owns nothing still fed through the source,
-and lifting the fences on retired tables in every database; and saying when `bento_social` has no writer
-left.  Must not: apply rows or run SQL itself (connectors/ functions do).
+tables that retires (every service owning part of a table is complete: `ownership.retired_tables`) and what
+follows from it: every reverse stream it stops caught up first, a "retired" ownership move in the change log
+(every forward worker stops applying those tables), a permanent hold on the forward worker of every service
+all of whose tables are retired, dropping the reverse stream of every complete service that owns nothing
+still fed through the source, and lifting the fences on retired tables in every database; and saying when
+`bento_social` has no writer left. Must not: apply rows or run SQL itself (connectors/ functions do).
 
 Why a complete service may keep streaming: bento_social is the hub until the end.  After auth completes,
 user_db's copy of the login columns of users is still fed from bento_social, which auth's reverse stream
@@ -23,6 +23,7 @@ from connectors.pg.positions import current_wal_lsn
 from connectors.pg.state import cutover as st
 from connectors.pg.state.control import request_hold
 from splitter.core import exit_codes
+from splitter.core.errors import FatalError
 from splitter.core.lsn import lsn_to_str
 from splitter.ops.cutover.group import Group
 from splitter.ops.cutover.session import CutoverRefused, Options, Session
@@ -59,6 +60,15 @@ def complete(g: Group, confirm: Callable[[str], bool]) -> int:
                 + (f"; still fed through {topology.source_database}: {', '.join(kept)}" if kept else ""))
         if not g.lead.approved(plan, confirm):
             return exit_codes.OK
+        # Every reverse stream this stops must first have brought back what was written before: those writes
+        # reach the source, and the read copies fed from it, or never.
+        for service in sorted(_stopping(topology, before, after)):
+            with _session(g, service) as s:
+                try:
+                    s.caught_up(s.dst, s.src, s.names.service, "the reverse stream", s.reverse_position, "complete")
+                except FatalError as exc:
+                    raise CutoverRefused(f"service {service}: its reverse stream must catch up before it stops "
+                                         f"(is `splitter reverse` running?): {exc}") from exc
         with g.lead.src.transaction():
             for s in g.members:
                 if states[s.service] != st.COMPLETE:
@@ -146,6 +156,12 @@ def _session(g: Group, service: str) -> _Borrowed | Session:
 
 def _names(tables: Iterable[TableOwners]) -> set[str]:
     return {t.name for t in tables}
+
+
+def _stopping(topology: Topology, before: set[str], after: set[str]) -> set[str]:
+    """The services whose reverse stream runs now and stops once `after` are complete."""
+    running = {s for s in after if s not in before or reverse_still_needed(topology, s, before)}
+    return {s for s in running if not reverse_still_needed(topology, s, after)}
 
 
 def _tables_of(topology: Topology, services: Iterable[str]) -> list[TableOwners]:

@@ -83,13 +83,14 @@ def service_fence(topology: Topology, service: str) -> list[FenceSpec]:
 def read_copy_fence(topology: Topology, service: str) -> list[FenceSpec]:
     """The read-copy fence of `service`'s target tables after its switch: updates of the columns another
     service owns and, when another service owns the rows, inserts and deletes (the forward stream keeps
-    writing them; a write there would be overwritten or would diverge from the source)."""
+    writing them; a write there would be overwritten or would diverge from the source); and, for the
+    row owner of a table another service owns columns of, updates of its key."""
     svc = topology.service(service)
     specs = []
     for route in topology.routes_for(svc):
         read_copy = read_copy_columns(topology, route)
         rows = not owns_rows(topology, route)
-        if not read_copy and not rows:
+        if not read_copy and not rows and not set(route_owners(topology, route).owners) - {service}:
             continue
         columns = tuple(c for c in route.table.columns if c in read_copy)
         owners = route_owners(topology, route)
@@ -100,7 +101,16 @@ def read_copy_fence(topology: Topology, service: str) -> list[FenceSpec]:
         owning.discard(service)
         named = [s for s in owners.services if s in owning]
         whole = rows and len(columns) == len(route.table.columns)
-        message = read_copy_message(route.target_table, svc.database, columns, rows, whole, named)
+        message = read_copy_message(route.target_table, svc.database, columns, rows, whole, named) if (
+            columns or rows) else ""
+        if not rows and set(owners.owners) - {service}:
+            # The row owner's key update would reach the source as a delete and an insert, which drops what
+            # the other services own of that row: the key of a shared table does not change.
+            key = tuple(k for k in route.table.key if k not in columns)
+            columns += key
+            message = "; ".join(filter(None, [message, (
+                f"the key ({', '.join(key)}) of {route.target_table} in {svc.database} cannot change: other "
+                f"services own parts of its rows (insert a new row and delete the old one instead)")]))
         specs.append(FenceSpec(route.target_schema, route.target_table, message, service, columns, rows))
     return specs
 

@@ -246,7 +246,7 @@ def _finish_switch(g: Group) -> None:
     if g.shared:
         # Every change read before the move was applied whole; from the move on only what the member does
         # not own is.  Its database takes writes once its worker has passed the move.
-        g.forward_caught_up("moved", g.shared)
+        g.forward_caught_up("moved", g.shared, at_least=30.0)
     for s in g.members:
         with s.dst.transaction():
             fence.unfence_tables(s.dst, s.target_tables, s.service)  # the handover fence, or a rollback's

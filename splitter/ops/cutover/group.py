@@ -26,7 +26,7 @@ from splitter.ops.cutover.session import HOLD_BY, CutoverRefused, Options, Sessi
 from splitter.ops.verify.run import verify  # imported up front: not while writes are fenced
 from splitter.pipeline.config import Settings
 from splitter.pipeline.worker.moves import Move, encode_moves
-from splitter.topology.ownership import owned_view, owns_rows, shares_data
+from splitter.topology.ownership import owned_view, owns_rows, retired_tables, shares_data
 
 
 class Group:
@@ -137,11 +137,14 @@ class Group:
 
     # -- streams ----------------------------------------------------------------------------------------
 
-    def forward_caught_up(self, step: str, members: Sequence[Session] | None = None) -> tuple[int, float]:
+    def forward_caught_up(self, step: str, members: Sequence[Session] | None = None,
+                          at_least: float = 0.0) -> tuple[int, float]:
         """Marker M in the source; returns (M, seconds) once every member's forward worker applied all before M.
 
         Like `Session.caught_up`, for several workers at once: each is asked to hold at M, then a second
         (transactional) message flushes WAL so each reads a record past M at once; the holds are released.
+        Each waits until the command's deadline, or `at_least` seconds (past the switch, where a re-run
+        finishes, a spent deadline must not fail a step that only waits).
         """
         chosen = list(self.members if members is None else members)
         lead = self.lead
@@ -154,16 +157,21 @@ class Group:
                       transactional=True)
             for member in chosen:
                 member.wait_for(f"the worker of service {member.service}", member.forward_position, marker - 1,
-                                max(0.0, member.remaining()))
+                                max(at_least, member.remaining()))
         finally:
             for member in chosen:
                 member.release(member.dst, member.service)
         return marker, time.monotonic() - started
 
-    def announce_moves(self, home: str, members: Sequence[Session] | None = None) -> int:
+    def announce_moves(self, home: str, members: Sequence[Session] | None = None) -> int | None:
         """Write into the change log that the members' writes now live at `home` (see `worker.moves`)."""
         chosen = self.members if members is None else members
-        moves = [Move(m.service, f"{r.source_schema}.{r.source_table}", home) for m in chosen for r in m.routes]
+        complete = {s for s, (state, _) in st.read_states(self.lead.src).items() if state == st.COMPLETE}
+        retired = {t.table for t in retired_tables(self.settings.topology, complete)}  # final: never moved again
+        moves = [Move(m.service, f"{r.source_schema}.{r.source_table}", home) for m in chosen for r in m.routes
+                 if (r.source_schema, r.source_table) not in retired]
+        if not moves:
+            return None
         return emit_message(self.lead.src, messages.OWNERSHIP, encode_moves(moves), False)
 
     def announce_retired(self, tables: Sequence[str]) -> int:

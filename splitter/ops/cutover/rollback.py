@@ -41,6 +41,11 @@ def rollback(g: Group, confirm: Callable[[str], bool]) -> int:
             return exit_codes.INCOMPLETE
         g.out(f"{g.label}: already rolled back")
         return exit_codes.OK
+    if state == st.SWITCHING:
+        # Its hand-over (the ownership move, the read-copy fence) is not done yet; aborting a rollback from
+        # here would leave it switched without it.
+        raise CutoverRefused(f"{g.label}: the cutover has not finished its switch; run `splitter cutover` for "
+                             f"it to finish, then roll back")
     if state not in st.FORWARD_POST_SWITCH and state != st.RB_SWITCHING:
         raise CutoverRefused(f"{g.label}: nothing to roll back (state {state})")
     if state in st.FORWARD_POST_SWITCH:

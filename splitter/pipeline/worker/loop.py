@@ -204,7 +204,9 @@ class Worker:
         self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
         self._applied_lsn = cp.commit_lsn
         self.stats.applied_lsn, self.stats.applied_offset = cp.commit_lsn, cp.offset
-        self._scopes.restore(self.settings.topology, self.routes, cp.commit_lsn)
+        # A replay applies what it reads again under the scopes of the position it was asked at: from before a
+        # move it would otherwise write what the service owns now, and nothing later would mend it.
+        self._scopes.restore(self.settings.topology, self.routes, max(cp.commit_lsn, self._modes.replay_until))
         self._consumer.seek(cp.offset + 1 if cp.offset != FROM_BEGINNING else None)
 
     def _prepare_pause(self, pause_at: int) -> None:
@@ -324,6 +326,8 @@ class Worker:
             self._tally.reset()  # no transaction goes on across a message outside transactions
             if message.prefix == messages.OWNERSHIP:
                 self._on_ownership(record, message, lsn)
+                if self._rewound:
+                    return  # the flush before it read the batch again from the checkpoint
             self._position = (record.offset, lsn, message.ts_ms)
         else:
             raise MalformedMessageError(
@@ -331,9 +335,13 @@ class Worker:
 
     def _on_ownership(self, record: LogRecord, message: envelope.ControlMessage, lsn: int) -> None:
         """What came before commits under the old scopes, the moves with the checkpoint here, then new scopes."""
+        if lsn <= self._modes.replay_until:
+            return  # a replay keeps the scopes the worker had when it was asked for (see `_rewind`)
         if moves := self._scopes.moves_at(message.content, record.offset, lsn, self.routes):
             if self._pending.transactions:
                 self._flush()
+                if self._rewound:
+                    return
             self._position = (record.offset, lsn, message.ts_ms)
             self._flush(moves=moves)
             self._scopes.moved(moves, self.settings.topology, self.routes)

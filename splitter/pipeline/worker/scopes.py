@@ -70,6 +70,8 @@ class WriteScopes:
     def moved(self, moves: Sequence[StoredMove], topology: Topology, routes: Sequence[Route]) -> None:
         """`moves` are committed: write within their scopes from now on."""
         for m in moves:
+            if self._homes.get(m.table) == "retired":
+                continue  # retirement is final: a later move of the table's other owners does not revive it
             self._homes[m.table] = m.home
             log.info("service %s: the writes of %s %s (ownership move at %X)", self._service, m.table,
                      _WHERE[m.home], m.lsn)
