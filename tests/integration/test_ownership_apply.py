@@ -201,11 +201,18 @@ def test_a_retired_table_is_no_longer_applied(
         assert _recorded(stack.dsn("user")) == [("user", "public.followers", "", "retired")]
 
     followers_as_retired()
-    # A replay from before the move applies followers again up to the message, which it records again (a no-op).
+    # A replay from before the move keeps the scopes the worker had when asked: followers stays retired (the
+    # row removed here is not written again), and the move is not recorded twice.
     with psycopg.connect(stack.dsn("user"), autocommit=True) as conn:
         conn.execute("DELETE FROM users.followers WHERE follower_id = %s AND following_id = %s", early)
     first = min(offset for offset, headers, _, _ in read_topic(stack.settings.kafka_bootstrap, stack.settings.topic)
                 if headers.get(envelope.TABLE_HEADER) == b"public.followers")
     submit(stack.settings, plan_replay(stack.settings, "user", from_offset=first))
+    _update(stack, edited, "after_the_replay", "2031-01-02 00:00:00")
     stack.wait_caught_up(["user"], pipeline=pipeline)
-    followers_as_retired()
+    with psycopg.connect(stack.dsn("user"), autocommit=True) as conn:
+        assert conn.execute(pair, early).fetchone() is None
+        assert conn.execute(pair, existing).fetchone() is not None
+        assert conn.execute(pair, new).fetchone() is None
+    assert _user(stack, edited) == _source(stack, edited, USER_COLUMNS)
+    assert _recorded(stack.dsn("user")) == [("user", "public.followers", "", "retired")]
