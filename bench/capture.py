@@ -73,7 +73,7 @@ def run(settings: Settings, rows: int, profile_dir: Path | None) -> dict[str, An
     recv_s = time.monotonic() - started
 
     cap_settings = dataclasses.replace(settings, slot=SPLITTER_SLOT, topic=TOPIC, status_interval=0.05)
-    ensure_topic(settings.kafka_bootstrap, TOPIC)
+    ensure_topic(settings.kafka_bootstrap, TOPIC, settings=settings.kafka_config.topic)
     capture = Capture(cap_settings)
     stop = threading.Event()
     errors: list[BaseException] = []

@@ -27,6 +27,8 @@ from devtools import datagen, fixtures
 from devtools.embedded.kafka import EmbeddedKafka
 from devtools.embedded.postgres import EmbeddedPostgres
 from devtools.progress import Progress, positions
+from splitter.cli.options import metrics_argv
+from splitter.observe.http import DEFAULT_METRICS_HOST
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.daemon import Supervisor, child_argv
 
@@ -78,7 +80,9 @@ def prepare(pg: EmbeddedPostgres, broker: EmbeddedKafka, scale: int) -> tuple[Se
 
 
 def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: float | None,
-             log_level: str = "INFO", migrate: bool = False) -> int:
+             log_level: str = "INFO", migrate: bool = False, metrics_port: int | None = None,
+             metrics_host: str = DEFAULT_METRICS_HOST) -> int:
+    """With `metrics_port` P, capture serves /metrics on P and worker i on P+i (as `splitter run` does)."""
     from devtools.workload.driver import Workload
 
     keep = data_dir is not None
@@ -93,15 +97,18 @@ def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: 
 
         with EmbeddedPostgres(root / "pg") as pg, EmbeddedKafka(log_path=root / "broker.log") as broker:
             settings, env = prepare(pg, broker, scale)
-            code = run_migration(settings, env, root, phase=duration, rate=rate, log_level=log_level, stop=stop)
+            code = run_migration(settings, env, root, phase=duration, rate=rate, log_level=log_level, stop=stop,
+                                 metrics=metrics_argv(metrics_port, metrics_host, 0))
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
         return code
     with EmbeddedPostgres(root / "pg") as pg, EmbeddedKafka(log_path=root / "broker.log") as broker:
         settings, env = prepare(pg, broker, scale)
-        children = [("capture", child_argv([], ["capture", "--log-level", log_level]))]
-        children += [(f"worker[{s.name}]", child_argv([], ["worker", "--service", s.name, "--log-level", log_level]))
-                     for s in settings.topology.services]
+        children = [("capture", child_argv([], ["capture", "--log-level", log_level,
+                                                *metrics_argv(metrics_port, metrics_host, 0)]))]
+        children += [(f"worker[{s.name}]", child_argv([], ["worker", "--service", s.name, "--log-level", log_level,
+                                                           *metrics_argv(metrics_port, metrics_host, i)]))
+                     for i, s in enumerate(settings.topology.services, start=1)]
         log_path = root / "splitter.log"
         with open(log_path, "ab") as log_file:
             supervisor = Supervisor(children, env=env, output=log_file)

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,9 @@ def _splitter(env: dict[str, str], log: Path, *args: str, timeout: float = 600) 
 
 class Migration:
     def __init__(self, settings: Settings, env: dict[str, str], root: Path, phase: float, rate: float,
-                 log_level: str, stop: threading.Event) -> None:
+                 log_level: str, stop: threading.Event, metrics: Sequence[str] = ()) -> None:
         self.settings, self.env, self.root = settings, env, root
+        self.metrics = list(metrics)
         self.phase, self.rate, self.log_level, self.stop = phase, rate, log_level, stop
         self.commands_log = root / "commands.log"
         self.steps: list[Step] = []
@@ -77,7 +79,8 @@ class Migration:
 
     def start_daemon(self) -> None:
         log = open(self.root / "splitter.log", "ab")  # noqa: SIM115 - owned by the child
-        self.daemon = subprocess.Popen([sys.executable, "-m", "splitter", "run", "--log-level", self.log_level],
+        self.daemon = subprocess.Popen([sys.executable, "-m", "splitter", "run", "--log-level", self.log_level,
+                                        *self.metrics],
                                        env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
         print(f"splitter run started (pid {self.daemon.pid}; log {self.root / 'splitter.log'})", flush=True)
@@ -212,9 +215,10 @@ class Migration:
 
 
 def run_migration(settings: Settings, env: dict[str, str], root: Path, *, phase: float | None, rate: float | None,
-                  log_level: str, stop: threading.Event) -> int:
+                  log_level: str, stop: threading.Event, metrics: Sequence[str] = ()) -> int:
+    """`metrics`: the `--metrics-port/--metrics-host` options `splitter run` gets (it spreads the ports)."""
     migration = Migration(settings, env, root, phase if phase is not None else DEFAULT_PHASE,
-                          rate if rate is not None else DEFAULT_RATE, log_level, stop)
+                          rate if rate is not None else DEFAULT_RATE, log_level, stop, metrics)
     try:
         return migration.run()
     finally:

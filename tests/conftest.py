@@ -24,6 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 from devtools.embedded.kafka import EmbeddedKafka
 from devtools.embedded.postgres import EmbeddedPostgres
+from tests import roles
 
 #: Logical names of the databases one test gets: the source and the seven service databases.
 SOURCE_DB = "bento_social"
@@ -193,9 +194,21 @@ def _drop_subscriptions(dsn: str) -> None:
             conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
 
 
+@pytest.fixture(scope="session")
+def splitter_role(pg_server: PgServer) -> str:
+    """splitter's own role on the session's server (roles are cluster-wide; each test's databases get their
+    grants from `tests.roles.as_role`), as the shipped script creates it."""
+    roles.create_role(pg_server.dsn())
+    return roles.ROLE
+
+
 @pytest.fixture
-def make_databases(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[Callable[..., dict[str, str]]]:
+def make_databases(pg_server: PgServer, splitter_role: str,
+                   request: pytest.FixtureRequest) -> Iterator[Callable[..., dict[str, str]]]:
     """Factory: `make_databases(prefix, names=ALL_DBS) -> {logical name: DSN}` of new, empty databases.
+
+    The DSNs are the superuser's, for fixture setup; `tests.roles.as_role` grants a topology to splitter's
+    role and gives the DSNs splitter runs with.
 
     Each call creates uniquely named databases (`<prefix>_<random>_<logical name>`) for this test, e.g.
     `dbs["bento_social"]`, `dbs["post_db"]`; the real name is the DSN's dbname. All are dropped when the

@@ -21,10 +21,11 @@ from typing import Any
 import psycopg
 
 from devtools import datagen, fixtures
+from splitter.core.dsn import dsn_database
 from splitter.core.lsn import str_to_lsn
 from splitter.pipeline.config import Settings, build_settings
 from splitter.topology.loading import load_topology
-from tests import expected
+from tests import expected, roles
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = ROOT / "topology.py"
@@ -40,27 +41,39 @@ class PipelineEnv:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     log_dir: Path | None = None
     topology: Path = TOPOLOGY
+    #: Databases on a test's own server (no splitter role there): splitter gets the superuser's DSN.
+    own_server_databases: set[str] = field(default_factory=set)
+    _granted: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def source(self) -> str:
         return self.dsns["bento_social"]
 
     def settings(self, **tuning: Any) -> Settings:
+        """What splitter runs with: the role's DSNs, after granting it the current topology."""
         topology = load_topology(self.topology)
-        return build_settings(
+        admin = build_settings(
             topology_path=str(self.topology), source_dsn=self.source, kafka=self.kafka,
             target_dsns={s.name: self.dsns[s.database] for s in topology.services},
             topic=self.topic, slot=self.slot, publication=self.publication, env={}, **tuning)
+        # Granted once per topology and databases: a test may stop a server its settings point at.
+        key = (str(self.topology), repr(sorted(self.dsns.items())))
+        keep = {dsn_database(self.dsns[d]) or d for d in self.own_server_databases}
+        settings = roles.as_role(admin, keep=keep, granted=key in self._granted)
+        self._granted.add(key)
+        return settings
 
     def env(self) -> dict[str, str]:
+        """The environment of splitter's child processes: the same settings as `settings()`."""
         env = dict(os.environ)
-        topology = load_topology(self.topology)
+        settings = self.settings()
         env.update({
-            "SPLITTER_TOPOLOGY": str(self.topology), "SPLITTER_SOURCE_DSN": self.source, "SPLITTER_KAFKA": self.kafka,
-            "SPLITTER_TOPIC": self.topic, "SPLITTER_SLOT": self.slot, "SPLITTER_PUBLICATION": self.publication,
+            "SPLITTER_TOPOLOGY": str(self.topology), "SPLITTER_SOURCE_DSN": settings.source_dsn,
+            "SPLITTER_KAFKA": self.kafka, "SPLITTER_TOPIC": self.topic, "SPLITTER_SLOT": self.slot,
+            "SPLITTER_PUBLICATION": self.publication,
         })
-        for s in topology.services:
-            env[f"SPLITTER_TARGET_DSN_{s.name.upper()}"] = self.dsns[s.database]
+        for name, dsn in settings.target_dsns.items():
+            env[f"SPLITTER_TARGET_DSN_{name.upper()}"] = dsn
         return env
 
     def service_dsn(self, service: str) -> str:

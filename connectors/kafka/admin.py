@@ -1,49 +1,63 @@
-"""The change-log topic: creating it, refusing one whose shape breaks the log's order, and telling it apart.
+"""The change-log topic: creating it durable, refusing one whose shape breaks the log's order, telling it apart.
 
 Owns: `ensure_topic` (the topic is created with one partition by default, so an offset is one point in
-the source's history; the worker's dead-letter topics are created the same way), `TopicProbe` (the
-topic's id, which Kafka gives a topic when it is created: a topic deleted and created again, or created
-again by a broker that restarted empty, has a new one) and the admin clients they use.  Must not: produce
-or read records (`producer`, `consumer`), interpret them, or decide what a changed id means.
+the source's history, and with the replication factor and topic configs of `TopicSettings`; the worker's
+dead-letter topics are created the same way), `topic_durability` (what an existing topic's replication and
+configs are, for `splitter plan` and capture's start-up warning), `TopicProbe` (the topic's id, which Kafka
+gives a topic when it is created: a topic deleted and created again, or created again by a broker that
+restarted empty, has a new one) and the admin clients they use.  Must not: produce or read records
+(`producer`, `consumer`), interpret them, or decide what a changed id or a weak durability means.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
+from connectors.kafka.clients import client_config, new_client
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError
+from splitter.core.kafka_config import TopicDurability, TopicSettings, mask_secret_values
 
 #: Kafka's id of a topic, base64 as clients print it; "" from a broker that gives topics no id.
 TopicId = str
 
-
-def _admin(bootstrap: str, extra: dict[str, Any] | None = None) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, **(extra or {})})
+_AUTHORIZATION = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED)
 
 
-def ensure_topic(bootstrap: str, topic: str, *, partitions: int = 1, replication: int = 1,
-                 timeout: float = 30.0, on_unreachable: Callable[[str], None] | None = None) -> None:
-    """Create `topic` if it does not exist; refuse one whose partition count breaks the log's order.
+def _admin(bootstrap: str, config: Mapping[str, Any] | None = None) -> AdminClient:
+    return new_client(AdminClient, client_config(bootstrap, {"socket.timeout.ms": 10000}, config), "admin client",
+                      config)
 
-    `on_unreachable(message)` is told each time the broker does not answer (before the retry).
-    """
-    admin = _admin(bootstrap)
-    deadline = time.monotonic() + timeout
+
+def _list_topics(admin: AdminClient, bootstrap: str, config: Mapping[str, Any] | None, deadline: float,
+                 on_unreachable: Callable[[str], None] | None) -> Any:
     while True:
         try:
-            metadata = admin.list_topics(timeout=min(10.0, timeout))
-            break
+            return admin.list_topics(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
         except KafkaException as exc:
+            text = mask_secret_values(str(exc), config or {})
             if on_unreachable is not None:
-                on_unreachable(f"Kafka at {bootstrap} does not answer: {exc}")
+                on_unreachable(f"Kafka at {bootstrap} does not answer: {text}")
             if time.monotonic() > deadline:
-                raise RetryableError(f"Kafka at {bootstrap} is unreachable: {exc}") from exc
+                raise RetryableError(f"Kafka at {bootstrap} is unreachable: {text}") from exc
             time.sleep(1)
+
+
+def ensure_topic(bootstrap: str, topic: str, *, partitions: int = 1, settings: TopicSettings | None = None,
+                 config: Mapping[str, Any] | None = None, timeout: float = 30.0,
+                 on_unreachable: Callable[[str], None] | None = None) -> None:
+    """Create `topic` if it does not exist; refuse one whose partition count breaks the log's order.
+
+    `config` is the operator's admin-client properties; `on_unreachable(message)` is told each time the
+    broker does not answer (before the retry).
+    """
+    admin = _admin(bootstrap, config)
+    deadline = time.monotonic() + timeout
+    metadata = _list_topics(admin, bootstrap, config, deadline, on_unreachable)
     existing = metadata.topics.get(topic)
     if existing is not None and existing.error is None:
         if len(existing.partitions) != partitions:
@@ -51,13 +65,22 @@ def ensure_topic(bootstrap: str, topic: str, *, partitions: int = 1, replication
                 f"topic {topic!r} has {len(existing.partitions)} partitions; splitter's change log needs exactly "
                 f"{partitions} (one ordered history of the source)")
         return
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)])
+    replication, configs = (settings or TopicSettings()).resolve(len(metadata.brokers))
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication,
+                                            config=configs)])
     try:
         futures[topic].result(timeout=timeout)
     except KafkaException as exc:
         err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+        code = err.code() if isinstance(err, KafkaError) else None
+        if code == KafkaError.TOPIC_ALREADY_EXISTS:
             return
+        if code in (*_AUTHORIZATION, KafkaError.POLICY_VIOLATION, KafkaError.INVALID_CONFIG,
+                    KafkaError.INVALID_REPLICATION_FACTOR):
+            raise ConfigurationError(
+                f"Kafka at {bootstrap} refused to create topic {topic!r} (replication factor {replication}, "
+                f"{', '.join(f'{k}={v}' for k, v in configs.items())}): {exc}; change SPLITTER_KAFKA_TOPIC_* or "
+                f"let the principal create topics (CREATE on the cluster or the topic)") from exc
         raise RetryableError(f"cannot create topic {topic!r} on {bootstrap}: {exc}") from exc
     # Metadata propagates asynchronously; wait until the partition has a leader.
     while time.monotonic() < deadline:
@@ -68,13 +91,47 @@ def ensure_topic(bootstrap: str, topic: str, *, partitions: int = 1, replication
     raise RetryableError(f"topic {topic!r} was created but has no leader after {timeout:.0f}s")
 
 
+def cluster_brokers(bootstrap: str, config: Mapping[str, Any] | None = None, timeout: float = 10.0) -> int:
+    """How many brokers the cluster has.  Raises RetryableError if Kafka does not answer."""
+    admin = _admin(bootstrap, config)
+    return len(_list_topics(admin, bootstrap, config, time.monotonic() + timeout, None).brokers)
+
+
+def topic_durability(bootstrap: str, topic: str, config: Mapping[str, Any] | None = None,
+                     timeout: float = 10.0) -> TopicDurability | None:
+    """How `topic` is replicated and kept, or None if it does not exist.  Raises RetryableError if Kafka
+    does not answer."""
+    admin = _admin(bootstrap, config)
+    metadata = _list_topics(admin, bootstrap, config, time.monotonic() + timeout, None)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        return None
+    # Distinct brokers: a broker that lists one replica several times keeps one copy.
+    replication = min(len(set(p.replicas)) for p in found.partitions.values())
+    wanted = ("min.insync.replicas", "retention.ms", "max.message.bytes")
+    try:
+        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
+        entries = next(iter(described.values())).result(timeout=timeout)
+        values = {name: entries[name].value for name in wanted if name in entries}
+    except KafkaException as exc:
+        raise RetryableError(f"cannot describe the configs of topic {topic!r}: {exc}") from exc
+
+    def number(name: str) -> int | None:
+        raw = values.get(name)
+        return int(raw) if raw not in (None, "") else None
+
+    return TopicDurability(brokers=len(metadata.brokers), replication_factor=replication,
+                           min_insync_replicas=number("min.insync.replicas"), retention_ms=number("retention.ms"),
+                           max_message_bytes=number("max.message.bytes"))
+
+
 class TopicProbe:
     """Asks the broker for one topic's id, on one admin client kept for repeated asks."""
 
-    def __init__(self, bootstrap: str, topic: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self._admin = _admin(bootstrap, extra)
+        self._admin = _admin(bootstrap, config)
 
     def topic_id(self, timeout: float = 5.0) -> TopicId | None:
         """The topic's id; None if the broker says there is no such topic; "" if it gives topics no id.
@@ -89,7 +146,7 @@ class TopicProbe:
             code = err.code() if isinstance(err, KafkaError) else None
             if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.UNKNOWN_TOPIC_ID, KafkaError._UNKNOWN_TOPIC):
                 return None
-            if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+            if code in _AUTHORIZATION:
                 raise FatalError(f"not allowed to describe topic {self.topic!r}: {exc}") from exc
             raise RetryableError(f"Kafka at {self.bootstrap} does not answer for topic {self.topic!r}: {exc}") from exc
         except TimeoutError as exc:  # the future's own timeout

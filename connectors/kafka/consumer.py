@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from connectors.kafka.clients import new_client
 from connectors.kafka.producer import MAX_RECORD_BYTES
 from splitter.core.errors import FatalError, RetryableError
 
@@ -62,7 +63,7 @@ class ChangeLogConsumer:
         config.update(extra or {})
         self.topic = topic
         self.partition = partition
-        self._consumer = Consumer(config)
+        self._consumer = new_client(Consumer, config, "change-log consumer", extra)
         self._sought: int | None = None
 
     def seek(self, next_offset: int | None) -> None:

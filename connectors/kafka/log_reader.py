@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from connectors.kafka.clients import client_config, new_client
 from splitter.core import envelope
 from splitter.core.errors import RetryableError
 
@@ -33,16 +35,16 @@ class LogPoint:
 
 
 class LogReader:
-    def __init__(self, bootstrap: str, topic: str, partition: int = 0) -> None:
+    def __init__(self, bootstrap: str, topic: str, partition: int = 0,
+                 config: Mapping[str, Any] | None = None) -> None:
         self.topic = topic
         self.partition = partition
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
+        self._consumer = new_client(Consumer, client_config(bootstrap, {
             "group.id": f"splitter-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
-        })
+        }, config), "change-log reader", config)
 
     def close(self) -> None:
         self._consumer.close()

@@ -3,9 +3,10 @@
 Owns: the producer's configuration (idempotent, acks=all, records up to `MAX_RECORD_BYTES`, never
 creating a topic by producing to it), the count of what Kafka has acknowledged, in production order, so
 capture knows what is durable, what the client last said about the broker (`client_error`, from its
-error callback), and turning every client failure into a `RetryableError` or `FatalError` by its error
-code.  Must not: create topics (`admin`), read the log (`consumer`), interpret records, or decide that
-the broker is gone (capture's broker watch does, from what is acknowledged).
+error callback), and the record a failure is about (`delivery_errors` turns it and the client's error code
+into a `RetryableError` or a `FatalError` naming the row and the setting to change).  Must not: create
+topics (`admin`), read the log (`consumer`), interpret records, or decide that the broker is gone
+(capture's broker watch does, from what is acknowledged).
 """
 
 from __future__ import annotations
@@ -15,28 +16,14 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from connectors.kafka.clients import new_client
+from connectors.kafka.delivery_errors import FailedRecord, failure
 from splitter.core.errors import FatalError, RetryableError
 
 # Largest record the producer accepts: big TOASTed values travel whole.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 #: How long `produce` waits for room in a full local queue before giving up on this producer.
 QUEUE_FULL_SECONDS = 30.0
-
-#: Errors no retry or new producer can mend: the operator must change permissions, sizes or settings.
-#: Everything else (the broker down, restarted, or without this producer's state) is worth a new attempt.
-_NEVER_RECOVER = frozenset({
-    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_REQUIRED_ACKS,
-    KafkaError.POLICY_VIOLATION, KafkaError.UNSUPPORTED_VERSION, KafkaError._INVALID_ARG,
-})
-
-
-def classify(err: KafkaError, what: str) -> RetryableError | FatalError:
-    """The splitter error for a client error, by its code (never its text)."""
-    kind = FatalError if err.code() in _NEVER_RECOVER else RetryableError
-    return kind(f"{what}: {err.str()} ({err.name()})")
-
 
 def _error_of(exc: KafkaException) -> KafkaError | None:
     err = exc.args[0] if exc.args else None
@@ -70,9 +57,11 @@ class ChangeLogProducer:
         config["error_cb"] = self._on_client_error
         config.update(extra or {})
         self.topic = topic
-        self._producer = Producer(config)
+        self._producer = new_client(Producer, config, "change-log producer", extra)
         self.produced = 0
         self._error: KafkaError | None = None
+        self._failed: FailedRecord | None = None  # the record `_error` is about (none for the client's own errors)
+        self._config = config  # what failure messages quote (the producer's limit, sasl.username) and mask
         #: The client's last error report about the broker (transport failures, all brokers down) as (text,
         #: monotonic time), and when it last said no broker at all can be reached.  Capture's broker watch reads them.
         self.client_error: tuple[str, float] | None = None
@@ -80,7 +69,8 @@ class ChangeLogProducer:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None and self._error is None:
-            self._error = err
+            # Delivery reports carry no headers: the record's table is read back from its value.
+            self._error, self._failed = err, FailedRecord.of(msg.key(), msg.value(), None)
 
     def _on_client_error(self, err: KafkaError) -> None:
         now = time.monotonic()
@@ -122,8 +112,8 @@ class ChangeLogProducer:
                         f"the producer's queue for topic {self.topic!r} stayed full for {QUEUE_FULL_SECONDS:.0f}s: "
                         f"the broker does not acknowledge records") from None
                 self.poll(0.1)
-            except KafkaException as exc:
-                raise self._failure(exc, "producing to") from exc
+            except KafkaException as exc:  # refused before it left (larger than the producer's message.max.bytes)
+                raise self._failure(exc, "producing to", FailedRecord.of(key, value, headers)) from exc
         self.produced += 1
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -144,13 +134,14 @@ class ChangeLogProducer:
 
     def raise_delivery_error(self) -> None:
         if self._error is not None:
-            raise classify(self._error, f"Kafka did not accept a change-log record of topic {self.topic!r}")
+            raise failure(self._error, self.topic, self._failed, self._config, "delivering to")
 
-    def _failure(self, exc: KafkaException, doing: str) -> RetryableError | FatalError:
+    def _failure(self, exc: KafkaException, doing: str,
+                 record: FailedRecord | None = None) -> RetryableError | FatalError:
         err = _error_of(exc)
         if err is None:
             return RetryableError(f"{doing} topic {self.topic!r} failed: {exc}")
-        return classify(err, f"{doing} topic {self.topic!r} failed")
+        return failure(err, self.topic, record, self._config, doing)
 
     @property
     def in_flight(self) -> int:

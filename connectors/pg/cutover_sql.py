@@ -9,10 +9,14 @@ service can be reversed (`splitter.topology.inversion` judges the facts) or when
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 from psycopg import sql
 
 from splitter.topology.inversion import SourceColumn
+
+log = logging.getLogger(__name__)
 
 
 def drop_slot(conn: psycopg.Connection, slot: str) -> None:
@@ -21,7 +25,15 @@ def drop_slot(conn: psycopg.Connection, slot: str) -> None:
 
 
 def drop_publication(conn: psycopg.Connection, publication: str) -> None:
-    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(publication)))
+    """Drop `publication`, unless the role does not own it (the grants script creates the reverse publications
+    as the tables' owner): without a slot it costs nothing, and the next cutover finds it complete."""
+    statement = sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(publication))
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege:
+        log.info("publication %s stays (role %s does not own it; it costs nothing without a slot): %s",
+                 publication, conn.info.user, statement.as_string(conn))
 
 
 def writeback_columns(conn: psycopg.Connection, schema: str, table: str) -> list[SourceColumn]:

@@ -39,6 +39,7 @@ so a write touching none of them goes through) and, when the rows are fenced, IN
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -48,7 +49,10 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from connectors.pg.state import SCHEMA, STATE_SCHEMA
+from connectors.pg.fence_drop import drop_through_function
+from connectors.pg.state import SCHEMA, STATE_SCHEMA, ensure_schema
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -149,7 +153,7 @@ def try_lock(conn: psycopg.Connection, service: str) -> bool:
 
 def ensure_function(conn: psycopg.Connection) -> None:
     """Create the schema and the trigger function (inside the caller's transaction)."""
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(SCHEMA))
+    ensure_schema(conn)
     conn.execute(_FUNCTION_DDL.format(schema=SCHEMA, function=sql.Identifier(FUNCTION_NAME),
                                       sqlstate=sql.Literal(FENCE_SQLSTATE)))
 
@@ -230,17 +234,28 @@ def sweep(conn: psycopg.Connection, tables: Sequence[tuple[str, str]], service: 
     """Drop `service`'s open (lifted) triggers of either kind, each in its own short transaction; best effort.
 
     lock_timeout bounds how long readers can queue behind the ACCESS EXCLUSIVE lock; a trigger that
-    cannot be dropped now stays open (harmless) and is swept next time.  True if none is left.
+    cannot be dropped now stays open (harmless) and is swept next time.  True if none is left to retry.
+    DROP TRIGGER needs the table's owner: a role with only TRIGGER on the table (splitter's own) drops
+    through the grants script's function (`connectors.pg.fence_drop`); without it the open trigger stays.
     """
     clean = True
     for found in _all_fences(conn, tables, service, None):
         if found.mode != OPEN:
             continue
+        name = trigger_name(service, found.kind)
+        drop = sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+            sql.Identifier(name), sql.Identifier(found.schema, found.table))
         try:
             with conn.transaction():
                 conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
-                conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                    sql.Identifier(trigger_name(service, found.kind)), sql.Identifier(found.schema, found.table)))
+                try:
+                    with conn.transaction():
+                        conn.execute(drop)
+                except psycopg.errors.InsufficientPrivilege:
+                    if not drop_through_function(conn, found.schema, found.table, name):
+                        log.info("lifted fence trigger of service %s on %s.%s stays (open, it stops nothing): "
+                                 "only the table's owner may drop it: %s", service, found.schema, found.table,
+                                 drop.as_string(conn))
         except psycopg.errors.LockNotAvailable:
             clean = False
     return clean

@@ -24,10 +24,11 @@ from splitter.core.lsn import str_to_lsn
 
 T = TypeVar("T")
 
-# One row even when the slot does not exist (the WAL position is always there).
+# One row even when the slot does not exist (the WAL position is always there).  invalidation_reason is
+# PostgreSQL 17's; read through to_jsonb it is NULL on the older servers that lack the column.
 _SLOT_SQL = """
 SELECT pg_current_wal_lsn()::text, s.slot_name, s.confirmed_flush_lsn::text, s.restart_lsn::text,
-       coalesce(s.active, false), s.wal_status, s.invalidation_reason, s.plugin, s.database
+       coalesce(s.active, false), s.wal_status, to_jsonb(s)->>'invalidation_reason', s.plugin, s.database
   FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = %s
 """
 

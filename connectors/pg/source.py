@@ -102,21 +102,35 @@ def drop_slot(conn: psycopg.Connection, slot: str) -> None:
 
 
 def ensure_publication(conn: psycopg.Connection, publication: str, tables: Iterable[tuple[str, str]]) -> None:
-    """Create the publication for `tables`, or add the ones it lacks (it never drops any)."""
+    """Create the publication for `tables`, or add the ones it lacks (it never drops any); one that has them
+    all is left alone, so a role that owns none of the tables (splitter's own) can run against it.
+
+    Raises ConfigurationError naming the statement for the tables' owner to run when the role may not
+    (SQLSTATE 42501: CREATE and ALTER PUBLICATION need ownership of every table named).
+    """
     wanted = list(tables)
     with conn.transaction():
         exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
         if not exists:
-            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                sql.Identifier(publication),
-                sql.SQL(", ").join(sql.Identifier(s, t) for s, t in wanted)))
+            _as_owner(conn, sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                sql.Identifier(publication), sql.SQL(", ").join(sql.Identifier(s, t) for s, t in wanted)))
             return
         have = set(conn.execute(
             "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (publication,)).fetchall())
         missing = [t for t in wanted if t not in have]
         if missing:
-            conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+            _as_owner(conn, sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
                 sql.Identifier(publication), sql.SQL(", ").join(sql.Identifier(s, t) for s, t in missing)))
+
+
+def _as_owner(conn: psycopg.Connection, statement: sql.Composed) -> None:
+    try:
+        conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigurationError(
+            f"role {conn.info.user} may not change publications here ({exc.sqlstate}: {exc.diag.message_primary}); "
+            f"run as the owner of the publication and its tables, in database {conn.info.dbname}: "
+            f"{statement.as_string(conn)} (`splitter grants` prints every statement the role needs)") from exc
 
 
 @dataclass(frozen=True)

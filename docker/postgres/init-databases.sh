@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Creates the source database bento_social and the seven service databases, and loads the schemas
-# splitter ships (devtools/sql/bento_social.sql, devtools/sql/targets/<database>.sql).
+# Creates the source database bento_social and the seven service databases, loads the schemas
+# splitter ships (devtools/sql/bento_social.sql, devtools/sql/targets/<database>.sql), and creates
+# splitter's own role with exactly the privileges it needs (deploy/postgres/splitter-role.sql, with
+# the password in $SPLITTER_DB_PASSWORD): splitter never runs as the superuser.
 #
 # Run by the postgres image on first start (mounted into /docker-entrypoint-initdb.d), where psql
 # reaches the server over its socket as $POSTGRES_USER.  Safe to run again by hand: a database that
 # exists is kept, a schema already loaded is not loaded twice.  It never writes rows (the source
-# gets its data from the application, or from `splitter demo` locally) and never creates splitter's
-# own state (the `splitter` schema is created by splitter itself).
+# gets its data from the application, or from `splitter demo` locally) and creates none of splitter's
+# own state but the empty `splitter` schema the role owns (splitter creates its tables there).
 set -euo pipefail
 
 SQL_DIR="${SPLITTER_SQL_DIR:-/splitter-sql}"
+ROLE_SCRIPT="${SPLITTER_ROLE_SCRIPT:-/splitter-deploy/splitter-role.sql}"
+: "${SPLITTER_DB_PASSWORD:?set SPLITTER_DB_PASSWORD, the password of the splitter database role}"
 SOURCE_DB=bento_social
 SERVICE_DBS=(auth_db user_db post_db topic_db comment_db notification_db interaction_db)
 
@@ -39,3 +43,8 @@ for db in "${SERVICE_DBS[@]}"; do
         echo "splitter: loaded the $db schema"
     fi
 done
+
+# splitter's role and its grants, after the schemas (it grants on their tables).  The script is
+# idempotent and reads the password from SPLITTER_DB_PASSWORD itself (no command line shows it).
+run_psql --dbname postgres -f "$ROLE_SCRIPT"
+echo "splitter: granted splitter's role what it needs"

@@ -1,8 +1,9 @@
 """The options every command shares, and how they become `Settings` (for this process and its children).
 
 Owns: the connection options (`common_options`), `settings_from(args)` (options and environment →
-Settings), `settings_env` (the environment that gives a child process the same settings: passwords go
-through the environment, never argv, where `ps` would show them), and argument types shared by commands.
+Settings, with the operator's Kafka client properties tried on each client kind), `settings_env` (the
+environment that gives a child process the same settings: passwords go through the environment, never
+argv, where `ps` would show them), and argument types shared by commands.
 Must not: run anything.
 """
 
@@ -15,8 +16,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from connectors.kafka.clients import check_client_configs
 from splitter.core.dsn import mask_secrets
 from splitter.core.errors import ConfigurationError
+from splitter.core.kafka_config import CLIENT_KINDS
+from splitter.observe.http import DEFAULT_METRICS_HOST
 from splitter.pipeline.config import Settings, build_settings
 
 
@@ -26,6 +30,10 @@ def common_options() -> argparse.ArgumentParser:
     g.add_argument("--topology", help="topology file (SPLITTER_TOPOLOGY, default ./topology.py)")
     g.add_argument("--source-dsn", help="source database DSN (SPLITTER_SOURCE_DSN)")
     g.add_argument("--kafka", help="Kafka bootstrap servers (SPLITTER_KAFKA)")
+    g.add_argument("--kafka-config", metavar="FILE",
+                   help="librdkafka client properties, name=value per line: security.protocol, sasl.*, ssl.*, "
+                        "producer./consumer./admin. prefixes for one client kind, topic.* for the change log "
+                        "(SPLITTER_KAFKA_CONFIG; SPLITTER_KAFKA_<PROPERTY> variables win over the file)")
     g.add_argument("--target-dsn", action="append", default=[], metavar="SERVICE=DSN",
                    help="a service database DSN (SPLITTER_TARGET_DSN_<SERVICE>; default: the source DSN with the "
                         "service's database name)")
@@ -37,7 +45,20 @@ def common_options() -> argparse.ArgumentParser:
     g.add_argument("--metrics-port", type=int, default=os.environ.get("SPLITTER_METRICS_PORT") or None,
                    help="serve /metrics and /healthz on this port (SPLITTER_METRICS_PORT; `run` gives capture this "
                         "port and worker i port+i)")
+    g.add_argument("--metrics-host", default=os.environ.get("SPLITTER_METRICS_HOST") or DEFAULT_METRICS_HOST,
+                   help="the address /metrics and /healthz listen on (SPLITTER_METRICS_HOST, default "
+                        f"{DEFAULT_METRICS_HOST}: this machine only; 0.0.0.0 for every interface, as a container "
+                        "scraped over its network needs)")
     return p
+
+
+def metrics_argv(port: int | None, host: str, offset: int) -> list[str]:
+    """The options that give a child process its metrics endpoint: port + `offset` (if any port), on `host`.
+
+    In argv, not the environment: children of one parent need different ports (a port is no secret)."""
+    if port is None:
+        return []
+    return ["--metrics-port", str(port + offset), "--metrics-host", host]
 
 
 def settings_from(args: argparse.Namespace, **tuning: Any) -> Settings:
@@ -47,9 +68,12 @@ def settings_from(args: argparse.Namespace, **tuning: Any) -> Settings:
         if not sep or not service or not dsn:
             raise ConfigurationError(f"--target-dsn expects SERVICE=DSN, got {mask_secrets(item)!r}")
         targets[service] = dsn
-    return build_settings(topology_path=args.topology, source_dsn=args.source_dsn, kafka=args.kafka,
-                          target_dsns=targets, topic=args.topic, slot=args.slot, publication=args.publication,
-                          **tuning)
+    settings = build_settings(topology_path=args.topology, source_dsn=args.source_dsn, kafka=args.kafka,
+                              target_dsns=targets, topic=args.topic, slot=args.slot, publication=args.publication,
+                              kafka_config=args.kafka_config, **tuning)
+    # A property librdkafka refuses stops the command now, not when it first needs that client.
+    check_client_configs(settings.kafka_bootstrap, {kind: settings.kafka_client(kind) for kind in CLIENT_KINDS})
+    return settings
 
 
 def settings_env(settings: Settings, topology_path: str | None) -> dict[str, str]:
@@ -57,6 +81,8 @@ def settings_env(settings: Settings, topology_path: str | None) -> dict[str, str
     env = dict(os.environ)
     env["SPLITTER_SOURCE_DSN"] = settings.source_dsn
     env["SPLITTER_KAFKA"] = settings.kafka_bootstrap
+    if settings.kafka_config.path:
+        env["SPLITTER_KAFKA_CONFIG"] = os.path.abspath(settings.kafka_config.path)
     env["SPLITTER_TOPIC"] = settings.topic
     env["SPLITTER_SLOT"] = settings.slot
     env["SPLITTER_PUBLICATION"] = settings.publication
@@ -88,4 +114,4 @@ def confirmer(assume_yes: bool, question: str = "Proceed? [y/N] ") -> Callable[[
     return ask
 
 
-__all__ = ["common_options", "confirmer", "parse_duration", "settings_env", "settings_from"]
+__all__ = ["common_options", "confirmer", "metrics_argv", "parse_duration", "settings_env", "settings_from"]

@@ -46,7 +46,7 @@ from splitter.core.errors import (
 from splitter.observe.collectors import ComponentCollector, worker_histograms
 from splitter.observe.components import StoppedWatcher
 from splitter.observe.health import Health
-from splitter.observe.http import MetricsServer
+from splitter.observe.http import DEFAULT_METRICS_HOST, MetricsServer
 from splitter.observe.lag import SourceClock, caught_up_grace
 from splitter.observe.poller import Component, LogEndMode, Poller
 from splitter.pipeline.config import Settings
@@ -121,7 +121,7 @@ class ComponentMetrics:
     """Metrics, health and the poller of one capture or worker; `close()` (or `with`) stops them."""
 
     def __init__(self, settings: Settings, component: Component, *, service: str | None = None,
-                 port: int | None = None, host: str = "0.0.0.0", poll_interval: float = 1.0,
+                 port: int | None = None, host: str = DEFAULT_METRICS_HOST, poll_interval: float = 1.0,
                  health_max_age: float = 30.0, log_end: LogEndMode = "watermark") -> None:
         if component == "worker":
             if service is None:
@@ -238,7 +238,7 @@ class ComponentMetrics:
 
 
 def start_metrics(settings: Settings, component: Component, *, service: str | None = None, port: int | None = None,
-                  host: str = "0.0.0.0", poll_interval: float = 1.0, health_max_age: float = 30.0,
+                  host: str = DEFAULT_METRICS_HOST, poll_interval: float = 1.0, health_max_age: float = 30.0,
                   log_end: LogEndMode = "watermark") -> ComponentMetrics:
     """Start the metrics of one component; with `port` None nothing listens (errors are still counted).
 

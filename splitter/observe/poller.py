@@ -176,7 +176,7 @@ class Poller(threading.Thread):
         s = self.settings
         if self._consumer is None:
             self._consumer = ChangeLogConsumer(s.kafka_bootstrap, s.topic, f"{s.group_id(self.service)}.metrics",
-                                               extra=dict(s.kafka_extra))
+                                               extra=s.kafka_client("consumer"))
         if self._log_end_mode == "watermark":
             _low, high = self._consumer.watermarks(timeout=5.0)
             self.log_end_offset = high

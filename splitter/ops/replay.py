@@ -70,7 +70,7 @@ def plan_replay(settings: Settings, service: str, *, from_offset: int | None = N
     if cp is None:
         raise FatalError(f"service {service} has no checkpoint yet (its initial copy has not finished): nothing "
                          f"to replay")
-    with LogReader(settings.kafka_bootstrap, settings.topic) as reader:
+    with LogReader(settings.kafka_bootstrap, settings.topic, config=settings.kafka_client("consumer")) as reader:
         first = reader.earliest()
         if first is None:
             raise FatalError(f"topic {settings.topic!r} holds no records: nothing to replay")

@@ -57,7 +57,7 @@ class BrokerWatch:
     def __init__(self, settings: Settings, stats: _Stats) -> None:
         self._settings = settings
         self._stats = stats
-        self._probe = TopicProbe(settings.kafka_bootstrap, settings.topic)
+        self._probe = TopicProbe(settings.kafka_bootstrap, settings.topic, settings.kafka_client("admin"))
         self._topic_id: str | None = None  # the id at the first answer: the log capture streams into
         self._acked = -1
         self._acked_at = time.monotonic()  # when the acknowledged count last moved

@@ -128,8 +128,9 @@ class Capture:
     def _run_locked(self, stop: threading.Event) -> None:
         s = self.settings
         ensure_publication(self._catalog, s.publication, s.topology.source_tables())
-        ensure_topic(s.kafka_bootstrap, s.topic, on_unreachable=broker_watch.reporter(self.stats))
-        producer = ChangeLogProducer(s.kafka_bootstrap, s.topic, dict(s.kafka_extra))
+        ensure_topic(s.kafka_bootstrap, s.topic, settings=s.kafka_config.topic, config=s.kafka_client("admin"),
+                     on_unreachable=broker_watch.reporter(self.stats))
+        producer = ChangeLogProducer(s.kafka_bootstrap, s.topic, s.kafka_client("producer"))
         repl = ReplicationConnection(s.source_dsn)
         later: LaterCopies | None = None
         try:

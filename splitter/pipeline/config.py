@@ -2,8 +2,9 @@
 
 Owns: building one immutable `Settings` from command-line options and environment variables
 (`SPLITTER_SOURCE_DSN`, `SPLITTER_KAFKA`, `SPLITTER_TOPOLOGY`, `SPLITTER_TARGET_DSN_<SERVICE>`,
-`SPLITTER_TOPIC`, `SPLITTER_SLOT`, `SPLITTER_PUBLICATION`), with checks that name the setting that
-is wrong.  Settings are read when a command starts, never at import time.  Must not: connect
+`SPLITTER_TOPIC`, `SPLITTER_SLOT`, `SPLITTER_PUBLICATION`, and the Kafka client configuration that
+`splitter.core.kafka_config` reads), with checks that name the setting that is wrong.  Settings are read
+when a command starts, never at import time.  Must not: connect
 anywhere or print DSNs unmasked.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from splitter.core.dsn import dsn_database, mask_dsn, with_database
 from splitter.core.errors import ConfigurationError
+from splitter.core.kafka_config import ClientKind, KafkaClientConfig, build_kafka_config
 from splitter.topology.loading import load_topology
 from splitter.topology.model import Topology
 
@@ -41,7 +43,7 @@ class Settings:
     max_txn_changes: int = 10_000
     status_interval: float = 1.0
     metrics_port: int | None = None
-    kafka_extra: Mapping[str, str] = field(default_factory=dict)
+    kafka_config: KafkaClientConfig = field(default_factory=KafkaClientConfig)
     topology_path: str | None = None  # where `topology` came from, for reloads (a table added while running)
     # Which transactions capture streams: "any" (the source: a reverse stream's writes go on to the other
     # services, marked with their origin) or "none" (a service database: the forward worker's writes stay).
@@ -54,6 +56,10 @@ class Settings:
     def target_dsn(self, service: str) -> str:
         self.topology.service(service)  # raises naming the known services
         return self.target_dsns[service]
+
+    def kafka_client(self, kind: ClientKind) -> dict[str, str]:
+        """The operator's properties for a `kind` Kafka client (security, tuning), on top of splitter's own."""
+        return self.kafka_config.for_client(kind)
 
     def group_id(self, service: str) -> str:
         return f"splitter.{self.topology.source_database}.{service}"
@@ -113,6 +119,7 @@ def build_settings(
     topic: str | None = None,
     slot: str | None = None,
     publication: str | None = None,
+    kafka_config: str | None = None,
     env: Mapping[str, str] | None = None,
     **tuning: Any,
 ) -> Settings:
@@ -139,6 +146,7 @@ def build_settings(
         topology_path=str(path.resolve()),
         source_dsn=source,
         kafka_bootstrap=bootstrap,
+        kafka_config=build_kafka_config(env, kafka_config),
         target_dsns=targets,
         topic=topic or env.get("SPLITTER_TOPIC") or f"{topology.source_database}.changes",
         slot=_check_name(slot or env.get("SPLITTER_SLOT") or "splitter", "--slot"),

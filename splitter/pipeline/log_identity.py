@@ -64,7 +64,7 @@ def _write_marker(settings: Settings, producer: ChangeLogProducer, position: int
 
 
 def _topic_id(settings: Settings) -> str:
-    found = TopicProbe(settings.kafka_bootstrap, settings.topic).topic_id()
+    found = TopicProbe(settings.kafka_bootstrap, settings.topic, settings.kafka_client("admin")).topic_id()
     if found is None:
         raise RetryableError(f"topic {settings.topic!r} disappeared while capture was starting")
     return found
@@ -89,7 +89,7 @@ def _check_log(settings: Settings, catalog: Connection, producer: ChangeLogProdu
     """
     current = _topic_id(settings)
     stored = read_log_identity(catalog, SLOT, settings.slot)
-    with LogReader(settings.kafka_bootstrap, settings.topic) as reader:
+    with LogReader(settings.kafka_bootstrap, settings.topic, config=settings.kafka_client("consumer")) as reader:
         _low, high = reader.watermarks()
     why: str | None = None
     if stored is not None and stored.topic != settings.topic:
@@ -129,7 +129,7 @@ def _last_marker(settings: Settings) -> int | None:
     into it before capture noticed comes before it)."""
     found = None
     try:
-        with LogReader(settings.kafka_bootstrap, settings.topic) as reader:
+        with LogReader(settings.kafka_bootstrap, settings.topic, config=settings.kafka_client("consumer")) as reader:
             for point, value in reader.records(None, timeout=2.0, limit=1_000_000):
                 if point.kind == envelope.KIND_MESSAGE and marker_position(value) is not None:
                     found = point.offset

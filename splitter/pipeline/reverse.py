@@ -97,7 +97,7 @@ def reverse_settings(settings: Settings, service: str) -> Settings:
         batch_max_rows=settings.batch_max_rows,
         batch_max_wait=settings.batch_max_wait,
         status_interval=settings.status_interval,
-        kafka_extra=settings.kafka_extra,
+        kafka_config=settings.kafka_config,
         capture_origin="none",
     )
 

@@ -9,8 +9,8 @@ Owns: turning a `Route` (target table, key, column expressions) into psycopg.sql
   * the apply statements (delete by key, update of partially known rows, upsert), within the `WriteScope`
     the stream has in the target table (frozen columns only inserted, rows perhaps only updated).
 Identifiers are always quoted through psycopg.sql.  Expressions are the topology's own SQL,
-validated by pglast at load.  Type names come from the catalogs (format_type) and are checked to
-parse as a type before use.  Must not: execute anything or hold connections.
+validated by pglast at load.  Type names come from the catalogs (format_type) or a record's header and
+pass `type_names`'s grammar before use.  Must not: execute anything or hold connections.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import pglast
-from pglast import ast
 from psycopg import sql
 
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import ConfigurationError, MalformedMessageError
 from splitter.topology.expressions import expression_columns
 from splitter.topology.model import FULL, Route, WriteScope
+from splitter.topology.type_names import shown, type_name_problem
 
 ROW_COL = "__row"
 KIND_COL = "__kind"
@@ -40,14 +39,11 @@ KIND_PARTIAL = "P"
 
 @functools.lru_cache(maxsize=1024)
 def checked_type(type_name: str) -> sql.SQL:
-    """`type_name` as SQL, after checking it parses as exactly one type name (it came off the wire)."""
-    try:
-        stmt = pglast.parse_sql(f"SELECT NULL::{type_name}")
-        target = stmt[0].stmt.targetList[0].val  # type: ignore[union-attr]
-        if len(stmt) != 1 or not isinstance(target, ast.TypeCast) or not isinstance(target.arg, ast.A_Const):
-            raise ValueError("not a plain type name")
-    except (pglast.parser.ParseError, ValueError, AttributeError, IndexError, TypeError) as exc:
-        raise MalformedMessageError(f"{type_name!r} is not a SQL type name") from exc
+    """`type_name` as SQL, once `type_names` accepts it as a type name format_type prints (it may have come off
+    the wire: the one way a type name reaches SQL text)."""
+    problem = type_name_problem(type_name)
+    if problem is not None:
+        raise MalformedMessageError(f"{shown(type_name)} is not a SQL type name: {problem}")
     return sql.SQL(type_name)
 
 

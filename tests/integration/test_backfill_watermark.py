@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from connectors.pg.watermarks import wait_for_transactions_before as _wait_for_transactions_before
 from splitter.core.errors import RetryableError
+from tests import roles
 
 
 def test_the_chunk_read_waits_for_a_writer_open_at_the_low_watermark(
@@ -23,7 +25,9 @@ def test_the_chunk_read_waits_for_a_writer_open_at_the_low_watermark(
     dsn = make_databases(names=("bento_social",))["bento_social"]
     with psycopg.connect(dsn, autocommit=True) as setup:
         setup.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    with psycopg.connect(dsn) as writer, psycopg.connect(dsn, autocommit=True) as backfill:
+        setup.execute(sql.SQL("GRANT SELECT ON t TO {}").format(sql.Identifier(roles.ROLE)))
+    # The backfill runs as splitter's role; the writer is the application (another role).
+    with psycopg.connect(dsn) as writer, psycopg.connect(roles.role_dsn(dsn), autocommit=True) as backfill:
         writer.execute("INSERT INTO t VALUES (1)")  # holds an xid until it commits
         xid = writer.execute("SELECT pg_current_xact_id()::text").fetchone()
         assert xid is not None
@@ -49,7 +53,7 @@ def test_the_chunk_read_waits_for_a_writer_open_at_the_low_watermark(
 
 def test_no_open_writer_means_no_wait(make_databases: Callable[..., dict[str, str]]) -> None:
     dsn = make_databases(names=("bento_social",))["bento_social"]
-    with psycopg.connect(dsn) as reader, psycopg.connect(dsn, autocommit=True) as backfill:
+    with psycopg.connect(dsn) as reader, psycopg.connect(roles.role_dsn(dsn), autocommit=True) as backfill:
         reader.execute("SELECT 1")  # open, but it never took an xid: nothing to wait for
         _wait_for_transactions_before(backfill, timeout=0.5)
 
@@ -65,7 +69,9 @@ def test_a_chunk_settles_only_missed_keys_noted_before_its_high_watermark(
         rows = conn.execute("SELECT key->>0, noted_lsn::text FROM splitter.backfill_missed").fetchall()
         return {r[0]: r[1] for r in rows}
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as admin:  # what the grants script does for the state schema
+        admin.execute(sql.SQL("CREATE SCHEMA splitter AUTHORIZATION {}").format(sql.Identifier(roles.ROLE)))
+    with psycopg.connect(roles.role_dsn(dsn), autocommit=True) as conn:
         ensure_state_schema(conn)
         job = backfill_store.start_job(conn, "post", "public.posts", "{}", 10)
         with conn.transaction():  # a batch committed at 0/10

@@ -29,6 +29,7 @@ from connectors.pg.source import ReplicationConnection
 from splitter.core.lsn import str_to_lsn
 from splitter.pipeline.config import build_settings
 from splitter.pipeline.initial_copy import initial_copy, service_state
+from tests import roles
 
 MAX_ATTEMPTS = 200
 ENOUGH_HITS = 5
@@ -117,9 +118,9 @@ def test_a_commit_at_the_consistent_point_is_copied_or_applied(
         conn.execute(f'CREATE PUBLICATION "{publication}" FOR TABLE ticks')
     with psycopg.connect(dbs["dst"], autocommit=True) as conn:
         conn.execute("CREATE TABLE ticks (id bigint PRIMARY KEY, writer_xid bigint NOT NULL)")
-    settings = build_settings(topology_path=str(_topology(tmp_path / "topology.py")), source_dsn=dbs["src"],
-                              kafka="unused:9092", target_dsns={"ticks": dbs["dst"]}, publication=publication,
-                              env={})
+    settings = roles.as_role(build_settings(
+        topology_path=str(_topology(tmp_path / "topology.py")), source_dsn=dbs["src"], kafka="unused:9092",
+        target_dsns={"ticks": dbs["dst"]}, publication=publication, env={}))
     [service] = settings.topology.services
 
     attempts = hits = 0
@@ -132,7 +133,7 @@ def test_a_commit_at_the_consistent_point_is_copied_or_applied(
             attempts += 1
             slot = f"boundary_{attempts}_{unique_name('')[-8:]}"
             assert service_state(settings, service) is None
-            repl = ReplicationConnection(dbs["src"])
+            repl = ReplicationConnection(settings.source_dsn)  # what capture does, as splitter's role
             try:
                 consistent, snapshot = repl.create_slot(slot)
                 initial_copy(settings, snapshot, consistent, [service])

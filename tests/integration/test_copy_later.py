@@ -70,6 +70,7 @@ def test_capture_streams_while_a_service_database_is_down_and_copies_it_when_it_
     with psycopg.connect(own.dsn("interaction_db"), autocommit=True) as conn:
         fixtures.load_target_schema(conn, "interaction_db")
     env.dsns["interaction_db"] = own.dsn("interaction_db")
+    env.own_server_databases.add("interaction_db")
     own.stop()
 
     workload = Workload(env.source, seed=33, threads=2)

@@ -27,7 +27,7 @@ SERVICES = ("auth", "user", "post", "topic", "comment", "notification", "interac
 # The sequence is not transactional: later copies and the worker's writes pass.
 DIE_AT_FIRST_COMMIT = """
 CREATE SEQUENCE public.copy_dies_once;
-CREATE FUNCTION public.copy_dies_once() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION public.copy_dies_once() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     IF nextval('public.copy_dies_once') = 1 THEN
         PERFORM pg_terminate_backend(pg_backend_pid());

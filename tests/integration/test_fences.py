@@ -20,7 +20,9 @@ import pytest
 from connectors.pg import fence
 from connectors.pg.fence import FenceSpec
 from devtools import fixtures
+from splitter.pipeline.config import Settings
 from splitter.topology.loading import load_topology
+from tests import roles
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH_COLUMNS = ("id", "username", "password", "salt", "role", "status", "created_at")
@@ -52,6 +54,11 @@ class Dbs:
                 return exc
         return None
 
+    @staticmethod
+    def splitter(dsn: str) -> str:
+        """`dsn` as splitter's role: fences are set, lifted and read by splitter, never as a superuser."""
+        return roles.role_dsn(dsn)
+
     def kill(self, conn: psycopg.Connection) -> None:
         """End `conn`'s backend like a crash, and wait until it is gone (its locks with it)."""
         with psycopg.connect(self.source, autocommit=True) as admin:
@@ -76,11 +83,14 @@ def dbs(make_databases: Callable[..., dict[str, str]]) -> Iterator[Dbs]:
         fixtures.load_target_schema(conn, "user_db")
         conn.execute("INSERT INTO users.users (id, username, first_name, last_name, created_at, updated_at) "
                      "VALUES ('u1', 'ann', 'Ann', 'A', now(), now())")
+    topology = load_topology(str(ROOT / "topology.py")).subset(["user"])
+    roles.grant(Settings(topology=topology, source_dsn=dsns["bento_social"], kafka_bootstrap="127.0.0.1:9",
+                         target_dsns={"user": dsns["user_db"]}, topic="unused"))
     yield Dbs(dsns["bento_social"], dsns["user_db"])
 
 
 def fence_now(dsn: str, specs: list[FenceSpec], lock_service: str, mode: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+    with psycopg.connect(roles.role_dsn(dsn), autocommit=True) as conn, conn.transaction():
         fence.fence_tables(conn, specs, lock_service, mode, HINT)
 
 
@@ -107,12 +117,12 @@ def test_partial_fence_refuses_owned_columns_and_rows_only(dbs: Dbs) -> None:
 def test_two_services_fence_one_table_at_once(dbs: Dbs) -> None:
     fence_now(dbs.source, [AUTH], "auth", fence.HARD)
     fence_now(dbs.source, [USER], "user", fence.SOFT)
-    holder = psycopg.connect(dbs.source, autocommit=True)
+    holder = psycopg.connect(dbs.splitter(dbs.source), autocommit=True)
     try:
         assert fence.try_lock(holder, "user")
         refused(dbs.run(dbs.source, "UPDATE users SET bio = 'hello' WHERE id = 'u1'"), "user_db")
         refused(dbs.run(dbs.source, "UPDATE users SET password = 'new' WHERE id = 'u1'"), "auth_db")
-        with psycopg.connect(dbs.source, autocommit=True) as conn:
+        with psycopg.connect(dbs.splitter(dbs.source), autocommit=True) as conn:
             found = {f.service: f for f in fence.fences(conn, USERS)}
             assert set(found) == {"auth", "user"}
             assert (found["auth"].mode, found["auth"].columns, found["auth"].rows) == \
@@ -130,8 +140,8 @@ def test_two_services_fence_one_table_at_once(dbs: Dbs) -> None:
 def test_soft_fence_holds_while_its_lock_service_is_held(dbs: Dbs) -> None:
     """A group cutover fences auth's and user's columns under the lead's (auth's) one lock."""
     fence_now(dbs.source, [AUTH, USER], "auth", fence.SOFT)
-    lead = psycopg.connect(dbs.source, autocommit=True)
-    other = psycopg.connect(dbs.source, autocommit=True)
+    lead = psycopg.connect(dbs.splitter(dbs.source), autocommit=True)
+    other = psycopg.connect(dbs.splitter(dbs.source), autocommit=True)
     try:
         assert fence.try_lock(lead, "auth")
         assert fence.try_lock(other, "user")  # not the lock these fences check
@@ -150,7 +160,7 @@ def test_read_copy_fence_stops_ordinary_sessions_not_replica(dbs: Dbs) -> None:
     """user_db.users after user's switch: auth's columns and rows are a read copy the forward stream feeds."""
     spec = FenceSpec("users", "users", "users.username in user_db is a read copy owned by service auth",
                      "user", ("id", "username", "status", "created_at"), rows=True)
-    with psycopg.connect(dbs.user_db, autocommit=True) as conn, conn.transaction():
+    with psycopg.connect(dbs.splitter(dbs.user_db), autocommit=True) as conn, conn.transaction():
         fence.read_copy_tables(conn, [spec], HINT)
     insert = ("INSERT INTO users.users (id, username, first_name, last_name, created_at, updated_at) "
               "VALUES ('u2', 'bob', 'Bob', 'B', now(), now())")
@@ -163,7 +173,7 @@ def test_read_copy_fence_stops_ordinary_sessions_not_replica(dbs: Dbs) -> None:
     assert dbs.run(dbs.user_db, "UPDATE users.users SET username = 'eve' WHERE id = 'u1'", replica=True) is None
     assert dbs.run(dbs.user_db, insert, replica=True) is None
     assert dbs.one(dbs.user_db, "SELECT string_agg(username, ',' ORDER BY id) FROM users.users") == "eve,bob"
-    with psycopg.connect(dbs.user_db, autocommit=True) as conn:
+    with psycopg.connect(dbs.splitter(dbs.user_db), autocommit=True) as conn:
         [found] = fence.fences(conn, [("users", "users")], "user", fence.READ_COPY)
         assert (found.kind, found.mode, found.columns, found.rows) == \
             (fence.READ_COPY, fence.HARD, spec.columns, True)
@@ -173,7 +183,13 @@ def test_read_copy_fence_stops_ordinary_sessions_not_replica(dbs: Dbs) -> None:
     assert dbs.run(dbs.user_db, "DELETE FROM users.users WHERE id = 'u2'") is None
 
 
+def _triggers(conn: psycopg.Connection) -> list[tuple[str]]:
+    return conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.users'::regclass "
+                        "AND NOT tgisinternal ORDER BY tgname").fetchall()
+
+
 def test_unfence_and_sweep_of_one_service_leave_the_other(dbs: Dbs) -> None:
+    """Sweeping as the tables' owner (DROP TRIGGER needs it) drops auth's lifted trigger only."""
     fence_now(dbs.source, [AUTH], "auth", fence.HARD)
     fence_now(dbs.source, [USER], "user", fence.HARD)
     with psycopg.connect(dbs.source, autocommit=True) as conn:
@@ -181,12 +197,44 @@ def test_unfence_and_sweep_of_one_service_leave_the_other(dbs: Dbs) -> None:
             fence.unfence_tables(conn, USERS, "auth")
         assert dbs.run(dbs.source, "UPDATE users SET password = 'new' WHERE id = 'u1'") is None
         assert fence.sweep(conn, USERS, "auth")
-        triggers = conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.users'::regclass "
-                                "AND NOT tgisinternal ORDER BY tgname").fetchall()
-        assert triggers == [(fence.trigger_name("user"),)]
+        assert _triggers(conn) == [(fence.trigger_name("user"),)]
         assert [(f.service, f.mode) for f in fence.fences(conn, USERS)] == [("user", fence.HARD)]
     refused(dbs.run(dbs.source, "UPDATE users SET bio = 'hello' WHERE id = 'u1'"), "user_db")
     assert dbs.run(dbs.source, INSERT) is None  # user does not own the rows
+
+
+def test_splitters_role_sweeps_through_the_scripts_function_and_nothing_but_fences(dbs: Dbs) -> None:
+    """The role has TRIGGER on users, not its ownership (DROP TRIGGER needs that): it drops its lifted fence
+    through the grants script's function, which refuses any trigger that is not splitter's fence."""
+    fence_now(dbs.source, [AUTH], "auth", fence.HARD)
+    with psycopg.connect(dbs.source, autocommit=True) as admin:
+        admin.execute("CREATE FUNCTION public.app_audit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; "
+                      "END$$")
+        admin.execute("CREATE TRIGGER app_audit AFTER UPDATE ON users FOR EACH STATEMENT EXECUTE FUNCTION app_audit()")
+    with psycopg.connect(dbs.splitter(dbs.source), autocommit=True) as conn:
+        with conn.transaction():
+            fence.unfence_tables(conn, USERS, "auth")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DROP TRIGGER app_audit ON users")
+        assert fence.sweep(conn, USERS, "auth")
+        assert _triggers(conn) == [("app_audit",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="is not a splitter fence"):
+            conn.execute("SELECT splitter.drop_fence_trigger('public.users', 'app_audit')")
+    assert dbs.one(dbs.source, "SELECT count(*) FROM pg_trigger WHERE tgname = 'app_audit'") == 1
+
+
+def test_without_the_function_the_roles_lifted_fence_stays_open(dbs: Dbs) -> None:
+    fence_now(dbs.source, [AUTH], "auth", fence.HARD)
+    with psycopg.connect(dbs.source, autocommit=True) as admin:
+        admin.execute("DROP FUNCTION splitter.drop_fence_trigger(regclass, name)")
+    with psycopg.connect(dbs.splitter(dbs.source), autocommit=True) as conn:
+        with conn.transaction():
+            fence.unfence_tables(conn, USERS, "auth")
+        assert fence.sweep(conn, USERS, "auth"), "nothing to retry: only the owner could drop it"
+        assert _triggers(conn) == [(fence.trigger_name("auth"),)]
+        assert fence.fences(conn, USERS) == []
+    assert dbs.run(dbs.source, "UPDATE users SET password = 'new' WHERE id = 'u1'") is None
+    assert dbs.run(dbs.source, INSERT) is None
 
 
 def test_fence_replace_and_lift_take_share_row_exclusive_only(dbs: Dbs) -> None:
@@ -200,7 +248,7 @@ def test_fence_replace_and_lift_take_share_row_exclusive_only(dbs: Dbs) -> None:
         lambda c: fence.fence_tables(c, [AUTH], "auth", fence.HARD, HINT),
         lambda c: fence.unfence_tables(c, USERS, "auth"),
     ]
-    with psycopg.connect(dbs.source, autocommit=True) as conn:
+    with psycopg.connect(dbs.splitter(dbs.source), autocommit=True) as conn:
         for step in steps:
             with conn.transaction():
                 step(conn)
@@ -221,7 +269,7 @@ def test_topology_source_fences_of_auth_and_user(dbs: Dbs) -> None:
     refused(dbs.run(dbs.source, "UPDATE users SET password = 'new' WHERE id = 'u1'"), "auth_db")
     refused(dbs.run(dbs.source, INSERT), "auth_db")
     refused(dbs.run(dbs.source, "UPDATE users SET bio = 'hello' WHERE id = 'u1'"), "user_db")
-    with psycopg.connect(dbs.source, autocommit=True) as conn, conn.transaction():
+    with psycopg.connect(dbs.splitter(dbs.source), autocommit=True) as conn, conn.transaction():
         fence.unfence_tables(conn, USERS, "user")
     assert dbs.run(dbs.source, "UPDATE users SET bio = 'hello' WHERE id = 'u1'") is None
 
@@ -232,7 +280,7 @@ def test_status_shows_each_services_fences(dbs: Dbs) -> None:
 
     fence_now(dbs.source, [AUTH], "auth", fence.HARD)
     fence_now(dbs.source, [USER], "user", fence.SOFT)  # nobody holds user's lock: stale, writes pass
-    settings = build_settings(topology_path=str(ROOT / "topology.py"), source_dsn=dbs.source,
+    settings = build_settings(topology_path=str(ROOT / "topology.py"), source_dsn=dbs.splitter(dbs.source),
                               kafka="127.0.0.1:9", env={})
     rows = {r.service: r for r in view.status(settings)}
     assert (rows["auth"].fenced, rows["user"].fenced, rows["post"].fenced) == (fence.HARD, view.STALE, "no")

@@ -130,7 +130,10 @@ def test_failing_heartbeats_are_shown_by_status_and_cleared_after_recovery(
     role = unique_name("hb")[:40]
     with psycopg.connect(env.source, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER REPLICATION").format(sql.Identifier(role)))
-    observer = env.settings(heartbeat_interval=0.2)  # status reads as the superuser of the fixtures
+    granted = env.settings(heartbeat_interval=0.2)
+    # status reads as the superuser of the fixtures: the tables capture creates belong to the test's role.
+    observer = dataclasses.replace(granted, source_dsn=env.source,
+                                   target_dsns={s: env.service_dsn(s) for s in granted.target_dsns})
     settings = dataclasses.replace(observer, source_dsn=make_conninfo(env.source, user=role))
     db = str(conninfo_to_dict(env.source)["dbname"])
     copied = _every_service_copied(env)

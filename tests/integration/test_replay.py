@@ -41,7 +41,7 @@ from splitter.pipeline.daemon import run_with_retries
 from splitter.pipeline.worker import Worker
 from splitter.topology.loading import load_topology
 from splitter.topology.model import Topology
-from tests import expected
+from tests import expected, roles
 from tests.conftest import KafkaServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +65,9 @@ class Stack:
         return self.dsns[SOURCE]
 
     def dsn(self, service: str) -> str:
-        return self.settings.target_dsn(service)
+        """The superuser's DSN of `service`'s database, for the test's own reads and writes (splitter gets
+        the role's, in `settings`)."""
+        return self.dsns[self.settings.topology.service(service).database]
 
     def with_topology(self, topology: Topology) -> Settings:
         return dataclasses.replace(self.settings, topology=topology)
@@ -151,10 +153,10 @@ def make_stack(make_databases: Callable[..., dict[str, str]], kafka: str, unique
     for s in topology.services:
         with psycopg.connect(dsns[s.database], autocommit=True) as conn:
             fixtures.load_target_schema(conn, s.database)
-    settings = Settings(
+    settings = roles.as_role(Settings(
         topology=topology, source_dsn=dsns[SOURCE], kafka_bootstrap=kafka,
         target_dsns={s.name: dsns[s.database] for s in topology.services},
-        topic=unique_name("t"), slot=unique_name("slot")[:63], publication=unique_name("pub")[:63])
+        topic=unique_name("t"), slot=unique_name("slot")[:63], publication=unique_name("pub")[:63]))
     return Stack(dsns, settings)
 
 

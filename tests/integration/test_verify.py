@@ -29,6 +29,7 @@ from splitter.ops.verify.run import verify, verify_quiesced
 from splitter.pipeline.capture import Capture
 from splitter.pipeline.config import Settings, build_settings
 from splitter.pipeline.worker import Worker
+from tests import roles
 from tests.conftest import KafkaServer
 from tests.harness import TOPOLOGY, PipelineEnv, prepare
 
@@ -152,8 +153,8 @@ def test_verify_under_workload_then_names_planted_differences(running: tuple[Pip
     add_commands(parser.add_subparsers(dest="command"), _common())
     args = parser.parse_args([
         "verify", "--service", "post", "--json", "--sample", "0", "--chunk-rows", "7",
-        "--topology", str(TOPOLOGY), "--source-dsn", env.source, "--kafka", env.kafka, "--topic", env.topic,
-        *(f"--target-dsn={s.name}={env.service_dsn(s.name)}" for s in settings.topology.services)])
+        "--topology", str(TOPOLOGY), "--source-dsn", settings.source_dsn, "--kafka", env.kafka, "--topic", env.topic,
+        *(f"--target-dsn={s.name}={settings.target_dsn(s.name)}" for s in settings.topology.services)])
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = args.func(args)
@@ -215,8 +216,9 @@ def test_memory_stays_flat_from_100k_to_1m_rows(make_databases: Callable[..., di
     dbs = make_databases(names=("src", "dst"))
     _fill(dbs["src"], dbs["dst"], "small", 100_000)
     _fill(dbs["src"], dbs["dst"], "large", 1_000_000)
-    settings = build_settings(topology_path=str(_memory_topology(tmp_path / "topology.py")), source_dsn=dbs["src"],
-                              kafka="unused:9092", target_dsns={"big": dbs["dst"]}, env={})
+    settings = roles.as_role(build_settings(topology_path=str(_memory_topology(tmp_path / "topology.py")),
+                                            source_dsn=dbs["src"], kafka="unused:9092", target_dsns={"big": dbs["dst"]},
+                                            env={}))
 
     figures = {}
     for table, rows in (("small", 100_000), ("large", 1_000_000)):

@@ -28,8 +28,14 @@ def ensure_tables(conn: psycopg.Connection, ddl: Sequence[sql.SQL | sql.Composed
     with conn.transaction():
         # Serialise concurrent creators (a worker and the backfill may both arrive first).
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("splitter.schema"),))
-        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(SCHEMA))
+        ensure_schema(conn)
         for stmt in ddl:
             conn.execute(stmt)
+
+
+def ensure_schema(conn: psycopg.Connection) -> None:
+    """Create the schema if it is missing (inside the caller's transaction); never asks for CREATE on the
+    database when it exists (the grants script creates it, owned by splitter's role)."""
+    exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)).fetchone()
+    if not exists:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(SCHEMA))

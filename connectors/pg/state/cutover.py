@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 
 from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.state import SCHEMA, STATE_SCHEMA
+from connectors.pg.state import ensure_schema as _ensure_namespace
 from splitter.core.lsn import str_to_lsn
 
 STREAMING: Final = "streaming"
@@ -62,7 +63,6 @@ HOME_SOURCE: Final = "source"
 HOME_SERVICE: Final = "service"
 
 _DDL = [
-    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(SCHEMA),
     sql.SQL("""CREATE TABLE IF NOT EXISTS {}.cutover (
         service text PRIMARY KEY,
         state text NOT NULL,
@@ -106,6 +106,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
     with conn.transaction():
         # Serialise concurrent creators (two commands for different services may both arrive first).
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("splitter.cutover.schema"),))
+        _ensure_namespace(conn)
         for stmt in _DDL:
             conn.execute(stmt)
 

@@ -12,6 +12,7 @@ from splitter.cli.commands import (
     cutover,
     demo,
     dlq,
+    grants,
     plan,
     replay,
     reverse,
@@ -21,6 +22,6 @@ from splitter.cli.commands import (
     worker,
 )
 
-COMMANDS = (demo, plan, run, capture, worker, verify, replay, dlq, status, cutover, reverse, backfill)
+COMMANDS = (demo, plan, run, capture, worker, verify, replay, dlq, status, cutover, reverse, backfill, grants)
 
 __all__ = ["COMMANDS"]

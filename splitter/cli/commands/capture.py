@@ -23,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
     install_stop_signals(stop)
     # A stop for good is recorded in the source's splitter.components (`splitter status` shows it).
     record = ComponentRecord(settings.source_dsn, "the source database", "capture")
-    with record.on_failure(), start_metrics(settings, "capture", port=args.metrics_port) as metrics:
+    with record.on_failure(), start_metrics(settings, "capture", port=args.metrics_port,
+                                            host=args.metrics_host) as metrics:
         return run_with_retries("capture", metrics.instrument(lambda: Capture(settings)), stop, record)

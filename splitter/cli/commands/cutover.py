@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -32,14 +33,28 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help=f"refuse to start if the stream is further behind (default {DEFAULT_MAX_LAG:g}s)")
         p.add_argument("--switch-command", help="run this at the switch, with SPLITTER_SERVICE and SPLITTER_HOME "
                                                 "(source|service) and SPLITTER_HOME_DATABASE in its environment")
-        p.add_argument("--switch-url", help="POST {service, home, database} as JSON here at the switch")
+        p.add_argument("--switch-url", help="POST {service, home, database} as JSON here at the switch (http or "
+                                            "https; redirects are not followed)")
+        p.add_argument("--switch-env", action="append", metavar="NAME",
+                       help="pass this variable to the switch command (repeatable; SPLITTER_SWITCH_ENV, a comma "
+                            "list); it inherits only PATH, HOME, the locale and the like otherwise")
+        p.add_argument("--switch-token-env", metavar="NAME", default=os.environ.get("SPLITTER_SWITCH_TOKEN_ENV"),
+                       help="send the value of this variable as 'Authorization: Bearer ...' to --switch-url "
+                            "(SPLITTER_SWITCH_TOKEN_ENV; the token itself never goes in argv)")
         p.set_defaults(func=run, action=action)
+
+
+def switch_env(args: argparse.Namespace) -> tuple[str, ...]:
+    """--switch-env names, or SPLITTER_SWITCH_ENV's when none is given (the command line wins, as elsewhere)."""
+    names = args.switch_env or os.environ.get("SPLITTER_SWITCH_ENV", "").split(",")
+    return tuple(name.strip() for name in names if name.strip())
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     options = Options(max_lag=args.max_lag, timeout=args.timeout, switch_command=args.switch_command,
-                      switch_url=args.switch_url, dry_run=args.dry_run)
+                      switch_url=args.switch_url, switch_env=switch_env(args),
+                      switch_token_env=args.switch_token_env, dry_run=args.dry_run)
     try:
         with Cutover(settings, args.service, options) as job:
             action: Callable[[Callable[[str], bool]], int] = getattr(job, args.action)

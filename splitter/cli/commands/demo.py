@@ -26,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
     # By name: production code never imports the development tools (an import-linter contract checks it).
     demo = importlib.import_module("devtools.demo")
     code: int = demo.run_demo(duration=args.duration, scale=args.scale, data_dir=args.data_dir, rate=args.rate,
-                              log_level=args.log_level, migrate=args.migrate)
+                              log_level=args.log_level, migrate=args.migrate,
+                              metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     return code

@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from connectors.pg.state.cutover import completed_services
-from splitter.cli.options import settings_env, settings_from
+from splitter.cli.options import metrics_argv, settings_env, settings_from
 from splitter.pipeline.daemon import Supervisor, child_argv, install_stop_signals
 from splitter.topology.ownership import retired_services
 
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     services = [s for s in services if s not in retired]
 
     def port(i: int) -> list[str]:
-        # Each child its own port: capture base+0, the i-th worker base+i (argv: a port is no secret).
-        return [] if args.metrics_port is None else ["--metrics-port", str(args.metrics_port + i)]
+        # Each child its own port: capture base+0, the i-th worker base+i, all on --metrics-host.
+        return metrics_argv(args.metrics_port, args.metrics_host, i)
 
     children = [("capture", child_argv([], ["capture", "--log-level", args.log_level, *port(0)]))]
     children += [(f"worker[{s}]", child_argv([], ["worker", "--service", s, "--log-level", args.log_level,

@@ -27,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
     record = ComponentRecord(settings.target_dsn(args.service), f"database of service {args.service}", "worker",
                              args.service)
     with record.on_failure(), start_metrics(settings, "worker", service=args.service,
-                                            port=args.metrics_port) as metrics:
+                                            port=args.metrics_port, host=args.metrics_host) as metrics:
         return run_with_retries(f"worker[{args.service}]",
                                 metrics.instrument(lambda: Worker(settings, args.service)), stop, record)

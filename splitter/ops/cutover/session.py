@@ -70,6 +70,8 @@ class Options:
     timeout: float = DEFAULT_TIMEOUT
     switch_command: str | None = None
     switch_url: str | None = None
+    switch_env: tuple[str, ...] = ()  # variables the switch command gets by name (it inherits no others)
+    switch_token_env: str | None = None  # the variable holding the switch URL's bearer token
     dry_run: bool = False
 
 
@@ -90,7 +92,8 @@ class Session:
         self.out = out
         self.routes = settings.topology.routes_for(self.svc)
         self.names = reverse_names(settings, service)
-        self.hook = SwitchHook(options.switch_command, options.switch_url)
+        self.hook = SwitchHook(options.switch_command, options.switch_url, pass_env=options.switch_env,
+                               token_env=options.switch_token_env)
         self.source_tables = [(r.source_schema, r.source_table) for r in self.routes]
         self.target_tables = [(r.target_schema, r.target_table) for r in self.routes]
         self.deadline = 0.0

@@ -6,9 +6,10 @@ The package has its halves on purpose, one module each:
   * `rules` (with `conversions`, and `data`, which also picks the constraints gathering checks against
     the source's rows) is pure: facts in, findings out, so every rule is unit-tested on
     facts written by hand, and the integration tests check that gathering reads real servers right;
+  * `log` asks Kafka how the change-log topic is replicated and judges it;
   * `report` builds the plan from both and prints it for people or as JSON.
-The plan only reads: no publication, slot, schema or row is created, Kafka is not touched, and no
-DSN is printed unmasked.  Its rules describe what `run` will do; they do not change it.
+The plan only reads: no publication, slot, schema, row or topic is created (Kafka is only described), and
+no DSN or Kafka secret is printed unmasked.  Its rules describe what `run` will do; they do not change it.
 
 Must not: hold code itself; this module only names what callers import.
 """

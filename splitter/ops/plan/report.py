@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from splitter.ops.plan.facts import ERROR, WARNING, Finding, SourceFacts, TargetFacts, Unreachable
+from splitter.ops.plan.facts import ERROR, SEVERITY_RANK, WARNING, Finding, SourceFacts, TargetFacts, Unreachable
 from splitter.ops.plan.gather import gather, gather_data
+from splitter.ops.plan.log import gather_log, log_findings
 from splitter.ops.plan.ownership import describe_ownership, render_ownership
 from splitter.ops.plan.rules import collect_findings, target_name
 from splitter.pipeline.config import Settings
@@ -85,6 +86,7 @@ def build_plan(settings: Settings) -> PlanResult:
     source, targets = gather(settings)
     findings = collect_findings(topology, source, targets, slot=settings.slot, publication=settings.publication,
                                 data=gather_data(settings, source, targets))
+    findings = sorted([*findings, *log_findings(gather_log(settings))], key=lambda f: SEVERITY_RANK[f.severity])
     return PlanResult(describe_routes(topology, source, targets), findings, describe_ownership(topology))
 
 

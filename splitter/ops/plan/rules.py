@@ -191,11 +191,11 @@ def _unrouted(out: _Collector, topology: Topology, source: SourceFacts) -> None:
 def _target_preflight(out: _Collector, service: str, routes: Sequence[Route], target: TargetFacts) -> None:
     role = target.role
     if not role.superuser:
-        if not role.can_create:
+        if not role.can_create and not role.state_schema_exists:
             out.add(ERROR, "no-create-schema",
-                    f"role {role.name!r} lacks CREATE on the database of service {service}: the worker runs "
-                    f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}, which PostgreSQL checks even when the schema "
-                    f"exists", service=service)
+                    f"role {role.name!r} lacks CREATE on the database of service {service}, and schema "
+                    f"{STATE_SCHEMA} does not exist for the worker to use: create it owned by the role "
+                    f"(`splitter grants` prints the statement) or grant CREATE", service=service)
         if role.state_schema_exists and not role.can_use_state_schema:
             out.add(ERROR, "no-state-schema-privilege",
                     f"role {role.name!r} lacks USAGE or CREATE on schema {STATE_SCHEMA} (checkpoints live there)",

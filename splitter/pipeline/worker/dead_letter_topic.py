@@ -9,7 +9,7 @@ publish before the letters are committed (`commit` calls it after the target tra
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import orjson
 
@@ -17,24 +17,26 @@ from connectors.kafka.admin import ensure_topic
 from connectors.kafka.producer import ChangeLogProducer
 from connectors.pg.state.dead_letters import DeadLetter
 from splitter.core.lsn import lsn_to_str
+from splitter.pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
 
 class DeadLetterTopic:
-    def __init__(self, bootstrap: str, log_topic: str, service: str, kafka_extra: Mapping[str, str]) -> None:
-        self.topic = f"{log_topic}.dlq.{service}"
-        self._bootstrap = bootstrap
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.topic = f"{settings.topic}.dlq.{service}"
+        self._settings = settings
         self._service = service
-        self._extra = kafka_extra
         self._producer: ChangeLogProducer | None = None
 
     def publish(self, letters: Sequence[DeadLetter]) -> None:
         """Copy committed dead letters to the topic (never raises: the table already holds them)."""
         try:
             if self._producer is None:
-                ensure_topic(self._bootstrap, self.topic)
-                self._producer = ChangeLogProducer(self._bootstrap, self.topic, dict(self._extra))
+                s = self._settings
+                ensure_topic(s.kafka_bootstrap, self.topic, settings=s.kafka_config.topic,
+                             config=s.kafka_client("admin"))
+                self._producer = ChangeLogProducer(s.kafka_bootstrap, self.topic, s.kafka_client("producer"))
             for letter in letters:
                 value = orjson.dumps({
                     "service": self._service, "table": letter.source_table, "op": letter.op,

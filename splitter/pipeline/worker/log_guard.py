@@ -49,7 +49,7 @@ class LogGuard:
         self._settings = settings
         self._service = service
         self._topic = settings.topic
-        self._probe = TopicProbe(settings.kafka_bootstrap, settings.topic)
+        self._probe = TopicProbe(settings.kafka_bootstrap, settings.topic, settings.kafka_client("admin"))
         self._due: tuple[Checkpoint, bool] | None = None  # a checkpoint to check before reading on
         self._topic_id: str | None = None  # the id of the log this worker reads, once checked
         self._next = 0.0
@@ -106,7 +106,8 @@ class LogGuard:
         self._topic_id = current
 
     def _check_records(self, cp: Checkpoint, next_offset: int, verified: bool) -> None:
-        with LogReader(self._settings.kafka_bootstrap, self._topic) as reader:
+        with LogReader(self._settings.kafka_bootstrap, self._topic,
+                       config=self._settings.kafka_client("consumer")) as reader:
             low, high = reader.watermarks()
             if cp.offset == FROM_BEGINNING:
                 if not verified or low > 0:  # the recorded log, whole: nothing of it is missing

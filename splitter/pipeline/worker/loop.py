@@ -56,7 +56,7 @@ class Worker:
         self.stats = WorkerStats()
         self._letters: list[DeadLetter] = []
         self._modes = ApplyModes(self.service.name)
-        self._dlq = DeadLetterTopic(settings.kafka_bootstrap, settings.topic, self.service.name, settings.kafka_extra)
+        self._dlq = DeadLetterTopic(settings, self.service.name)
         self._guard = LogGuard(settings, self.service.name)  # is the log the one the checkpoint was taken in?
         # (offset, commit LSN, source ts ms) of the last record read that moves the position.
         self._position = (FROM_BEGINNING, 0, 0)
@@ -77,7 +77,7 @@ class Worker:
             if cp is None:
                 return
             consumer = ChangeLogConsumer(s.kafka_bootstrap, s.topic, s.group_id(self.service.name),
-                                         extra=dict(s.kafka_extra))
+                                         extra=s.kafka_client("consumer"))
             try:
                 self._stream(stop, sink, consumer, cp)
             finally:

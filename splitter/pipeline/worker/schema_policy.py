@@ -1,19 +1,39 @@
 """The schema-change policy of a worker: go on through a source schema change unless it breaks the topology.
 
 Owns: which source columns the topology reads per source table, the relation shapes the records carry (each
-checked once), the last shape seen of each table, and
-the decision to stop (FatalError, with what to do) when a column the topology reads is gone or changed
-type.  Must not: read anything but the relation shapes it is shown (they come with the records).
+checked once: `read_relation` refuses a header whose names could not reach SQL as names), the last shape seen
+of each table, and the decision to stop (FatalError, with what to do) when a column the topology reads is gone
+or changed type.  Must not: read anything but the relation shapes it is shown (they come with the records).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from splitter.core.envelope import RelationSchema
 from splitter.core.errors import FatalError, MalformedMessageError
 from splitter.topology.expressions import expression_columns
 from splitter.topology.model import Route
+from splitter.topology.sqlrender import stage_columns
+from splitter.topology.type_names import column_name_problem, shown, type_name_problem
+
+
+def read_relation(qualified: str, header: bytes) -> RelationSchema:
+    """The relation a schema header describes; MalformedMessageError unless each column has a name that can be
+    one and a type as format_type prints it.  Anyone who can produce to the topic writes this header, and its
+    types reach the apply statements as SQL text."""
+    relation = RelationSchema.from_header(qualified, header)
+    # Every column is also a column of the apply's staging table, beside its own bookkeeping columns.
+    staged = Counter(stage_columns(relation))
+    for c in relation.columns:
+        problem = (column_name_problem(c.name) or ("a name used twice (by the table or its staging table)"
+                                                   if staged[c.name] > 1 else None)
+                   or type_name_problem(c.sql_type))
+        if problem is not None:
+            raise MalformedMessageError(f"schema header of {shown(qualified)}: column {shown(c.name)} of type "
+                                        f"{shown(c.sql_type)}: {problem}")
+    return relation
 
 
 def columns_read(routes: Sequence[Route]) -> dict[str, set[str]]:
@@ -41,7 +61,7 @@ class SchemaPolicy:
             raise MalformedMessageError(f"row record at offset {offset} has no schema header")
         relation = self._relations.get(header)
         if relation is None:
-            relation = RelationSchema.from_header(table.decode(), header)
+            relation = read_relation(table.decode(), header)
             self.check(relation, offset)
             self._relations[header] = relation
         return relation

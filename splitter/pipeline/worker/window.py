@@ -27,7 +27,7 @@ from splitter.core.envelope import RelationSchema, RowChange
 from splitter.core.errors import FatalError, MalformedMessageError
 from splitter.pipeline.config import Settings
 from splitter.pipeline.sink import BackfillSession
-from splitter.pipeline.worker.schema_policy import SchemaPolicy
+from splitter.pipeline.worker.schema_policy import SchemaPolicy, read_relation
 from splitter.pipeline.worker.state import Pending
 from splitter.topology.loading import load_topology
 from splitter.topology.model import Route, Service
@@ -56,7 +56,7 @@ class Window:
         if change.op == "t":
             self.truncated = True
             return
-        relation = RelationSchema.from_header(self.table.decode(), raw)
+        relation = read_relation(self.table.decode(), raw)
         new_key = tuple(change.after.get(k) for k in relation.key_columns) if change.after is not None else None
         old_key = tuple(change.before.get(k) for k in relation.key_columns) if change.before is not None else None
         if change.op == "u" and change.unchanged_toast and new_key is not None and old_key in (None, new_key):
@@ -137,7 +137,7 @@ class BackfillWindow:
         job, rows = self._sink.backfill_chunk(mark.job_id, mark.chunk)
         if job is None:
             return
-        relation = RelationSchema.from_header(table, job.relation_header.encode())
+        relation = read_relation(table, job.relation_header.encode())
         self._schema.check(relation, offset)
         keys = relation.key_columns
         copied = skipped = 0
