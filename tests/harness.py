@@ -56,8 +56,9 @@ class PipelineEnv:
             topology_path=str(self.topology), source_dsn=self.source, kafka=self.kafka,
             target_dsns={s.name: self.dsns[s.database] for s in topology.services},
             topic=self.topic, slot=self.slot, publication=self.publication, env={}, **tuning)
-        # Granted once per topology and databases: a test may stop a server its settings point at.
-        key = (str(self.topology), repr(sorted(self.dsns.items())))
+        # Granted once per topology (its text: a test may edit the file, as the operator who then runs the
+        # grants script again) and databases: a test may stop a server its settings point at.
+        key = (self.topology.read_text(), repr(sorted(self.dsns.items())))
         keep = {dsn_database(self.dsns[d]) or d for d in self.own_server_databases}
         settings = roles.as_role(admin, keep=keep, granted=key in self._granted)
         self._granted.add(key)

@@ -89,8 +89,9 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
         problems = range_problems(source, routes, relation) if deletes else []
         if problems:
             raise _refuse_deletes(service, source_table, problems)
-        # The stream must carry the table's changes before the first low watermark.
-        ensure_publication(source, settings.publication, settings.topology.source_tables())
+        # The stream must carry the table's changes before the first low watermark (this table only: the
+        # rest is capture's, and a role that owns no table can only find it published, not add it).
+        ensure_publication(source, settings.publication, [(route.source_schema, route.source_table)])
         job = None if restart else backfill_store.running_job(target, service, source_table)
         if job is not None and (job.relation_header != relation.header_bytes().decode() or job.deletes != deletes):
             job = None  # the table changed shape since, or its earlier chunks did not delete: start again

@@ -211,11 +211,12 @@ def test_backoff_grows_during_an_outage_and_starts_again_after_it(
     with psycopg.connect(post_db, autocommit=True) as conn:
         fixtures.load_target_schema(conn, "post_db")
     source_stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["post"], scale=10)
-    settings = Settings(topology=subset(["post"]), source_dsn=source_stack.dsns[SOURCE],
+    # splitter's role in the source; the private server has no such role, so post_db keeps its superuser.
+    settings = Settings(topology=subset(["post"]), source_dsn=source_stack.settings.source_dsn,
                         kafka_bootstrap=kafka_server.bootstrap, target_dsns={"post": post_db},
                         topic=source_stack.settings.topic, slot=source_stack.settings.slot,
                         publication=source_stack.settings.publication)
-    stack = Stack({SOURCE: settings.source_dsn}, settings)
+    stack = Stack({SOURCE: source_stack.dsns[SOURCE], "post_db": post_db}, settings)
     env = _env(settings, _topology_file(tmp_path, ["post"]))
     capture = Child(["capture"], env)
     worker = Child(["worker", "--service", "post"], env)
