@@ -91,21 +91,16 @@ def ensure_topic(bootstrap: str, topic: str, *, partitions: int = 1, settings: T
     raise RetryableError(f"topic {topic!r} was created but has no leader after {timeout:.0f}s")
 
 
-def cluster_brokers(bootstrap: str, config: Mapping[str, Any] | None = None, timeout: float = 10.0) -> int:
-    """How many brokers the cluster has.  Raises RetryableError if Kafka does not answer."""
-    admin = _admin(bootstrap, config)
-    return len(_list_topics(admin, bootstrap, config, time.monotonic() + timeout, None).brokers)
-
-
 def topic_durability(bootstrap: str, topic: str, config: Mapping[str, Any] | None = None,
-                     timeout: float = 10.0) -> TopicDurability | None:
-    """How `topic` is replicated and kept, or None if it does not exist.  Raises RetryableError if Kafka
-    does not answer."""
+                     timeout: float = 10.0) -> tuple[int, TopicDurability | None]:
+    """(brokers in the cluster, how `topic` is replicated and kept, or None if it does not exist).  Raises
+    RetryableError if Kafka does not answer."""
     admin = _admin(bootstrap, config)
     metadata = _list_topics(admin, bootstrap, config, time.monotonic() + timeout, None)
+    brokers = len(metadata.brokers)
     found = metadata.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
-        return None
+        return brokers, None
     # Distinct brokers: a broker that lists one replica several times keeps one copy.
     replication = min(len(set(p.replicas)) for p in found.partitions.values())
     wanted = ("min.insync.replicas", "retention.ms", "max.message.bytes")
@@ -120,9 +115,9 @@ def topic_durability(bootstrap: str, topic: str, config: Mapping[str, Any] | Non
         raw = values.get(name)
         return int(raw) if raw not in (None, "") else None
 
-    return TopicDurability(brokers=len(metadata.brokers), replication_factor=replication,
-                           min_insync_replicas=number("min.insync.replicas"), retention_ms=number("retention.ms"),
-                           max_message_bytes=number("max.message.bytes"))
+    return brokers, TopicDurability(brokers=brokers, replication_factor=replication,
+                                    min_insync_replicas=number("min.insync.replicas"),
+                                    retention_ms=number("retention.ms"), max_message_bytes=number("max.message.bytes"))
 
 
 class TopicProbe:

@@ -135,12 +135,11 @@ class TopicDurability:
 
 @dataclass(frozen=True)
 class KafkaClientConfig:
-    """The operator's client properties and topic settings, with where each came from (for errors)."""
+    """The operator's client properties and topic settings."""
 
     common: Mapping[str, str] = field(default_factory=dict)
     per_client: Mapping[ClientKind, Mapping[str, str]] = field(default_factory=dict)
     topic: TopicSettings = field(default_factory=TopicSettings)
-    origins: Mapping[str, str] = field(default_factory=dict)
     path: str | None = None  # the properties file, handed on to child processes
 
     def for_client(self, kind: ClientKind) -> dict[str, str]:
@@ -152,9 +151,6 @@ class KafkaClientConfig:
         for properties in (self.common, *self.per_client.values()):
             text = mask_secret_values(text, properties)
         return text
-
-    def describe(self, name: str) -> str:
-        return f"{name} (from {self.origins.get(name, 'the Kafka configuration')})"
 
 
 def read_properties(text: str, where: str) -> list[tuple[str, str, str]]:
@@ -200,7 +196,6 @@ def _sort(entries: Iterable[tuple[str, str, str]], path: str | None) -> KafkaCli
     common: dict[str, str] = {}
     per_client: dict[ClientKind, dict[str, str]] = {kind: {} for kind in CLIENT_KINDS}
     topic: dict[str, int] = {}
-    origins: dict[str, str] = {}
     for name, value, origin in entries:
         if not _PROPERTY.match(name):
             raise ConfigurationError(f"{origin}: {name!r} is not a Kafka property name")
@@ -213,9 +208,8 @@ def _sort(entries: Iterable[tuple[str, str, str]], path: str | None) -> KafkaCli
         else:
             _check_owned(name, origin)
             common[name] = value
-        origins[name] = origin
     return KafkaClientConfig(
-        common=common, per_client={k: v for k, v in per_client.items() if v}, origins=origins, path=path,
+        common=common, per_client={k: v for k, v in per_client.items() if v}, path=path,
         topic=TopicSettings(
             replication_factor=topic.get("replication.factor"), min_insync_replicas=topic.get("min.insync.replicas"),
             retention_ms=topic.get("retention.ms", DEFAULT_RETENTION_MS),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors.kafka.admin import cluster_brokers, topic_durability
+from connectors.kafka.admin import topic_durability
 from splitter.core.errors import RetryableError
 from splitter.core.kafka_config import TopicDurability
 from splitter.ops.plan.facts import WARNING, Finding
@@ -31,12 +31,11 @@ class LogFacts:
 def gather_log(settings: Settings) -> LogFacts:
     config = settings.kafka_client("admin")
     try:
-        found = topic_durability(settings.kafka_bootstrap, settings.topic, config, timeout=PROBE_SECONDS)
-        if found is not None:
-            return LogFacts(settings.topic, found)
-        brokers = cluster_brokers(settings.kafka_bootstrap, config, timeout=PROBE_SECONDS)
+        brokers, found = topic_durability(settings.kafka_bootstrap, settings.topic, config, timeout=PROBE_SECONDS)
     except RetryableError as exc:
         return LogFacts(settings.topic, None, problem=settings.kafka_config.mask(str(exc)))
+    if found is not None:
+        return LogFacts(settings.topic, found)
     topic = settings.kafka_config.topic
     replication, configs = topic.resolve(brokers)
     planned = TopicDurability(brokers=brokers, replication_factor=replication,

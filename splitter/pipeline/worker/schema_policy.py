@@ -8,6 +8,7 @@ or changed type.  Must not: read anything but the relation shapes it is shown (t
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ from splitter.topology.sqlrender import stage_columns
 from splitter.topology.type_names import column_name_problem, shown, type_name_problem
 
 
+@functools.lru_cache(maxsize=256)  # a header is a table's shape: the backfill window meets it on every change
 def read_relation(qualified: str, header: bytes) -> RelationSchema:
     """The relation a schema header describes; MalformedMessageError unless each column has a name that can be
     one and a type as format_type prints it.  Anyone who can produce to the topic writes this header, and its
