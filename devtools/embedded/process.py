@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -38,6 +39,7 @@ __all__ = [
     "EmbeddedServerError",
     "Server",
     "free_port",
+    "free_port_block",
     "is_gone",
     "launcher",
     "popen_user_kwargs",
@@ -59,6 +61,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive TCP ports that were all free a moment ago (`splitter run` gives its
+    i-th child base+i).
+
+    Taken below the kernel's ephemeral range: `free_port` hands out an ephemeral port, and the ones just above
+    it are the likeliest to be the next outgoing connections' (a worker's metrics port was seen taken so).
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _attempt in range(200):
+        base = random.randrange(10000, low - count)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + count):
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+    raise EmbeddedServerError(f"no {count} consecutive free ports found on {host}")
 
 
 def _tail(path: Path, lines: int = 40) -> str:

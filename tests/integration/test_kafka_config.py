@@ -8,7 +8,6 @@ properties reach each client kind, which is all SASL needs from splitter.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from devtools.embedded.process import free_port_block
 from tests.conftest import KafkaServer
 from tests.harness import ROOT, PipelineEnv, prepare
 
@@ -108,7 +108,7 @@ def test_secrets_never_reach_process_arguments_logs_or_metrics(env: PipelineEnv,
     properties = tmp_path / "client.properties"
     properties.write_text(f"sasl.password={SECRET}\nsasl.username=splitter\n")
     # `run` supervises capture and the workers as child processes: what it hands them must carry no secret.
-    port = _free_port()
+    port = free_port_block(2)  # `run` gives capture base+0 and worker i base+i
     proc = subprocess.Popen([sys.executable, "-m", "splitter", "run", "--kafka-config", str(properties),
                              "--service", "post", "--metrics-port", str(port)],
                             env={**env.env(), "SPLITTER_KAFKA_SSL_KEY_PASSWORD": SECRET},
@@ -128,12 +128,6 @@ def test_secrets_never_reach_process_arguments_logs_or_metrics(env: PipelineEnv,
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert SECRET not in out
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _pages(port: int) -> list[str]:

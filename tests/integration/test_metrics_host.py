@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.embedded.process import free_port
+from devtools.embedded.process import free_port, free_port_block
 from splitter.core.exit_codes import CONFIG as EXIT_CONFIG
 from tests.conftest import KafkaServer
 from tests.integration.test_bad_input import Child
@@ -82,7 +82,7 @@ def test_the_endpoint_listens_on_loopback_only_by_default(stack_env: dict[str, s
 
 def test_run_passes_metrics_host_on_to_capture_and_the_workers(stack_env: dict[str, str]) -> None:
     other = _other_address()
-    port = free_port("0.0.0.0")
+    port = free_port_block(2, "0.0.0.0")  # `run` gives capture base+0 and worker i base+i
     run = Child(["run", "--metrics-port", str(port), "--metrics-host", "0.0.0.0"], stack_env)
     try:
         _wait_answering(other, port, run)  # capture

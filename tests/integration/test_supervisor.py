@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devtools import fixtures
 from devtools.embedded.postgres import EmbeddedPostgres
-from devtools.embedded.process import free_port
+from devtools.embedded.process import free_port_block
 from splitter.core.exit_codes import FATAL as EXIT_FATAL
 from splitter.pipeline.config import Settings
 from tests.conftest import KafkaServer
@@ -108,7 +108,7 @@ def test_run_keeps_a_fatal_worker_down_names_it_and_exits_when_nothing_can_progr
     services = ["topic", "post"]  # both keep on_error = "stop"
     stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, services, scale=10)
     env = _env(stack.settings, _topology_file(tmp_path, services))
-    port = free_port()
+    port = free_port_block(3)  # `run` gives capture base+0 and worker i base+i
     run = Child(["run", "--metrics-port", str(port)], env)
     try:
         _wait("the initial copy and both workers", _caught_up(stack, services), 120, run)
@@ -269,7 +269,7 @@ def test_run_names_a_worker_whose_database_is_missing_in_status_metrics_and_heal
     topic_db = str(conninfo_to_dict(stack.dsn("topic"))["dbname"])
     gone = f"{topic_db}_gone"
     admin_dsn = make_conninfo(stack.dsn("topic"), dbname="postgres")
-    port = free_port()
+    port = free_port_block(3)  # `run` gives capture base+0 and worker i base+i
     run = Child(["run", "--metrics-port", str(port)], env)
     try:
         _wait("the initial copy and both workers", _caught_up(stack, services), 120, run)
