@@ -47,6 +47,8 @@ from devtools.workload.driver import Workload
 from splitter.pipeline.config import Settings
 
 SAMPLE_INTERVAL = 0.1
+#: application_name of the bench's own reading sessions (left out of CPU accounting).
+BENCH_APP = "splitter-bench"
 LAG_LIMIT = 1.0
 Positions = Callable[[], dict[str, int | None]]
 
@@ -172,17 +174,23 @@ def search(source_dsn: str, tables: list[str], sampler: LagSampler, rates: list[
 
 
 class SplitterProcesses:
-    """capture + one worker per service as child processes, like `splitter run`."""
+    """capture + one worker per service as child processes, like `splitter run`.
 
-    def __init__(self, settings: Settings, logdir: Path) -> None:
+    `names` picks some of them ("capture" and/or service names; default all), so that the catch-up
+    stage can run capture alone and start the workers later; logs go to <logdir>/<log_prefix><name>.log.
+    """
+
+    def __init__(self, settings: Settings, logdir: Path, names: list[str] | None = None,
+                 log_prefix: str = "splitter-") -> None:
         env = settings_env(settings)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs = []
-        names = ["capture", *(s.name for s in settings.topology.services)]
+        if names is None:
+            names = ["capture", *(s.name for s in settings.topology.services)]
         for name in names:
             argv = [sys.executable, "-m", "splitter", "capture"] if name == "capture" else \
                 [sys.executable, "-m", "splitter", "worker", "--service", name]
-            out = open(logdir / f"splitter-{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+            out = open(logdir / f"{log_prefix}{name}.log", "wb")  # noqa: SIM115 - closed in stop()
             self._logs.append(out)
             self.procs[name] = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
@@ -203,7 +211,9 @@ class SplitterProcesses:
 
 
 def splitter_positions(settings: Settings) -> tuple[Positions, Callable[[], None], Callable[[], dict[str, int]]]:
-    conns = {s.name: psycopg.connect(settings.target_dsn(s.name), autocommit=True) for s in settings.topology.services}
+    # Named, so that the catch-up stage's CPU accounting can leave the bench's own sessions out.
+    conns = {s.name: psycopg.connect(settings.target_dsn(s.name), autocommit=True, application_name=BENCH_APP)
+             for s in settings.topology.services}
 
     def positions() -> dict[str, int | None]:
         out: dict[str, int | None] = {}

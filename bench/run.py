@@ -7,11 +7,14 @@ Order (each stage's state is the next one's starting point):
    and every service's checkpoint behind;
 3. capture (bench.capture): pg_recvlogical vs splitter Capture on two slots holding the same burst;
 4. end to end (bench.e2e): splitter (from a fresh copy), then native logical replication, stepped searches;
-5. cutover write pause: only if `splitter.ops.cutover` exists;
-6. memory (bench.memory): peak RSS of capture and a worker at --memory-scale and 10x that.
+5. backlog catch-up (bench.catchup): splitter's workers vs native subscriptions draining the same backlog,
+   rows/s and CPU per row change (bench.cpu), at each --backlogs size;
+6. cutover write pause: only if `splitter.ops.cutover` exists;
+7. memory (bench.memory): peak RSS of capture and a worker at --memory-scale and 10x that.
 
-Prints a table of ratios, writes bench/results/latest.json (git-ignored) and rewrites the results
-section of bench/README.md between its markers.
+Prints a table of ratios, writes bench/results/latest.json (git-ignored), and (unless --no-readme)
+rewrites the results section of bench/README.md between its markers and bench/results.json (tracked:
+the headline figures with their peers, ratios and goals; bench.report).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import backfill, capture, e2e, memory
+from bench import backfill, capture, catchup, e2e, memory, report
 from bench.common import RESULTS_DIR, create_dataset, machine, settings_for, start_servers, summarise_raw
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -35,6 +38,14 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 def log(message: str) -> None:
     print(message, flush=True)
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+
+
+def load_average() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,8 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-scale", type=int, default=None, help="smaller memory data set (default scale/10; the "
                    "larger one is 10x)")
     p.add_argument("--no-profile", action="store_true", help="skip py-spy profiles")
-    p.add_argument("--skip", action="append", default=[], choices=["e2e", "memory"], help="skip a stage")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md's results")
+    p.add_argument("--backlogs", type=_sizes, default=[20_000, 500_000], help="catch-up backlog sizes in row "
+                   "changes, comma-separated (default 20000,500000)")
+    p.add_argument("--catchup-threads", type=int, default=8, help="workload connections loading each catch-up "
+                   "backlog (unthrottled; default 8)")
+    p.add_argument("--skip", action="append", default=[], choices=["e2e", "catchup", "memory"],
+                   help="skip a stage")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md's results nor "
+                   "bench/results.json (the tracked files)")
     p.add_argument("--report-only", action="store_true", help="re-render the table and README from "
                    "bench/results/latest.json and the raw profiles, without running anything")
     return p.parse_args(argv)
@@ -91,6 +108,7 @@ def table(r: dict[str, Any]) -> str:
                      "~ x1.0"))
         rows.append((f"  peak RSS worker[{m['worker_service']}]", f"{a['worker_peak_rss_mb']} -> "
                      f"{z['worker_peak_rss_mb']} MB", "", f"x{m['worker_growth']}", "~ x1.0"))
+    rows += report.catchup_rows(r)
     head = ("figure", "splitter", "peer", "ratio", "goal")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(5)]
     line = lambda x: "| " + " | ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)) + " |"  # noqa: E731
@@ -121,7 +139,9 @@ def steps_md(title: str, steps: list[dict[str, Any]]) -> list[str]:
 def results_md(r: dict[str, Any]) -> str:
     m = r["machine"]
     out = [f"Run {r['finished']} with `{r['command']}` on {m['nproc']} CPUs ({m['cpu_model']}), "
-           f"{m['ram_gib']} GiB RAM, Linux {m['kernel']}, Python {m['python']}; {r['wall_seconds']:.0f} s wall.",
+           f"{m['ram_gib']} GiB RAM, Linux {m['kernel']}, Python {m['python']}; {r['wall_seconds']:.0f} s wall"
+           + (f"; load average before {', '.join(map(str, r['load_average_before']))}."
+              if r.get("load_average_before") else "."),
            f"Data set: scale {r['args']['scale']} = {sum(r['dataset']['counts'].values())} source rows.", "",
            table(r), ""]
     c, b = r["capture"], r["backfill"]
@@ -143,6 +163,7 @@ def results_md(r: dict[str, Any]) -> str:
         out += steps_md("Splitter steps", e["splitter"]["steps"])
         if e["splitter"].get("half_rate"):
             out += steps_md("Splitter at half the sustained rate", [e["splitter"]["half_rate"]])
+    out += report.catchup_md(r)
     mem = r.get("memory")
     if mem:
         out += ["Memory runs:", "", "| scale | source rows | streamed changes | of them in one transaction | "
@@ -191,6 +212,7 @@ def report_only() -> int:
     (RESULTS_DIR / "latest.json").write_text(json.dumps(result, indent=2, default=str))
     print(table(result))
     update_readme(results_md(result))
+    report.write_results_json(result)
     return 0
 
 
@@ -209,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="splitter-bench-"))
     result: dict[str, Any] = {"args": vars(args), "machine": machine(),
                               "command": "python -m bench " + " ".join(argv or __import__("sys").argv[1:])}
+    result["load_average_before"] = load_average()
     log(f"machine: {result['machine']}")
+    log(f"load average before the run: {result['load_average_before']}")
     servers = start_servers(work)
     try:
         log(f"dataset: scale {args.scale}")
@@ -241,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             native = e2e.run_native(servers, settings, rates, args.seconds, args.threads, log)
             result["e2e"] = {"native": native, "splitter": split}
 
+        if "catchup" not in args.skip:
+            if "e2e" in args.skip:
+                backfill.reset(settings)  # the capture burst is not the catch-up's business
+            log(f"backlog catch-up: splitter workers vs native subscriptions, backlogs {args.backlogs}")
+            result["catchup"] = catchup.run(servers, settings, args.backlogs, args.catchup_threads, logdir, log)
+
         result["cutover"] = ("not measured yet (splitter.ops.cutover exists; bench does not drive it)"
                              if importlib.util.find_spec("splitter.ops.cutover") else "n/a (cutover not built yet)")
 
@@ -260,5 +290,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {out}")
     if not args.no_readme:
         update_readme(results_md(result))
-        print(f"updated {README}")
+        print(f"updated {README} and {report.write_results_json(result)}")
     return 0

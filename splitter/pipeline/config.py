@@ -36,8 +36,9 @@ class Settings:
     slot: str = "splitter"
     publication: str = "splitter"
     heartbeat_interval: float = 1.0
-    batch_max_rows: int = 5000
-    batch_max_wait: float = 0.05
+    # A worker commits a batch when it has read all the log holds, or at these bounds while it is behind.
+    batch_max_rows: int = 20_000
+    batch_max_wait: float = 0.25
     # A source transaction with more changes than this is applied in parts inside one target transaction
     # (committed with its commit record), so a worker's memory does not grow with transaction size.
     max_txn_changes: int = 10_000

@@ -30,6 +30,7 @@ from splitter.pipeline.worker.commit import Committer
 from splitter.pipeline.worker.dead_letter_topic import DeadLetterTopic
 from splitter.pipeline.worker.isolation import ApplyModes
 from splitter.pipeline.worker.log_guard import LogGuard
+from splitter.pipeline.worker.pacing import Pacing
 from splitter.pipeline.worker.parts import LargeTransactions
 from splitter.pipeline.worker.schema_policy import SchemaPolicy
 from splitter.pipeline.worker.scopes import Moves, WriteScopes
@@ -39,8 +40,6 @@ from splitter.pipeline.worker.window import BackfillWindow, read_watermark, relo
 
 log = logging.getLogger(__name__)
 
-# An idle service still records how far it has read, so lag reads zero on an idle source.
-POSITION_WRITE_INTERVAL = 0.25
 # How often the control row (hold requests from verify and cutover) is read.
 CONTROL_POLL_INTERVAL = 0.2
 
@@ -116,9 +115,8 @@ class Worker:
         self.stats.rows_applied = sink.rows_applied
         log.info("service %s: applying from offset %s (commit LSN %X)", self.service.name,
                  cp.offset + 1 if cp.offset >= 0 else "earliest", cp.commit_lsn)
-        last_write = time.monotonic()
         last_control = 0.0  # read requests before anything else
-        max_rows, max_wait = self.settings.batch_max_rows, self.settings.batch_max_wait
+        pacing = Pacing(self.settings.batch_max_rows, self.settings.batch_max_wait)
         pause_at: int | None = None
         holding = False
         while not stop.is_set():
@@ -140,7 +138,7 @@ class Worker:
                 continue
             try:
                 self._guard.check(self._position[0] + 1)
-                records = consumer.read(2000, timeout=0.02 if self._pending.transactions else 0.25)
+                records = consumer.read(2000, timeout=pacing.read_timeout(self._pending))
             except OffsetGoneError as exc:
                 raise self._gone(exc) from exc
             self._rewound = False
@@ -150,6 +148,10 @@ class Worker:
                     lsn = envelope.header_lsn(headers, record.offset, self.settings.topic)
                 except MalformedMessageError as exc:
                     self._reject_record(record, exc)
+                    continue
+                if (pause_at is None and headers.get(envelope.KIND_HEADER) == envelope.KIND_ROW
+                        and headers.get(envelope.TABLE_HEADER) not in self._tables and self._backfill.open is None):
+                    self._skim(record, lsn)  # most of the log: another service's row
                     continue
                 if pause_at is not None and lsn >= pause_at and lsn > self._position[1]:
                     # Everything committed before pause_at is in hand (the log is in commit order).  A
@@ -170,17 +172,9 @@ class Worker:
                     break  # the rest of this read lies past the new read position
             if holding:
                 continue
-            now = time.monotonic()
-            pending = self._pending
-            batch_due = pending.transactions and (len(pending.batch) >= max_rows or not records
-                                                  or now - pending.started >= max_wait)
-            # An idle service still records how far it has read, so its lag reads zero.
-            position_due = (not pending.transactions and self._open is None
-                            and self._position[0] > self.stats.applied_offset
-                            and now - last_write >= POSITION_WRITE_INTERVAL)
-            if batch_due or position_due:
+            moved = self._open is None and self._position[0] > self.stats.applied_offset
+            if pacing.due(self._pending, consumer.at_end, moved):
                 self._flush()
-                last_write = now
 
     def _gone(self, exc: OffsetGoneError) -> FatalError:
         name = self.service.name
@@ -284,6 +278,12 @@ class Worker:
         self._letters.append(on_error.unreadable_record(self.service, record, exc))
         if self._open is None and self._tally.reading is None and not self._pending.transactions:
             self._position = (record.offset, self._position[1], self._position[2])
+
+    def _skim(self, record: LogRecord, lsn: int) -> None:
+        """A row record of a table this service does not route: counted in its transaction, nothing else."""
+        if lsn > self._position[1] and self._tally.count(record.offset, lsn, envelope.row_sequence(record.value)) \
+                and self._open is not None:
+            self._discard_open()  # capture sent the transaction again: this record begins the new copy
 
     def _on_record(self, record: LogRecord, headers: dict[str, bytes], lsn: int) -> None:
         kind = headers.get(envelope.KIND_HEADER)
