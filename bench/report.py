@@ -115,7 +115,12 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
         cpu = big["cpu"]
         out["cpu_us_per_row"] = _figure(cpu["splitter_us_per_row"].get("total"), cpu["native_us_per_row"].get("total"),
                                         cpu.get("ratio"), "<= 1.0", unit="µs per source row change",
-                                        backlog=big["backlog"], peer_is="native logical replication")
+                                        backlog=big["backlog"], peer_is="native logical replication",
+                                        splitter_groups=cpu["splitter_us_per_row"],
+                                        native_groups=cpu["native_us_per_row"])
+        if "e2e_sustained" in out:
+            # The load generator's own ceiling (unthrottled, while the backlog was written) next to both rates.
+            out["e2e_sustained"]["generator_ceiling_rows_per_s"] = max(s["load"]["rows_per_s"] for s in cu["sizes"])
     b = r.get("backfill")
     if b:
         out["backfill"] = _figure(b["splitter_rows_per_s"], b["baseline_rows_per_s"], b["ratio"], ">= 0.8",

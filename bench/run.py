@@ -96,6 +96,10 @@ def table(r: dict[str, Any]) -> str:
             worst = max(v["p99_ms"] for v in half["lag"].values())
             rows.append((f"  p99 lag at half rate ({half['rows_per_s']} rows/s), worst service", f"{worst} ms",
                          "", "", "< 500 ms"))
+        cu = r.get("catchup")
+        if cu:  # how far the load generator itself goes: the bound of a "generator-bound" rate above
+            ceiling = max(s["load"]["rows_per_s"] for s in cu["sizes"])
+            rows.append(("  load generator's ceiling (unthrottled, catch-up loads)", _fmt(ceiling), "", "", ""))
     b = r["backfill"]
     rows.append(("3 backfill, rows/s (7 databases)", _fmt(b["splitter_rows_per_s"]),
                  f"{_fmt(b['baseline_rows_per_s'])} psql COPY pipes", f"{b['ratio']:.2f}", ">= 0.8"))

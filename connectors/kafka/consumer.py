@@ -10,12 +10,14 @@ decide where to read from (the worker does, from its checkpoint).
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple, cast
+from collections.abc import Container
+from typing import Any, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from connectors.kafka.clients import new_client
 from connectors.kafka.producer import MAX_RECORD_BYTES
+from splitter.core import envelope
 from splitter.core.errors import FatalError, RetryableError
 
 log = logging.getLogger(__name__)
@@ -25,10 +27,17 @@ class LogRecord(NamedTuple):
     """One record as read (a tuple: a frozen dataclass's `__init__` alone was 11 % of a catching-up worker)."""
 
     offset: int
-    key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]  # as the client hands them (envelope.header_map reads them)
-    timestamp_ms: int
+
+
+class Skimmed(NamedTuple):
+    """A row record of a table the reader was told it does not keep: only what counting it in its transaction
+    takes (its transaction's commit LSN, and its number in it: None when unreadable)."""
+
+    offset: int
+    lsn: int
+    sequence: int | None
 
 
 class OffsetGoneError(FatalError):
@@ -80,7 +89,11 @@ class ChangeLogConsumer:
         self.at_end = False
         self._consumer.assign([TopicPartition(self.topic, self.partition, start)])
 
-    def read(self, max_records: int, timeout: float) -> list[LogRecord]:
+    def read(self, max_records: int, timeout: float,
+             keep: Container[bytes] | None = None) -> list[LogRecord | Skimmed]:
+        """The next records (waiting up to `timeout` for the first).  With `keep` (the tables a worker routes),
+        row records of other tables come back as `Skimmed`, up to the first message record of the read: a
+        message may open a backfill window on another table, so what follows it comes back whole."""
         try:
             # Wait for the first record only, then take what is already fetched: consume() alone waits for
             # `max_records` or the whole timeout on client versions before 2.13, a latency floor per read.
@@ -92,7 +105,7 @@ class ChangeLogConsumer:
                 messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
         except KafkaException as exc:
             raise RetryableError(f"reading topic {self.topic!r} failed: {exc}") from exc
-        out = []
+        out: list[LogRecord | Skimmed] = []
         at_end = self.at_end
         for m in messages:
             err = m.error()
@@ -108,11 +121,23 @@ class ChangeLogConsumer:
                     raise FatalError(f"reading topic {self.topic!r} failed: {err.str()}")
                 raise RetryableError(f"reading topic {self.topic!r} failed: {err.str()}")
             at_end = False
-            ts = m.timestamp()
             # A consumed message's headers are a list of (name, bytes) pairs (the stubs also allow a produce-side
-            # dict); passed on as they are: converting each pair cost the worker 15 % of its time.
-            headers = cast("list[tuple[str, bytes | None]]", m.headers() or [])
-            out.append(LogRecord(m.offset() or 0, m.key(), m.value(), headers, ts[1] if ts else 0))
+            # dict); passed on as they are: converting each pair cost the worker 15 % of its time.  Only what a
+            # worker reads is taken: every client call costs, for every record of the log, in every worker.
+            headers = m.headers() or []
+            if keep is not None:
+                # Most of the log is other services' rows: told apart here, in one pass, at the least cost.
+                found = dict(headers)
+                kind = found.get(envelope.KIND_HEADER)
+                lsn = found.get(envelope.LSN_HEADER)
+                if kind == envelope.KIND_ROW and found.get(envelope.TABLE_HEADER) not in keep and lsn \
+                        and lsn.isdigit():
+                    value = m.value()
+                    out.append(Skimmed(m.offset() or 0, int(lsn), envelope.row_sequence(value)))
+                    continue
+                if kind == envelope.KIND_MESSAGE:
+                    keep = None
+            out.append(LogRecord(m.offset() or 0, m.value(), headers))  # type: ignore[arg-type]
         self.at_end = at_end
         return out
 

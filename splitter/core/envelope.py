@@ -25,7 +25,7 @@ as null.  Must not: do I/O, import drivers, or interpret values (they stay text)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -66,14 +66,15 @@ class RelationSchema:
     schema: str
     table: str
     columns: tuple[ColumnSchema, ...]
+    #: The key columns in order, computed once: workers read them for every change they apply.
+    key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_columns", tuple(c.name for c in self.columns if c.is_key))
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.table}"
-
-    @property
-    def key_columns(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns if c.is_key)
 
     def header_bytes(self) -> bytes:
         return orjson.dumps([[c.name, c.sql_type, c.is_key] for c in self.columns])
@@ -234,13 +235,15 @@ def _load(raw: bytes | None, what: str) -> dict[str, Any]:
     return value
 
 
-def _row_image(value: Any, field: str) -> Row | None:
+_TEXT_OR_NULL = frozenset({str, type(None)})
+
+
+def _row_image(value: Any, name: str) -> Row | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
-    ):
-        raise MalformedMessageError(f"row record field {field!r} is not an object of text values")
+    # JSON object keys are always text; the values' types are checked in C (this runs for every change applied).
+    if not isinstance(value, dict) or not _TEXT_OR_NULL.issuperset(map(type, value.values())):
+        raise MalformedMessageError(f"row record field {name!r} is not an object of text values")
     return value
 
 

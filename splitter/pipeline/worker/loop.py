@@ -16,7 +16,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from connectors.kafka.consumer import ChangeLogConsumer, LogRecord, OffsetGoneError
+from connectors.kafka.consumer import ChangeLogConsumer, LogRecord, OffsetGoneError, Skimmed
 from connectors.pg.sink import ServiceSink
 from connectors.pg.state.dead_letters import DeadLetter, Request
 from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint
@@ -138,32 +138,29 @@ class Worker:
                 continue
             try:
                 self._guard.check(self._position[0] + 1)
-                records = consumer.read(2000, timeout=pacing.read_timeout(self._pending))
+                # Other services' rows come back skimmed, except while a backfill window wants a table's rows.
+                keep = self._tables if self._backfill.open is None else None
+                records = consumer.read(2000, timeout=pacing.read_timeout(self._pending), keep=keep)
             except OffsetGoneError as exc:
                 raise self._gone(exc) from exc
             self._rewound = False
             for record in records:
-                headers = envelope.header_map(record.headers)
-                try:
-                    lsn = envelope.header_lsn(headers, record.offset, self.settings.topic)
-                except MalformedMessageError as exc:
-                    self._reject_record(record, exc)
-                    continue
-                if (pause_at is None and headers.get(envelope.KIND_HEADER) == envelope.KIND_ROW
-                        and headers.get(envelope.TABLE_HEADER) not in self._tables and self._backfill.open is None):
-                    self._skim(record, lsn)  # most of the log: another service's row
-                    continue
+                if isinstance(record, Skimmed):
+                    lsn = record.lsn
+                else:
+                    headers = envelope.header_map(record.headers)
+                    try:
+                        lsn = envelope.header_lsn(headers, record.offset, self.settings.topic)
+                    except MalformedMessageError as exc:
+                        self._reject_record(record, exc)
+                        continue
                 if pause_at is not None and lsn >= pause_at and lsn > self._position[1]:
-                    # Everything committed before pause_at is in hand (the log is in commit order).  A
-                    # transaction already begun is read again from its first record after the hold.
-                    resume_at = self._tally.resume_offset(lsn, record.offset)
-                    self._drop_open()
-                    self._tally.reset()
-                    self._flush(paused=(pause_at, max(self._position[1], self._applied_lsn)))
-                    consumer.seek(resume_at)
+                    self._hold(pause_at, lsn, record.offset)
                     holding = True
-                    log.info("service %s: holding at %X as requested", self.service.name, pause_at)
                     break
+                if isinstance(record, Skimmed):
+                    self._skim(record.offset, lsn, record.sequence)  # most of the log: another service's row
+                    continue
                 try:
                     self._on_record(record, headers, lsn)
                 except MalformedMessageError as exc:
@@ -175,6 +172,19 @@ class Worker:
             moved = self._open is None and self._position[0] > self.stats.applied_offset
             if pacing.due(self._pending, consumer.at_end, moved):
                 self._flush()
+
+    def _hold(self, pause_at: int, lsn: int, offset: int) -> None:
+        """Hold at `pause_at`, reached by the record at `offset` (of the transaction `lsn`).
+
+        Everything committed before pause_at is in hand (the log is in commit order).  A transaction already
+        begun is read again from its first record after the hold.
+        """
+        resume_at = self._tally.resume_offset(lsn, offset)
+        self._drop_open()
+        self._tally.reset()
+        self._flush(paused=(pause_at, max(self._position[1], self._applied_lsn)))
+        self._consumer.seek(resume_at)
+        log.info("service %s: holding at %X as requested", self.service.name, pause_at)
 
     def _gone(self, exc: OffsetGoneError) -> FatalError:
         name = self.service.name
@@ -279,10 +289,9 @@ class Worker:
         if self._open is None and self._tally.reading is None and not self._pending.transactions:
             self._position = (record.offset, self._position[1], self._position[2])
 
-    def _skim(self, record: LogRecord, lsn: int) -> None:
+    def _skim(self, offset: int, lsn: int, sequence: int | None) -> None:
         """A row record of a table this service does not route: counted in its transaction, nothing else."""
-        if lsn > self._position[1] and self._tally.count(record.offset, lsn, envelope.row_sequence(record.value)) \
-                and self._open is not None:
+        if lsn > self._position[1] and self._tally.count(offset, lsn, sequence) and self._open is not None:
             self._discard_open()  # capture sent the transaction again: this record begins the new copy
 
     def _on_record(self, record: LogRecord, headers: dict[str, bytes], lsn: int) -> None:
