@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from devtools.embedded.process import descendants
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: group name -> pids that belong to it right now
 Groups = Callable[[], Mapping[str, Iterable[int]]]
@@ -44,30 +46,9 @@ def _alive(key: Key) -> bool:
     return got is not None and got[0] == key
 
 
-def _children() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        out.setdefault(ppid, []).append(int(entry))
-    return out
-
-
 def with_descendants(pids: Iterable[int]) -> list[int]:
     """`pids` and every live descendant of them (a launcher may run the real server as a child)."""
-    children = _children()
-    found: list[int] = []
-    stack = list(pids)
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
+    return [found for pid in pids for found in (pid, *descendants(pid))]
 
 
 class CpuWindow:

@@ -2,9 +2,11 @@
 
 Owns: the consumer's configuration (assigned a partition at an explicit offset; no group rebalancing,
 because the checkpoint in the service database, not Kafka's committed offset, says where to resume;
-group offsets are still committed so standard lag tools work), `LogRecord`, and telling a position the
-log no longer holds (`OffsetGoneError`) from other read failures.  Must not: interpret records, or
-decide where to read from (the worker does, from its checkpoint).
+group offsets are still committed so standard lag tools work), `LogRecord`, skimming the rows of tables
+a worker does not keep (`Skimmed`: their headers and sequence only, in the one pass over what was
+fetched), whether a read reached the end of the log (`at_end`), and telling a position the log no
+longer holds (`OffsetGoneError`) from other read failures.  Must not: decode a record's value (beyond a
+skimmed row's sequence), or decide where to read from (the worker does, from its checkpoint).
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ class ChangeLogConsumer:
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": MAX_RECORD_BYTES,
             "fetch.wait.max.ms": 50,
-            # librdkafka's default pre-fetch queue (100,000 records): at 20,000 the client stopped fetching
-            # so early that a worker read an uncompressed log at 40,000 records/s instead of 170,000.
-            "queued.min.messages": 100_000,
+            # A pre-fetch queue of 20,000 records bounds a worker's memory; the client fetches again 5 ms after
+            # the queue went below it, not librdkafka's 1 s: with that back-off a worker read an uncompressed
+            # log at 40,000 records/s instead of 200,000 and more.
+            "queued.min.messages": 20_000,
+            "fetch.queue.backoff.ms": 5,
             # Tells the worker it has read all the log holds (its cue to commit a batch now rather than
             # wait for more); the high watermark cannot tell, it is wrong on some brokers (see devtools).
             "enable.partition.eof": True,
@@ -132,8 +136,7 @@ class ChangeLogConsumer:
                 lsn = found.get(envelope.LSN_HEADER)
                 if kind == envelope.KIND_ROW and found.get(envelope.TABLE_HEADER) not in keep and lsn \
                         and lsn.isdigit():
-                    value = m.value()
-                    out.append(Skimmed(m.offset() or 0, int(lsn), envelope.row_sequence(value)))
+                    out.append(Skimmed(m.offset() or 0, int(lsn), envelope.row_sequence(m.value())))
                     continue
                 if kind == envelope.KIND_MESSAGE:
                     keep = None

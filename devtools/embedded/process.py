@@ -38,6 +38,7 @@ __all__ = [
     "REGISTRY",
     "EmbeddedServerError",
     "Server",
+    "descendants",
     "free_port",
     "free_port_block",
     "is_gone",
@@ -135,7 +136,7 @@ def is_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """All live descendants of ``pid``, read from /proc (backends call setsid: process groups miss them)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -266,7 +267,7 @@ class Server:
         proc = self._proc
         if proc is None:
             return
-        victims = _descendants(proc.pid) if proc.poll() is None else []
+        victims = descendants(proc.pid) if proc.poll() is None else []
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         for pid in victims:

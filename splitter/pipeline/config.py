@@ -36,9 +36,11 @@ class Settings:
     slot: str = "splitter"
     publication: str = "splitter"
     heartbeat_interval: float = 1.0
-    # A worker commits a batch when it has read all the log holds, or at these bounds while it is behind.
+    # A worker at the head of the log commits within batch_max_wait; one that is behind fills its batch up
+    # to batch_max_rows or catch_up_batch_wait (splitter.pipeline.worker.pacing).
     batch_max_rows: int = 20_000
-    batch_max_wait: float = 0.25
+    batch_max_wait: float = 0.05
+    catch_up_batch_wait: float = 1.0
     # A source transaction with more changes than this is applied in parts inside one target transaction
     # (committed with its commit record), so a worker's memory does not grow with transaction size.
     max_txn_changes: int = 10_000
@@ -89,6 +91,7 @@ def _check_name(value: str, what: str) -> str:
 _TUNING_ENV: tuple[tuple[str, str, type, float], ...] = (
     ("batch_max_rows", "SPLITTER_BATCH_MAX_ROWS", int, 1),
     ("batch_max_wait", "SPLITTER_BATCH_MAX_WAIT", float, 0.001),
+    ("catch_up_batch_wait", "SPLITTER_CATCH_UP_BATCH_WAIT", float, 0.001),
     ("max_txn_changes", "SPLITTER_MAX_TXN_CHANGES", int, 1),
     ("heartbeat_interval", "SPLITTER_HEARTBEAT_INTERVAL", float, 0.05),
 )

@@ -96,6 +96,7 @@ def reverse_settings(settings: Settings, service: str) -> Settings:
         heartbeat_interval=settings.heartbeat_interval,
         batch_max_rows=settings.batch_max_rows,
         batch_max_wait=settings.batch_max_wait,
+        catch_up_batch_wait=settings.catch_up_batch_wait,
         status_interval=settings.status_interval,
         kafka_config=settings.kafka_config,
         capture_origin="none",

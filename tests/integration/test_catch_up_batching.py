@@ -23,11 +23,13 @@ from tests.harness import PipelineEnv, prepare
 from tests.integration.test_large_transactions import InProcessWorker
 
 SERVICE = "notification"
-TRANSACTIONS = 40
+TRANSACTIONS = 200
+ROWS = 100  # per transaction: a fetch of FETCH_BYTES holds more records than one read takes
+FETCH_BYTES = 1_048_576
 
 INSERT = ("INSERT INTO notifications (id, receiver_id, actor_id, content, action, is_sent, is_read, created_at, "
-          "updated_at) SELECT md5(random()::text), receiver_id, actor_id, content, action, is_sent, is_read, now(), "
-          "now() FROM notifications LIMIT 1")
+          "updated_at) SELECT md5(random()::text || g::text), receiver_id, actor_id, content, action, is_sent, "
+          "is_read, now(), now() FROM notifications CROSS JOIN generate_series(1, %(rows)s) AS g LIMIT %(rows)s")
 
 
 @pytest.fixture
@@ -56,25 +58,24 @@ def _wait_published(env: PipelineEnv, timeout: float = 60) -> None:
 
 
 def test_a_worker_behind_fills_its_batch_across_a_dry_fetch_queue(env: PipelineEnv) -> None:
-    # The backlog: small transactions written apart while capture streams, so that the broker holds one record
-    # batch per transaction.
+    # The backlog: transactions written apart while capture streams, so that the broker holds one record batch
+    # per transaction.
     _wait_published(env)
     with psycopg.connect(env.source, autocommit=True) as src:
         for _ in range(TRANSACTIONS):
-            src.execute(INSERT)
-            time.sleep(0.02)
+            src.execute(INSERT, {"rows": ROWS})
+            time.sleep(0.01)
     _wait_published(env)
-    # A client that fetches about one record batch at a time and waits 60 ms before the next fetch: its queue is
-    # empty for longer than a read waits, again and again, while most of the backlog is still unread.
+    # A client that fetches a megabyte at a time (more than a read takes) and waits 60 ms before the next fetch:
+    # its queue is empty for longer than a read waits, again and again, while most of the backlog is unread.
     slow_fetch = build_kafka_config({
         "SPLITTER_KAFKA_CONSUMER_QUEUED_MIN_MESSAGES": "1",
         "SPLITTER_KAFKA_CONSUMER_FETCH_QUEUE_BACKOFF_MS": "60",
-        "SPLITTER_KAFKA_CONSUMER_MAX_PARTITION_FETCH_BYTES": "1024",
-        "SPLITTER_KAFKA_CONSUMER_FETCH_MAX_BYTES": "1024",
-        "SPLITTER_KAFKA_CONSUMER_MESSAGE_MAX_BYTES": "1000",
+        "SPLITTER_KAFKA_CONSUMER_MAX_PARTITION_FETCH_BYTES": str(FETCH_BYTES),
+        "SPLITTER_KAFKA_CONSUMER_FETCH_MAX_BYTES": str(FETCH_BYTES),
     })
     settings = dataclasses.replace(env.settings(), kafka_config=slow_fetch, batch_max_rows=1_000_000,
-                                   batch_max_wait=120.0)
+                                   catch_up_batch_wait=120.0)
     worker = InProcessWorker(Worker(settings, SERVICE))
     try:
         env.wait_caught_up(timeout=120, services=[SERVICE])
@@ -88,13 +89,14 @@ def test_a_worker_behind_fills_its_batch_across_a_dry_fetch_queue(env: PipelineE
 
 
 def test_a_worker_at_the_end_of_the_log_commits_at_once_whatever_its_batch_wait(env: PipelineEnv) -> None:
-    settings = dataclasses.replace(env.settings(), batch_max_rows=1_000_000, batch_max_wait=120.0)
+    settings = dataclasses.replace(env.settings(), batch_max_rows=1_000_000, batch_max_wait=120.0,
+                                   catch_up_batch_wait=120.0)
     worker = InProcessWorker(Worker(settings, SERVICE))
     try:
         env.wait_caught_up(timeout=120, services=[SERVICE])
         for _ in range(3):
             with psycopg.connect(env.source, autocommit=True) as src:
-                src.execute(INSERT)
+                src.execute(INSERT, {"rows": 1})
             # Well under batch_max_wait: the worker read all the log held, so it committed.
             env.wait_caught_up(timeout=15, services=[SERVICE])
         with psycopg.connect(env.source) as src, psycopg.connect(env.service_dsn(SERVICE)) as tgt:

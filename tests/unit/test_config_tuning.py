@@ -20,8 +20,10 @@ def _settings(env: dict[str, str]) -> object:
 def test_tuning_variables_reach_the_settings() -> None:
     s = build_settings(topology_path=str(ROOT / "topology.py"), source_dsn="dbname=bento_social", kafka="k:9092",
                        env={"SPLITTER_MAX_TXN_CHANGES": "2500", "SPLITTER_BATCH_MAX_ROWS": "100",
-                            "SPLITTER_BATCH_MAX_WAIT": "0.2", "SPLITTER_HEARTBEAT_INTERVAL": "5"})
-    assert (s.max_txn_changes, s.batch_max_rows, s.batch_max_wait, s.heartbeat_interval) == (2500, 100, 0.2, 5.0)
+                            "SPLITTER_BATCH_MAX_WAIT": "0.2", "SPLITTER_HEARTBEAT_INTERVAL": "5",
+                            "SPLITTER_CATCH_UP_BATCH_WAIT": "3"})
+    assert (s.max_txn_changes, s.batch_max_rows, s.batch_max_wait, s.heartbeat_interval,
+            s.catch_up_batch_wait) == (2500, 100, 0.2, 5.0, 3.0)
     default = build_settings(topology_path=str(ROOT / "topology.py"), source_dsn="dbname=bento_social",
                              kafka="k:9092", env={"SPLITTER_MAX_TXN_CHANGES": ""})
     assert default.max_txn_changes == 10_000

@@ -30,7 +30,7 @@ from splitter.pipeline.worker.commit import Committer
 from splitter.pipeline.worker.dead_letter_topic import DeadLetterTopic
 from splitter.pipeline.worker.isolation import ApplyModes
 from splitter.pipeline.worker.log_guard import LogGuard
-from splitter.pipeline.worker.pacing import Pacing
+from splitter.pipeline.worker.pacing import READ_RECORDS, Pacing
 from splitter.pipeline.worker.parts import LargeTransactions
 from splitter.pipeline.worker.schema_policy import SchemaPolicy
 from splitter.pipeline.worker.scopes import Moves, WriteScopes
@@ -116,7 +116,7 @@ class Worker:
         log.info("service %s: applying from offset %s (commit LSN %X)", self.service.name,
                  cp.offset + 1 if cp.offset >= 0 else "earliest", cp.commit_lsn)
         last_control = 0.0  # read requests before anything else
-        pacing = Pacing(self.settings.batch_max_rows, self.settings.batch_max_wait)
+        pacing = Pacing(self.settings.batch_max_rows, self.settings.batch_max_wait, self.settings.catch_up_batch_wait)
         pause_at: int | None = None
         holding = False
         while not stop.is_set():
@@ -140,7 +140,8 @@ class Worker:
                 self._guard.check(self._position[0] + 1)
                 # Other services' rows come back skimmed, except while a backfill window wants a table's rows.
                 keep = self._tables if self._backfill.open is None else None
-                records = consumer.read(2000, timeout=pacing.read_timeout(self._pending), keep=keep)
+                records = consumer.read(READ_RECORDS, timeout=pacing.read_timeout(self._pending), keep=keep)
+                pacing.read(full=len(records) >= READ_RECORDS)
             except OffsetGoneError as exc:
                 raise self._gone(exc) from exc
             self._rewound = False
@@ -170,15 +171,12 @@ class Worker:
             if holding:
                 continue
             moved = self._open is None and self._position[0] > self.stats.applied_offset
-            if pacing.due(self._pending, consumer.at_end, moved):
+            if pacing.due(self._pending, consumer.at_end, not records, moved):
                 self._flush()
 
     def _hold(self, pause_at: int, lsn: int, offset: int) -> None:
-        """Hold at `pause_at`, reached by the record at `offset` (of the transaction `lsn`).
-
-        Everything committed before pause_at is in hand (the log is in commit order).  A transaction already
-        begun is read again from its first record after the hold.
-        """
+        """Hold at `pause_at`, reached by the record at `offset` (of transaction `lsn`): everything committed
+        before it is in hand (the log is in commit order); a transaction begun is read again after the hold."""
         resume_at = self._tally.resume_offset(lsn, offset)
         self._drop_open()
         self._tally.reset()
