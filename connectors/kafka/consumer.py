@@ -66,8 +66,10 @@ class ChangeLogConsumer:
             # Never jump silently: a position the log no longer holds (retention deleted it, or the topic was
             # recreated) means changes this service has not applied are gone.
             "auto.offset.reset": "error",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": MAX_RECORD_BYTES,
+            "fetch.max.bytes": MAX_RECORD_BYTES,
+            # What one fetch asks for: the pre-fetch queue's memory is a few of them.  A record larger than
+            # this still arrives whole (the client asks again with more room).
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
             "fetch.wait.max.ms": 50,
             # A pre-fetch queue of 20,000 records bounds a worker's memory; the client fetches again 5 ms after
             # the queue went below it, not librdkafka's 1 s: with that back-off a worker read an uncompressed

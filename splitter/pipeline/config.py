@@ -38,7 +38,7 @@ class Settings:
     heartbeat_interval: float = 1.0
     # A worker at the head of the log commits within batch_max_wait; one that is behind fills its batch up
     # to batch_max_rows or catch_up_batch_wait (splitter.pipeline.worker.pacing).
-    batch_max_rows: int = 5000
+    batch_max_rows: int = 20_000
     batch_max_wait: float = 0.05
     catch_up_batch_wait: float = 1.0
     # A source transaction with more changes than this is applied in parts inside one target transaction
