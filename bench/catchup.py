@@ -28,7 +28,6 @@ work for the backlog while the backlog was being written.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,10 +36,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.common import Servers, current_lsn
+from bench.common import BackgroundWorkload, Servers, current_lsn
 from bench.cpu import CpuWindow, per_row_us, process_cpu, with_descendants
 from bench.e2e import BENCH_APP, SplitterProcesses, _published_rows, native_setup, native_teardown, splitter_positions
-from devtools.workload.driver import Workload
 from splitter.core.messages import HEARTBEAT
 from splitter.pipeline.config import Settings
 
@@ -268,28 +266,14 @@ class Stage:
         """Write about `size` row changes unthrottled; then the end mark, and wait for capture to confirm it."""
         rows0, lsn0 = _published_rows(self.src, self.tables), current_lsn(self.src)
         window = CpuWindow(self.capture_groups)
-        wl = Workload(self.settings.source_dsn, seed=seed, threads=threads, rate=None)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                wl.run(stop)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=body, name="catchup-load")
-        started = time.monotonic()
-        thread.start()
+        load = BackgroundWorkload(self.settings.source_dsn, seed=seed, threads=threads, rate=None,
+                                  name="catchup-load")
         # The counters lag by up to a second (backends flush their statistics at most once a second), so
         # the backlog overshoots the size a little; the figure uses the count read after the load.
-        while thread.is_alive() and _published_rows(self.src, self.tables) - rows0 < size:
+        while load.alive() and _published_rows(self.src, self.tables) - rows0 < size:
             time.sleep(0.1)
-        stop.set()
-        thread.join(60)
-        load_s = time.monotonic() - started
-        if errors:
-            raise RuntimeError(f"workload failed: {errors[0]!r}") from errors[0]
+        load_s = load.stop(60) - load.started
+        wl = load.workload
         mark = _mark(self.src)
         drain = _wait("capture drain", lambda: self._confirmed() >= mark - 1, timeout, self.alive)
         cpu = window.stop()

@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import subprocess
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from psycopg import sql
 from devtools import datagen, fixtures
 from devtools.embedded.kafka import EmbeddedKafka
 from devtools.embedded.postgres import EmbeddedPostgres
+from devtools.workload.driver import Workload
 from splitter.pipeline.config import Settings, build_settings
 from splitter.topology.loading import load_topology
 from splitter.topology.model import Topology
@@ -333,3 +335,33 @@ def summarise_raw(path: Path, top: int = 12, only: str | None = None) -> dict[st
         "self": [(f, round(100 * n / total, 1)) for f, n in own.most_common(top)],
         "inclusive": [(f, round(100 * n / total, 1)) for f, n in inclusive.most_common(top + 8)],
     }
+
+
+class BackgroundWorkload:
+    """`Workload` running in a thread from construction until `stop()`, which re-raises its failure."""
+
+    def __init__(self, dsn: str, *, seed: int, threads: int, rate: float | None, name: str = "workload") -> None:
+        self.workload = Workload(dsn, seed=seed, threads=threads, rate=rate)
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._body, name=name)
+        self.started = time.monotonic()
+        self._thread.start()
+
+    def _body(self) -> None:
+        try:
+            self.workload.run(self._stop)
+        except BaseException as exc:
+            self._errors.append(exc)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float) -> float:
+        """Stop, wait for the connections to end; the monotonic time they had."""
+        self._stop.set()
+        self._thread.join(timeout)
+        ended = time.monotonic()
+        if self._errors:
+            raise RuntimeError(f"workload failed: {self._errors[0]!r}") from self._errors[0]
+        return ended

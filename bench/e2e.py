@@ -42,8 +42,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.common import LAG_UNKNOWN, ROOT, LsnClock, Profiler, Servers, current_lsn, percentile, settings_env
-from devtools.workload.driver import Workload
+from bench.common import (
+    LAG_UNKNOWN,
+    ROOT,
+    BackgroundWorkload,
+    LsnClock,
+    Profiler,
+    Servers,
+    current_lsn,
+    percentile,
+    settings_env,
+)
 from splitter.pipeline.config import Settings
 
 SAMPLE_INTERVAL = 0.1
@@ -112,25 +121,11 @@ def run_step(source_dsn: str, tables: list[str], sampler: LagSampler, rate: floa
              threads: int, seed: int) -> dict[str, Any]:
     with psycopg.connect(source_dsn, autocommit=True) as conn:
         rows0 = _published_rows(conn, tables)
-        wl = Workload(source_dsn, seed=seed, threads=threads, rate=rate)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                wl.run(stop)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=body, name="workload")
-        t0 = time.monotonic()
-        thread.start()
+        load = BackgroundWorkload(source_dsn, seed=seed, threads=threads, rate=rate)
+        t0 = load.started
         time.sleep(seconds)
-        stop.set()
-        thread.join(30)
-        t1 = time.monotonic()
-        if errors:
-            raise RuntimeError(f"workload failed: {errors[0]!r}") from errors[0]
+        t1 = load.stop(30)
+        wl = load.workload
         time.sleep(0.5)  # the workload's backends have exited and flushed their statistics
         rows = _published_rows(conn, tables) - rows0
     elapsed = t1 - t0

@@ -235,14 +235,15 @@ def _load(raw: bytes | None, what: str) -> dict[str, Any]:
     return value
 
 
-_TEXT_OR_NULL = frozenset({str, type(None)})
+#: The types of a column value in text form: what row images hold.
+TEXT_OR_NULL = frozenset({str, type(None)})
 
 
 def _row_image(value: Any, name: str) -> Row | None:
     if value is None:
         return None
     # JSON object keys are always text; the values' types are checked in C (this runs for every change applied).
-    if not isinstance(value, dict) or not _TEXT_OR_NULL.issuperset(map(type, value.values())):
+    if not isinstance(value, dict) or not TEXT_OR_NULL.issuperset(map(type, value.values())):
         raise MalformedMessageError(f"row record field {name!r} is not an object of text values")
     return value
 

@@ -75,9 +75,6 @@ class _Txn:
     origin: str | None = None  # the replication origin it was applied under (a reverse stream's writes)
 
 
-_TEXT_OR_NULL = frozenset({str, type(None)})
-
-
 class CaptureStats:
     """Counters the metrics and status views read (plain attributes: one writer thread)."""
 
@@ -336,7 +333,7 @@ class Capture:
         if len(data) != len(rel.names):
             raise MalformedMessageError(
                 f"pgoutput tuple for {rel.qualified} has {len(data)} columns, its relation {len(rel.names)}")
-        if _TEXT_OR_NULL.issuperset(map(type, data)):  # the common tuple, told apart in C
+        if envelope.TEXT_OR_NULL.issuperset(map(type, data)):  # the common tuple, told apart in C
             return dict(zip(rel.names, data, strict=True)), []  # type: ignore[arg-type]  # text or NULL only
         image: dict[str, str | None] = {}
         unchanged: list[str] = []
