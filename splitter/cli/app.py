@@ -10,23 +10,32 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from splitter.cli.commands import COMMANDS
-from splitter.cli.options import common_options
+from splitter.cli.options import shared_options
 from splitter.core import exit_codes
 from splitter.core.errors import ConfigurationError, SplitterError
 from splitter.pipeline.daemon import configure_logging
 
 
+def _version() -> str:
+    try:
+        return metadata.version("splitter")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = common_options()
+    shared = shared_options()
     parser = argparse.ArgumentParser(
         prog="splitter",
         description="Split one PostgreSQL database into per-service databases, without downtime: logical "
                     "replication into an ordered Kafka change log, one worker per service applying it.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
-        command.register(sub, common)
+        command.register(sub, shared)
     return parser
 
 

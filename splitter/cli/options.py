@@ -1,6 +1,6 @@
 """The options every command shares, and how they become `Settings` (for this process and its children).
 
-Owns: the connection options (`common_options`), `settings_from(args)` (options and environment →
+Owns: the option groups commands share (`shared_options`), `settings_from(args)` (options and environment →
 Settings, with the operator's Kafka client properties tried on each client kind), `settings_env` (the
 environment that gives a child process the same settings: passwords go through the environment, never
 argv, where `ps` would show them), and argument types shared by commands.
@@ -14,6 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from connectors.kafka.clients import check_client_configs
@@ -24,9 +25,32 @@ from splitter.observe.http import DEFAULT_METRICS_HOST
 from splitter.pipeline.config import Settings, build_settings
 
 
-def common_options() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("connections (also from the environment)")
+@dataclass(frozen=True)
+class SharedOptions:
+    """The option groups commands share; a command takes the groups it uses, so `--help` lists no option
+    the command would ignore.  `client` for commands that talk to the servers, `daemon` for the processes
+    that also serve /metrics, `local` for the demo (it starts its own servers)."""
+
+    connections: argparse.ArgumentParser
+    metrics: argparse.ArgumentParser
+    logging: argparse.ArgumentParser
+
+    @property
+    def client(self) -> list[argparse.ArgumentParser]:
+        return [self.connections, self.logging]
+
+    @property
+    def daemon(self) -> list[argparse.ArgumentParser]:
+        return [self.connections, self.metrics, self.logging]
+
+    @property
+    def local(self) -> list[argparse.ArgumentParser]:
+        return [self.metrics, self.logging]
+
+
+def shared_options() -> SharedOptions:
+    connections = argparse.ArgumentParser(add_help=False)
+    g = connections.add_argument_group("connections (also from the environment)")
     g.add_argument("--topology", help="topology file (SPLITTER_TOPOLOGY, default ./topology.py)")
     g.add_argument("--source-dsn", help="source database DSN (SPLITTER_SOURCE_DSN)")
     g.add_argument("--kafka", help="Kafka bootstrap servers (SPLITTER_KAFKA)")
@@ -40,7 +64,8 @@ def common_options() -> argparse.ArgumentParser:
     g.add_argument("--topic", help="change-log topic (SPLITTER_TOPIC, default <source database>.changes)")
     g.add_argument("--slot", help="replication slot name (SPLITTER_SLOT, default splitter)")
     g.add_argument("--publication", help="publication name (SPLITTER_PUBLICATION, default splitter)")
-    g.add_argument("--log-level", default=os.environ.get("SPLITTER_LOG_LEVEL", "INFO"))
+    metrics = argparse.ArgumentParser(add_help=False)
+    g = metrics.add_argument_group("metrics")
     # argparse converts a string default with `type`, so a bad SPLITTER_METRICS_PORT is a usage error.
     g.add_argument("--metrics-port", type=int, default=os.environ.get("SPLITTER_METRICS_PORT") or None,
                    help="serve /metrics and /healthz on this port (SPLITTER_METRICS_PORT; `run` gives capture this "
@@ -49,7 +74,12 @@ def common_options() -> argparse.ArgumentParser:
                    help="the address /metrics and /healthz listen on (SPLITTER_METRICS_HOST, default "
                         f"{DEFAULT_METRICS_HOST}: this machine only; 0.0.0.0 for every interface, as a container "
                         "scraped over its network needs)")
-    return p
+    logging = argparse.ArgumentParser(add_help=False)
+    g = logging.add_argument_group("logging")
+    g.add_argument("--log-level", default=os.environ.get("SPLITTER_LOG_LEVEL", "INFO"),
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                   help="how much to log on stderr (SPLITTER_LOG_LEVEL, default INFO)")
+    return SharedOptions(connections, metrics, logging)
 
 
 def metrics_argv(port: int | None, host: str, offset: int) -> list[str]:
@@ -114,4 +144,5 @@ def confirmer(assume_yes: bool, question: str = "Proceed? [y/N] ") -> Callable[[
     return ask
 
 
-__all__ = ["common_options", "confirmer", "metrics_argv", "parse_duration", "settings_env", "settings_from"]
+__all__ = ["SharedOptions", "confirmer", "metrics_argv", "parse_duration", "settings_env", "settings_from",
+           "shared_options"]

@@ -358,7 +358,7 @@ def _worker_factory(settings: Settings, service: str) -> Callable[[], Worker]:
 def _status_parser() -> Any:
     import argparse
 
-    from splitter.cli.options import common_options as _common
+    from splitter.cli.options import shared_options as _common
 
     parser = argparse.ArgumentParser(prog="splitter")
     sub = parser.add_subparsers(dest="command", required=True)

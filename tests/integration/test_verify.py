@@ -23,7 +23,7 @@ import pytest
 
 from devtools.workload.driver import Workload
 from splitter.cli.commands.verify import register as add_commands
-from splitter.cli.options import common_options as _common
+from splitter.cli.options import shared_options as _common
 from splitter.core.errors import FatalError
 from splitter.ops.verify.run import verify, verify_quiesced
 from splitter.pipeline.capture import Capture

@@ -6,13 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.core import exit_codes
 from splitter.ops.backfill import DEFAULT_CHUNK_ROWS, run_backfill
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("backfill", parents=[common],
+def register(sub: Any, shared: SharedOptions) -> None:
+    p = sub.add_parser("backfill", parents=shared.client,
                        help="re-copy one table into one service database while streaming continues")
     p.add_argument("--service", required=True)
     p.add_argument("--table", required=True, help="the service's table (as named in topology.py)")

@@ -6,14 +6,14 @@ import argparse
 import threading
 from typing import Any
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.observe.metrics import start_metrics
 from splitter.pipeline.capture import Capture
 from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("capture", help="stream the source into the change log (one per source)", parents=[common])
+def register(sub: Any, shared: SharedOptions) -> None:
+    p = sub.add_parser("capture", help="stream the source into the change log (one per source)", parents=shared.daemon)
     p.set_defaults(func=run)
 
 

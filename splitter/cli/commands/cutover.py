@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from splitter.cli.options import confirmer, parse_duration, settings_from
+from splitter.cli.options import SharedOptions, confirmer, parse_duration, settings_from
 from splitter.core import exit_codes
 from splitter.ops.cutover import DEFAULT_MAX_LAG, DEFAULT_TIMEOUT, Cutover, CutoverAborted, CutoverRefused, Options
 
@@ -19,9 +19,9 @@ _ACTIONS = {
 }
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Any, shared: SharedOptions) -> None:
     for action, help_text in _ACTIONS.items():
-        p = sub.add_parser(action, parents=[common], help=help_text)
+        p = sub.add_parser(action, parents=shared.client, help=help_text)
         p.add_argument("--service", required=True, action="append",
                        help="the service; repeat it to move several services together, in one switch")
         p.add_argument("--dry-run", action="store_true", help="show the plan and the preflight, change nothing")

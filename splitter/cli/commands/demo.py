@@ -6,10 +6,12 @@ import argparse
 import importlib
 from typing import Any
 
+from splitter.cli.options import SharedOptions
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+
+def register(sub: Any, shared: SharedOptions) -> None:
     p = sub.add_parser("demo", help="start embedded PostgreSQL and Kafka, fill bento_social, run everything",
-                       parents=[common])
+                       parents=shared.local)
     p.add_argument("--duration", type=float, default=None,
                    help="run this many seconds, then stop the workload, verify, and exit 0 only if all match")
     p.add_argument("--scale", type=int, default=2000, help="users to generate (other tables scale with it)")

@@ -6,14 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.core import exit_codes
 from splitter.core.errors import ConfigurationError
 from splitter.ops.dlq import list_letters, request_action, show_letters
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("dlq", parents=[common], help="list, show, retry or drop a service's dead letters")
+def register(sub: Any, shared: SharedOptions) -> None:
+    p = sub.add_parser("dlq", parents=shared.client, help="list, show, retry or drop a service's dead letters")
     p.add_argument("action", choices=["list", "show", "retry", "drop"])
     p.add_argument("--service", required=True)
     p.add_argument("--id", type=int, action="append", help="only these dead letters (repeatable)")

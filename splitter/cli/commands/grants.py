@@ -7,14 +7,14 @@ import os
 import sys
 from typing import Any, TextIO
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.core import exit_codes
 from splitter.ops.grants import DEFAULT_ROLE, grants_script
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Any, shared: SharedOptions) -> None:
     p = sub.add_parser(
-        "grants", parents=[common],
+        "grants", parents=shared.client,
         help="print the psql script (run as a superuser) that creates splitter's role with exactly the "
              "privileges the topology needs")
     p.add_argument("--role", default=DEFAULT_ROLE, help=f"the role splitter logs in as (default {DEFAULT_ROLE})")

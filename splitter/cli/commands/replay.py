@@ -6,15 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.core import exit_codes
 from splitter.core.errors import ConfigurationError
 from splitter.core.lsn import str_to_lsn
 from splitter.ops.replay import describe, parse_time, plan_replay, submit
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("replay", parents=[common],
+def register(sub: Any, shared: SharedOptions) -> None:
+    p = sub.add_parser("replay", parents=shared.client,
                        help="rewind one service in the change log and re-apply from there (others keep streaming)")
     p.add_argument("--service", required=True)
     p.add_argument("--from-offset", type=int)

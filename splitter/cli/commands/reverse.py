@@ -6,14 +6,14 @@ import argparse
 import threading
 from typing import Any
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries
 from splitter.pipeline.reverse import ReverseDaemon
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Any, shared: SharedOptions) -> None:
     p = sub.add_parser(
-        "reverse", parents=[common],
+        "reverse", parents=shared.client,
         help="the reverse stream daemon: copy what cut-over services write back into the source",
         description="Run a reverse capture (on the service database) and a reverse worker (into the source) for "
                     "every given service whose cutover is switched; idle otherwise. `splitter run` supervises it.")

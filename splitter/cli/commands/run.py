@@ -15,15 +15,15 @@ import threading
 from typing import Any
 
 from connectors.pg.state.cutover import completed_services
-from splitter.cli.options import metrics_argv, settings_env, settings_from
+from splitter.cli.options import SharedOptions, metrics_argv, settings_env, settings_from
 from splitter.pipeline.daemon import Supervisor, child_argv, install_stop_signals
 from splitter.topology.ownership import retired_services
 
 log = logging.getLogger("splitter")
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("run", help="the daemon: capture and every worker as one process tree", parents=[common])
+def register(sub: Any, shared: SharedOptions) -> None:
+    p = sub.add_parser("run", help="the daemon: capture and every worker as one process tree", parents=shared.daemon)
     p.add_argument("--service", action="append", help="run workers for these services only (repeatable)")
     p.set_defaults(func=run)
 

@@ -7,14 +7,14 @@ import sys
 import time
 from typing import Any, TextIO
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.core import exit_codes
 from splitter.ops.status import StatusReader, collect, emit, with_cutover
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Any, shared: SharedOptions) -> None:
     p = sub.add_parser(
-        "status", parents=[common],
+        "status", parents=shared.client,
         help="lag, state and throughput of every service, read from the databases (no daemon needed)")
     p.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per refresh)")
     p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",

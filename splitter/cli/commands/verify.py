@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.core import exit_codes
 from splitter.ops.verify.progress import ProgressLine
 from splitter.ops.verify.run import DEFAULT_CHUNK_ROWS, DEFAULT_SAMPLE, DEFAULT_TIMEOUT, verify
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Any, shared: SharedOptions) -> None:
     p = sub.add_parser(
-        "verify", parents=[common],
+        "verify", parents=shared.client,
         help="compare every service table with the topology's projection of the source, while running",
         description="Compare each service table with the topology's projection of its source table at one "
                     "consistent point, while the pipeline runs and the source takes writes. Exit 0 only if "

@@ -6,14 +6,14 @@ import argparse
 import threading
 from typing import Any
 
-from splitter.cli.options import settings_from
+from splitter.cli.options import SharedOptions, settings_from
 from splitter.observe.metrics import start_metrics
 from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries
 from splitter.pipeline.worker import Worker
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("worker", help="apply the change log to one service database", parents=[common])
+def register(sub: Any, shared: SharedOptions) -> None:
+    p = sub.add_parser("worker", help="apply the change log to one service database", parents=shared.daemon)
     p.add_argument("--service", required=True)
     p.set_defaults(func=run)
 
