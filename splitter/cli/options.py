@@ -48,6 +48,25 @@ class SharedOptions:
         return [self.metrics, self.logging]
 
 
+def add_command(sub: Any, name: str, *, parents: list[argparse.ArgumentParser], summary: str, description: str,
+                examples: list[str]) -> argparse.ArgumentParser:
+    """A command's parser: `summary` is its line in `splitter --help`, `description` heads its own `--help`,
+    and `examples` (whole command lines) end it, so every command's help stands alone."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    parser: argparse.ArgumentParser = sub.add_parser(name, parents=parents, help=summary, description=description,
+                                                     epilog=epilog, formatter_class=_HelpFormatter)
+    return parser
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' lines as written; wraps the description to the terminal as usual."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
+
+
 def shared_options() -> SharedOptions:
     connections = argparse.ArgumentParser(add_help=False)
     g = connections.add_argument_group("connections (also from the environment)")
@@ -144,5 +163,5 @@ def confirmer(assume_yes: bool, question: str = "Proceed? [y/N] ") -> Callable[[
     return ask
 
 
-__all__ = ["SharedOptions", "confirmer", "metrics_argv", "parse_duration", "settings_env", "settings_from",
-           "shared_options"]
+__all__ = ["SharedOptions", "add_command", "confirmer", "metrics_argv", "parse_duration", "settings_env",
+           "settings_from", "shared_options"]

@@ -6,12 +6,19 @@ import argparse
 import importlib
 from typing import Any
 
-from splitter.cli.options import SharedOptions
+from splitter.cli.options import SharedOptions, add_command
 
 
 def register(sub: Any, shared: SharedOptions) -> None:
-    p = sub.add_parser("demo", help="start embedded PostgreSQL and Kafka, fill bento_social, run everything",
-                       parents=shared.local)
+    p = add_command(
+        sub, "demo", parents=shared.local,
+        summary="start embedded PostgreSQL and Kafka, fill bento_social, run everything",
+        description="Start embedded PostgreSQL 18 and a Kafka-protocol broker (no Docker), generate bento_social "
+                    "with a live write workload, and run capture and one worker per service against them, showing "
+                    "each service's lag. On Ctrl-C (or after --duration) it stops the workload, verifies every "
+                    "service database and exits 0 only if all match.",
+        examples=["splitter demo", "splitter demo --duration 60 --scale 500",
+                  "splitter demo --migrate --duration 20"])
     p.add_argument("--duration", type=float, default=None,
                    help="run this many seconds, then stop the workload, verify, and exit 0 only if all match")
     p.add_argument("--scale", type=int, default=2000, help="users to generate (other tables scale with it)")
