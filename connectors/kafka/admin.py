@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 
 from connectors.kafka.clients import client_config, new_client
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError
-from splitter.core.kafka_config import TopicDurability, TopicSettings, mask_secret_values
+from splitter.core.kafka_config import KAFKA_ORIGIN, TopicDurability, TopicSettings, mask_secret_values
 
 #: Kafka's id of a topic, base64 as clients print it; "" from a broker that gives topics no id.
 TopicId = str
@@ -36,14 +36,15 @@ def _admin(bootstrap: str, config: Mapping[str, Any] | None = None) -> AdminClie
 def _list_topics(admin: AdminClient, bootstrap: str, config: Mapping[str, Any] | None, deadline: float,
                  on_unreachable: Callable[[str], None] | None) -> Any:
     while True:
+        admin.poll(0)  # serves librdkafka's log lines, queued for Python logging (`new_client`)
         try:
             return admin.list_topics(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
         except KafkaException as exc:
             text = mask_secret_values(str(exc), config or {})
             if on_unreachable is not None:
-                on_unreachable(f"Kafka at {bootstrap} does not answer: {text}")
+                on_unreachable(f"Kafka at {bootstrap} ({KAFKA_ORIGIN}) does not answer: {text}")
             if time.monotonic() > deadline:
-                raise RetryableError(f"Kafka at {bootstrap} is unreachable: {text}") from exc
+                raise RetryableError(f"Kafka at {bootstrap} ({KAFKA_ORIGIN}) is unreachable: {text}") from exc
             time.sleep(1)
 
 
@@ -127,12 +128,14 @@ class TopicProbe:
         self.bootstrap = bootstrap
         self.topic = topic
         self._admin = _admin(bootstrap, config)
+        self._unanswered = f"Kafka at {bootstrap} ({KAFKA_ORIGIN}) does not answer for topic {topic!r}"
 
     def topic_id(self, timeout: float = 5.0) -> TopicId | None:
         """The topic's id; None if the broker says there is no such topic; "" if it gives topics no id.
 
         Raises RetryableError when the broker does not answer, FatalError when it refuses to describe it.
         """
+        self._admin.poll(0)  # serves librdkafka's log lines, queued for Python logging (`new_client`)
         try:
             described = self._admin.describe_topics(TopicCollection([self.topic]), request_timeout=timeout)
             description = described[self.topic].result(timeout=timeout + 1)
@@ -143,9 +146,9 @@ class TopicProbe:
                 return None
             if code in _AUTHORIZATION:
                 raise FatalError(f"not allowed to describe topic {self.topic!r}: {exc}") from exc
-            raise RetryableError(f"Kafka at {self.bootstrap} does not answer for topic {self.topic!r}: {exc}") from exc
+            raise RetryableError(f"{self._unanswered}: {exc}") from exc
         except TimeoutError as exc:  # the future's own timeout
-            raise RetryableError(f"Kafka at {self.bootstrap} does not answer for topic {self.topic!r}") from exc
+            raise RetryableError(self._unanswered) from exc
         uuid = description.topic_id
         if uuid is None or (uuid.get_most_significant_bits() == 0 and uuid.get_least_significant_bits() == 0):
             return ""

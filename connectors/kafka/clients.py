@@ -8,6 +8,10 @@ Must not: read files or the environment (splitter.core.kafka_config does), or pr
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -18,6 +22,38 @@ from splitter.core.errors import ConfigurationError
 from splitter.core.kafka_config import mask_secret_values
 
 Client = TypeVar("Client")
+
+#: How often one librdkafka message (its numbers aside) is let through: a broker that is down makes every
+#: client log "Connect to ... failed" twenty times a second, on stderr by default, over the command's answer.
+REPEAT_INTERVAL = 60.0
+_DIGITS = re.compile(r"\d+")
+
+
+class _RepeatFilter(logging.Filter):
+    """Lets a librdkafka message through once per `REPEAT_INTERVAL`, counting the ones it held back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = _DIGITS.sub("#", record.getMessage())
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._seen.get(key, (float("-inf"), 0))
+            if now - last < REPEAT_INTERVAL:
+                self._seen[key] = (last, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last {REPEAT_INTERVAL:.0f} s)"
+        return True
+
+
+#: librdkafka's own log lines, through Python logging (the level and format the command set) instead of stderr.
+_LIBRDKAFKA_LOG = logging.getLogger("splitter.kafka.librdkafka")
+_LIBRDKAFKA_LOG.addFilter(_RepeatFilter())
 
 
 def client_config(bootstrap: str, own: Mapping[str, Any], operator: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -33,7 +69,7 @@ def new_client(factory: Callable[[dict[str, Any]], Client], config: dict[str, An
     librdkafka names a property by its canonical name (`linger.ms` is refused as `queue.buffering.max.ms`).
     """
     try:
-        return factory(config)
+        return factory({**config, "logger": _LIBRDKAFKA_LOG})
     except (KafkaException, ValueError, TypeError) as exc:
         given = f"; the operator set {', '.join(sorted(operator))}" if operator else ""
         raise ConfigurationError(

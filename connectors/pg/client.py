@@ -21,7 +21,7 @@ import zlib
 import psycopg
 from psycopg import pq
 
-from splitter.core.dsn import mask_secrets
+from splitter.core.dsn import dsn_origin, mask_secrets
 from splitter.core.errors import ConfigurationError, RetryableError, SplitterError, classify_sqlstate
 
 #: A PostgreSQL connection, for floors above connectors/ that hand one from connector call to connector call
@@ -48,6 +48,8 @@ _probes_lock = threading.Lock()
 
 
 def connect(dsn: str, what: str, *, autocommit: bool = False, application_name: str = "splitter") -> psycopg.Connection:
+    """A connection to `what` (e.g. `SOURCE_DATABASE`); a failure names it and where its DSN is set."""
+    what += dsn_origin(what)
     try:
         return psycopg.connect(dsn, autocommit=autocommit, application_name=application_name,
                                connect_timeout=CONNECT_TIMEOUT)

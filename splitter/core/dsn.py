@@ -7,6 +7,7 @@ callers put `mask_dsn(...)` output, never the raw DSN, into messages, logs and m
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from psycopg import conninfo
 
@@ -31,6 +32,29 @@ def mask_secrets(text: str, *dsns: str) -> str:
         if password:
             out = out.replace(str(password), "***")
     return out
+
+
+#: How every connection to the source names it (`connectors.pg.client.connect`'s `what`).
+SOURCE_DATABASE: Final = "the source database"
+_SERVICE_DATABASE = re.compile(r"database of service (?P<service>[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def service_database(service: str) -> str:
+    """How every connection to a service database names it."""
+    return f"database of service {service}"
+
+
+def dsn_origin(what: str) -> str:
+    """Where the operator sets the DSN of `what` (SOURCE_DATABASE or `service_database(S)`), for a connection
+    error to name: ' (DSN from --source-dsn or SPLITTER_SOURCE_DSN)'; '' for anything else."""
+    if what == SOURCE_DATABASE:
+        return " (DSN from --source-dsn or SPLITTER_SOURCE_DSN)"
+    m = _SERVICE_DATABASE.fullmatch(what)
+    if m is None:
+        return ""
+    service = m["service"]
+    return (f" (DSN from --target-dsn {service}=DSN or SPLITTER_TARGET_DSN_{service.upper()}; without either, the "
+            f"source DSN with the service's database name)")
 
 
 def dsn_database(dsn: str) -> str | None:

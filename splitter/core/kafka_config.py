@@ -22,6 +22,9 @@ from splitter.core.errors import ConfigurationError
 ClientKind = Literal["producer", "consumer", "admin"]
 CLIENT_KINDS: tuple[ClientKind, ...] = ("producer", "consumer", "admin")
 
+#: Where the operator sets the bootstrap servers, for an error that cannot reach them to name.
+KAFKA_ORIGIN = "--kafka or SPLITTER_KAFKA"
+
 #: Environment variables under the prefix that are not client properties.
 ENV_PREFIX = "SPLITTER_KAFKA_"
 FILE_ENV = "SPLITTER_KAFKA_CONFIG"

@@ -31,7 +31,7 @@ from connectors.pg.plan_data import DataCheck, DataViolations
 from connectors.pg.positions import slot_info
 from connectors.pg.source import check_slot_usable, relation_schema
 from connectors.pg.state import STATE_SCHEMA
-from splitter.core.dsn import mask_dsn
+from splitter.core.dsn import SOURCE_DATABASE, dsn_origin, mask_dsn, service_database
 from splitter.core.envelope import RelationSchema
 from splitter.core.errors import ConfigurationError, FatalError
 from splitter.ops.plan.data import data_checks
@@ -154,11 +154,12 @@ def gather_target(conn: Connection[Any], service: str, routes: Sequence[Route],
     return TargetFacts(role=role, tables=tables, results=results)
 
 
-def _read(dsn: str, what: str, read: Callable[[Connection[Any]], _Facts]) -> _Facts | Unreachable:
-    """`read` on a fresh session of the plan's own, or why the database could not be read."""
+def _read(dsn: str, what: str, origin: str, read: Callable[[Connection[Any]], _Facts]) -> _Facts | Unreachable:
+    """`read` on a fresh session of the plan's own, or why the database could not be read (`origin`: where
+    the operator sets its DSN, `splitter.core.dsn.dsn_origin`)."""
     facts = inspect.read_database(dsn, what, read)
     if isinstance(facts, inspect.ReadFailure):
-        return Unreachable(what, mask_dsn(dsn), facts.message, facts.connected)
+        return Unreachable(what + origin, mask_dsn(dsn), facts.message, facts.connected)
     return facts
 
 
@@ -177,13 +178,14 @@ def gather_data(settings: Settings, source: SourceFacts | Unreachable,
     if not checks or not isinstance(source, SourceFacts):
         return []
     return _read(settings.source_dsn, f"source database {settings.topology.source_database}",
+                 dsn_origin(SOURCE_DATABASE),
                  partial(check_data, checks=checks, relations=source.relations, dsn=settings.source_dsn))
 
 
 def gather(settings: Settings) -> tuple[SourceFacts | Unreachable, dict[str, TargetFacts | Unreachable]]:
     """The facts of the source and of every service database (the source first: targets need its relations)."""
     topology = settings.topology
-    source = _read(settings.source_dsn, f"source database {topology.source_database}",
+    source = _read(settings.source_dsn, f"source database {topology.source_database}", dsn_origin(SOURCE_DATABASE),
                    partial(gather_source, topology=topology, slot=settings.slot,
                            publication=settings.publication, dsn=settings.source_dsn))
     relations = source.relations if isinstance(source, SourceFacts) else {}
@@ -192,7 +194,7 @@ def gather(settings: Settings) -> tuple[SourceFacts | Unreachable, dict[str, Tar
     for service in topology.services:
         dsn = settings.target_dsn(service.name)
         targets[service.name] = _read(
-            dsn, f"database {service.database} of service {service.name}",
+            dsn, f"database {service.database} of service {service.name}", dsn_origin(service_database(service.name)),
             partial(gather_target, service=service.name, routes=topology.routes_for(service), relations=relations,
                     dsn=dsn))
     return source, targets
