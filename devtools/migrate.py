@@ -8,14 +8,16 @@ and its cutover again, each followed by the ledger check of every database (work
 with the workload paused, `splitter verify` and the ledger check of every
 database; then `splitter complete` of every service with the workload writing again, and the ledger check
 of what each database still owns; the summary (each command's exit, each cutover's write pause as the
-cutover logged it and as the workload saw it, the total).  Exit 0 only if every command succeeded and
-nothing was lost.
+cutover logged it and as the workload saw it, the total), and the demo's JSON summary of it (each command's
+exit, `splitter verify --json`'s result per service).  Exit 0 only if every command succeeded and nothing
+was lost.
 Must not: work around a failing command (it stops there and says what the command printed), or contain
 pipeline logic (it runs the real commands as child processes).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,8 +29,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from devtools.progress import positions
+from devtools.progress import positions, verify_summary
 from devtools.workload.ledger_check import check
 from devtools.workload.routed import RoutedWorkload
 from splitter.pipeline.config import Settings
@@ -54,14 +57,14 @@ class Step:
     rejected: int = 0  # writes of the service that met the fence first
 
 
-def _splitter(env: dict[str, str], log: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
-    """`splitter <args>` to completion: its exit code and what it printed (also appended to `log`)."""
+def _splitter(env: dict[str, str], log: Path, *args: str, timeout: float = 600) -> tuple[int, str, str]:
+    """`splitter <args>` to completion: its exit code, what it printed (also appended to `log`), its stdout."""
     done = subprocess.run([sys.executable, "-m", "splitter", *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, check=False)
     output = done.stdout + done.stderr
     with open(log, "a") as out:
         out.write(f"\n$ splitter {' '.join(args)}  -> exit {done.returncode}\n{output}")
-    return done.returncode, output
+    return done.returncode, output, done.stdout
 
 
 class Migration:
@@ -74,6 +77,7 @@ class Migration:
         self.steps: list[Step] = []
         self.workload: RoutedWorkload | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.verify: dict[str, Any] | None = None  # `splitter verify --json`, summed per service
 
     # -- pieces ----------------------------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class Migration:
 
     def command(self, action: str, service: str) -> Step:
         started = time.monotonic()
-        code, output = _splitter(self.env, self.commands_log, action, "--service", service, "--yes",
+        code, output, _ = _splitter(self.env, self.commands_log, action, "--service", service, "--yes",
                                  "--max-lag", "30s", "--timeout", "300s")
         fenced = [float(m) for m in FENCED.findall(output)]
         step = Step(action, service, code, started, time.monotonic() - started, max(fenced) if fenced else None,
@@ -178,8 +182,9 @@ class Migration:
         self.workload.pause()
         verified = False
         if ok:
-            code, output = _splitter(self.env, self.commands_log, "verify")
+            code, output, stdout = _splitter(self.env, self.commands_log, "verify", "--json")
             verified = code == 0
+            self.verify = _per_service(stdout)
             print(f"splitter verify: exit {code}\n  " + "\n  ".join(output.strip().splitlines()[-12:]), flush=True)
         lost = self.ledger_check([])
         completed: list[str] = []
@@ -214,9 +219,20 @@ class Migration:
         print(f"total: {total:.0f}s", flush=True)
 
 
+def _per_service(verify_json: str) -> dict[str, Any] | None:
+    """`splitter verify --json`'s tables summed per service (the demo's JSON summary); None if unreadable."""
+    try:
+        report = json.loads(verify_json)
+    except ValueError:
+        return None
+    return verify_summary(report)
+
+
 def run_migration(settings: Settings, env: dict[str, str], root: Path, *, phase: float | None, rate: float | None,
-                  log_level: str, stop: threading.Event, metrics: Sequence[str] = ()) -> int:
-    """`metrics`: the `--metrics-port/--metrics-host` options `splitter run` gets (it spreads the ports)."""
+                  log_level: str, stop: threading.Event, metrics: Sequence[str] = (),
+                  summary: dict[str, Any] | None = None) -> int:
+    """`metrics`: the `--metrics-port/--metrics-host` options `splitter run` gets (it spreads the ports).
+    `summary`: the demo's JSON summary, given `verify` (per service), `steps` and `workload_operations`."""
     migration = Migration(settings, env, root, phase if phase is not None else DEFAULT_PHASE,
                           rate if rate is not None else DEFAULT_RATE, log_level, stop, metrics)
     try:
@@ -225,3 +241,8 @@ def run_migration(settings: Settings, env: dict[str, str], root: Path, *, phase:
         if migration.workload is not None:
             migration.workload.stop()
         migration.stop_daemon()
+        if summary is not None:
+            summary["verify"] = migration.verify
+            summary["steps"] = [{"command": s.action, "service": s.service, "exit_code": s.code,
+                                 "seconds": round(s.took, 3), "fenced_seconds": s.fenced} for s in migration.steps]
+            summary["workload_operations"] = migration.workload.total() if migration.workload is not None else 0

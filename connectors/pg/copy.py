@@ -14,7 +14,7 @@ or write watermarks (`connectors.pg.watermarks`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -41,8 +41,16 @@ def table_has_rows(conn: psycopg.Connection, schema: str, table: str) -> bool:
     return bool(row and row[0])
 
 
-def copy_route(source: psycopg.Connection, target: psycopg.Connection, route: Route) -> int:
-    """Pipe `route`'s projection of its source table into its service table with COPY; the rows copied."""
+#: How many rows a copy pipes between two `on_rows` calls.
+ROWS_PER_REPORT = 10_000
+
+
+def copy_route(source: psycopg.Connection, target: psycopg.Connection, route: Route,
+               on_rows: Callable[[int], None] | None = None) -> int:
+    """Pipe `route`'s projection of its source table into its service table with COPY; the rows copied.
+
+    `on_rows(n)` is told every `ROWS_PER_REPORT` rows how many have been piped so far (the server sends a
+    COPY TO's rows one CopyData message each, and psycopg yields one message at a time)."""
     relation = relation_schema(source, route.source_schema, route.source_table)
     columns = target_columns(target, route)
     select = sqlrender.backfill_select(route, relation.columns, columns)
@@ -51,8 +59,10 @@ def copy_route(source: psycopg.Connection, target: psycopg.Connection, route: Ro
         sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
     with source.cursor() as out_cur, target.cursor() as in_cur:
         with out_cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(select)) as out, in_cur.copy(copy_in) as inp:
-            for chunk in out:
+            for piped, chunk in enumerate(out, start=1):
                 inp.write(chunk)
+                if on_rows is not None and piped % ROWS_PER_REPORT == 0:
+                    on_rows(piped)
         return in_cur.rowcount
 
 
@@ -92,11 +102,12 @@ class ServiceCopy:
         except psycopg.Error as exc:
             raise wrap_db_error(exc, self._what, *self._dsns) from exc
 
-    def copy(self, route: Route) -> int:
-        """Pipe the route; DataRejectedError if the target refused a row (the route's rows are rolled back)."""
+    def copy(self, route: Route, on_rows: Callable[[int], None] | None = None) -> int:
+        """Pipe the route; DataRejectedError if the target refused a row (the route's rows are rolled back).
+        `on_rows`: as `copy_route`'s."""
         try:
             with self.source.transaction(), self.target.transaction():
-                return copy_route(self.source, self.target, route)
+                return copy_route(self.source, self.target, route, on_rows)
         except psycopg.Error as exc:
             if is_data_rejection(exc.sqlstate):
                 raise DataRejectedError(mask_secrets(f"{self._what}: {route.describe()}: {refusal_message(exc)}",

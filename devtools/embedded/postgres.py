@@ -13,6 +13,11 @@ shares (that is ``process.py``).
 - ``EmbeddedPostgres.kill()`` SIGKILLs the postmaster *and* every backend at once, like a power cut, and
   waits until they are gone, so ``start()`` can run crash recovery straight away.
 
+Authentication: ``trust`` by default (the tests and benchmarks connect as ``postgres`` without a password).
+With ``password=...`` (the demo) initdb sets that password for ``postgres`` and ``scram-sha-256`` for every
+connection, as a real server has; ``write_pgpass`` writes it to a libpq password file (mode 0600), so
+clients find it through ``PGPASSFILE`` and the password is never in a DSN, an argv or a log.
+
 PostgreSQL timings here (PG 18.6, 2 CPUs): initdb + first start ~1.0-1.5 s; ``restart()`` ~0.15 s;
 ``kill()`` ~0.03 s; ``start()`` after ``kill()`` with crash recovery ~0.1 s.
 """
@@ -85,6 +90,7 @@ class EmbeddedPostgres(Server):
         bin_dir: Path | None = None,
         die_with_parent: bool = True,
         start_timeout: float = 60.0,
+        password: str | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir).absolute()
@@ -95,6 +101,7 @@ class EmbeddedPostgres(Server):
         self.bin_dir = Path(bin_dir) if bin_dir is not None else _default_pg_bin_dir()
         self.die_with_parent = die_with_parent
         self.start_timeout = start_timeout
+        self._password = password
         self._log_path = self.data_dir / "log" / "postgres.log"
         self._socket_dir: Path | None = None
         self._os_user: str | None = None
@@ -103,7 +110,8 @@ class EmbeddedPostgres(Server):
     # -- public API ------------------------------------------------------------------------------------
 
     def dsn(self, dbname: str = "postgres") -> str:
-        """libpq URI for ``dbname`` over TCP as superuser ``postgres`` (trust auth, no password)."""
+        """libpq URI for ``dbname`` over TCP as superuser ``postgres``, never with a password in it (with
+        ``password``, libpq reads it from the file ``write_pgpass`` wrote, named by ``PGPASSFILE``)."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{quote(dbname, safe='')}"
 
     @property
@@ -142,6 +150,20 @@ class EmbeddedPostgres(Server):
                         self.port = free_port()  # lost the race for the port: pick another
                         continue
                     raise
+
+    def write_pgpass(self, path: Path) -> Path:
+        """Write the password to a libpq password file at ``path`` (mode 0600, as libpq requires), for any
+        database on this server's port; returns ``path``.  Call it after ``start()`` (the port may change)."""
+        if self._password is None:
+            raise ValueError("this server uses trust authentication: it has no password to write")
+        secret = self._password.replace("\\", "\\\\").replace(":", "\\:")
+        lines = "".join(f"{host}:{self.port}:*:postgres:{secret}\n" for host in ("127.0.0.1", "localhost"))
+        path = Path(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+            f.write(lines)
+        return path
 
     def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
         """Shut down with pg_ctl semantics (``smart``/``fast``/``immediate``); SIGKILL after ``timeout``."""
@@ -227,19 +249,32 @@ class EmbeddedPostgres(Server):
         if any(self.data_dir.iterdir()):
             raise EmbeddedServerError(f"{self.data_dir} is not empty and holds no PostgreSQL cluster")
         self.data_dir.chmod(0o700)
-        result = self._run_as_user(
-            [
-                str(self.bin_dir / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "--auth=trust",
-                "-U",
-                "postgres",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ]
-        )
+        with tempfile.TemporaryDirectory(prefix="splpw-") as scratch:
+            auth = ["--auth=trust"]
+            if self._password is not None:
+                # initdb reads the password from a file (never argv, where `ps` would show it); the file is
+                # gone with the scratch directory when initdb has run.
+                pwfile = Path(scratch) / "pw"
+                pwfile.write_text(self._password + "\n")
+                pwfile.chmod(0o600)
+                if self._os_user is not None:
+                    entry = pwd.getpwnam(self._os_user)
+                    os.chown(scratch, entry.pw_uid, entry.pw_gid)
+                    os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+                auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+            result = self._run_as_user(
+                [
+                    str(self.bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    *auth,
+                    "-U",
+                    "postgres",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ]
+            )
         if result.returncode != 0:
             raise EmbeddedServerError(
                 f"initdb failed ({result.returncode}) for {self.data_dir}:\n{result.stdout}\n{result.stderr}"
@@ -343,7 +378,8 @@ class EmbeddedPostgres(Server):
                     f"postgres exited during start-up (exit code {code}); log {self._log_path}:\n" + self.log_tail()
                 )
             try:
-                with psycopg.connect(self.dsn(), connect_timeout=2, autocommit=True) as conn:
+                # psycopg leaves a None password out of the connection string (trust authentication).
+                with psycopg.connect(self.dsn(), connect_timeout=2, autocommit=True, password=self._password) as conn:
                     conn.execute("SELECT 1")
                 return
             except psycopg.OperationalError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
@@ -26,45 +27,25 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
-from splitter.core.progress import Progress
+from splitter.core.progress import PLAIN_INTERVAL as CORE_PLAIN_INTERVAL
+from splitter.core.progress import Periodic, Progress, line
 
-PLAIN_INTERVAL = 10.0
+#: A log line per task at most this often without a terminal (the same cadence a daemon logs at).
+PLAIN_INTERVAL = CORE_PLAIN_INTERVAL
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def plain_line(p: Progress) -> str:
-    """One line for a log: `verify: 1,200/~5,000 rows (24.0%), 400 rows/s, ETA 0:09 [posts]`."""
-    text = f"{p.task}: {p.done:,}"
-    if p.total is not None:
-        text += f"/~{p.total:,}"
-    text += f" {p.unit}"
-    if p.fraction is not None:
-        text += f" ({100 * p.fraction:.1f}%)"
-    if p.rate is not None:
-        text += f", {p.rate:,.0f} {p.unit}/s"
-    if p.finished:
-        text += f", done in {_duration(p.elapsed)}"
-    elif p.eta is not None:
-        text += f", ETA {_duration(p.eta)}"
-    if p.stage:
-        text += f" [{p.stage}]"
-    return text
+#: One line for a log (`splitter.core.progress.line`, kept here under its earlier name).
+plain_line = line
 
 
 class ProgressView:
     """A `ProgressSink` for the command line; use it as a context manager so the bars are cleared."""
 
     def __init__(self, stream: TextIO | None = None, *, interval: float = PLAIN_INTERVAL,
-                 live: bool | None = None) -> None:
+                 live: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.interval = interval
-        self._last_plain: dict[str, float] = {}
+        self._plain = Periodic(self._write, interval, clock)
         self._bars: RichProgress | None = None
         self._tasks: dict[str, TaskID] = {}
 
@@ -76,20 +57,22 @@ class ProgressView:
         self.close()
 
     def close(self) -> None:
+        """Stop drawing (the bars stay as drawn); a later report starts new ones.  Also before a prompt:
+        a live bar redrawn on the terminal would overwrite the question."""
         if self._bars is not None:
             self._bars.stop()
             self._bars = None
+            self._tasks.clear()
 
     def __call__(self, p: Progress) -> None:
         if self.live:
             self._draw(p)
             return
-        now = time.monotonic()
-        last = self._last_plain.get(p.task)
-        if p.finished or last is None or now - last >= self.interval:
-            self._last_plain[p.task] = now
-            self.stream.write(plain_line(p) + "\n")
-            self.stream.flush()
+        self._plain(p)
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
     def _draw(self, p: Progress) -> None:
         if self._bars is None:
@@ -104,7 +87,9 @@ class ProgressView:
             task = self._tasks[p.task] = self._bars.add_task(p.task, total=p.total, unit=p.unit, stage=p.stage)
         self._bars.update(task, completed=p.done, total=p.total, stage=p.stage)
         if p.finished:
-            self._bars.update(task, completed=p.total if p.total is not None else p.done, total=p.total or p.done)
+            # The total was an estimate: the bar ends full at what was done, never short of it.
+            whole = max(p.total or 0, p.done)
+            self._bars.update(task, completed=whole, total=whole)
 
 
 __all__ = ["PLAIN_INTERVAL", "ProgressView", "plain_line"]

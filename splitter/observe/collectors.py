@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from connectors.pg.state import cutover as cutover_store
 from splitter.observe.components import StoppedWatcher
 from splitter.observe.health import Health
-from splitter.observe.lag import SourceClock, SourceSample, lag_bytes, lag_seconds
+from splitter.observe.lag import SourceClock, SourceSample, lag
 from splitter.observe.poller import Poller, ServiceState
 from splitter.pipeline.config import Settings
 
@@ -224,10 +224,11 @@ class ComponentCollector(Collector):
         yield _gauge("splitter_worker_applied_source_timestamp_seconds",
                      "Source commit time of the last applied transaction (or heartbeat)", ["service"],
                      (svc, st.applied_source_ts_ms / 1000 if st.applied_source_ts_ms else None))
-        yield _gauge("splitter_worker_lag_bytes", "Source WAL bytes the service has not applied", ["service"],
-                     (svc, lag_bytes(st.applied_lsn, latest)))
+        behind = lag(st.applied_lsn, st.applied_source_ts_ms, o.clock, now, o.grace)  # one definition for both
+        yield _gauge("splitter_worker_lag_bytes", "Source WAL bytes the service has not applied (0 when caught up)",
+                     ["service"], (svc, behind.bytes if behind else None))
         yield _gauge("splitter_worker_lag_seconds", "Seconds the service is behind the source (0 when caught up)",
-                     ["service"], (svc, lag_seconds(st.applied_lsn, st.applied_source_ts_ms, o.clock, now, o.grace)))
+                     ["service"], (svc, behind.seconds if behind else None))
         end = o.poller.log_end_offset
         if end is not None:
             yield _gauge("splitter_worker_log_end_offset", "Next offset to be written to the change log", ["service"],

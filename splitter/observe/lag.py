@@ -1,19 +1,30 @@
 """Lag, in source terms: how far (bytes of WAL) and how long (seconds) a service is behind the source.
 
-Owns: the definitions below, which `/metrics` and `splitter status` share, and `SourceClock`, the recent
-samples of the source's WAL position that turn "how far" into "how long ago".
+Owns: the one definition below, which `/metrics`, `splitter status` and the demo's view share (`lag`), the
+caught-up grace (`caught_up_grace`: the resolution of both numbers), and `SourceClock`, the recent samples
+of the source's WAL position that turn "how far" into "how long ago".
 Must not: read anything (callers sample the source and hand positions in) or keep per-service state.
 
-* lag bytes = the source's current WAL LSN - the service's applied commit LSN (>= 0).
-* lag seconds is 0 when the service is caught up, else now - the commit time of the last source
-  transaction it applied.  Caught up means: the applied LSN is at or past where the source's WAL was
-  `grace` seconds ago (the latest sample at least that old).  The bytes between that point and the
-  current WAL are what heartbeats and the worker's idle position writes alone leave open on an idle
-  source (capture emits a heartbeat every `heartbeat_interval`, an idle worker records its position
-  every `worker.POSITION_WRITE_INTERVAL`); so `grace` = heartbeat interval + position write interval +
-  poll interval (3 s with the defaults) and is the resolution of the metric: a service less than
-  `grace` behind reads 0.  Times come from the source's commit timestamps (heartbeats: the capture
-  host's clock), compared with this host's clock.
+The definition.  A service's *applied position* is the source LSN of the last change-log record its
+worker has consumed: its own transactions, other services' transactions and capture's heartbeats all
+move it (a heartbeat carries it past WAL that holds nothing for any service: tables no service routes,
+vacuum, checkpoints).  The *source position* is the source's current WAL LSN.
+
+* The service is *caught up* when its applied position is at or past where the source's WAL was
+  `grace` seconds ago (the newest `SourceClock` sample at least that old).  Then lag bytes = 0 and lag
+  seconds = 0: the WAL written since is either still on its way (capture, broker, worker: less than
+  `grace` old) or holds nothing for the service to apply (the next heartbeat carries the position past
+  it).  So the WAL that heartbeats and other services' writes add never reads as lag.
+* Otherwise it is *behind*, and both are > 0: lag bytes = source position - applied position, lag
+  seconds = now - the commit time of the last source transaction (or heartbeat) it applied, and at
+  least the age of the reference sample (the source was past the applied position then already).
+  Without a known commit time (nothing but a backfill applied yet) the age of the reference sample.
+
+`grace` = heartbeat interval + the worker's idle position-write interval + the poll interval + a
+delivery allowance for capture -> broker -> worker (2.5 s with the defaults and status' 0.25 s polls):
+a service less than that behind reads 0 (lag bytes > 0 always comes with lag seconds > 0, and lag
+seconds 0 with lag bytes 0).  Commit times come from the source (heartbeats: the capture host's
+clock) and are compared with this host's clock.
 """
 
 from __future__ import annotations
@@ -28,6 +39,11 @@ from splitter.pipeline.worker import POSITION_WRITE_INTERVAL
 
 # Source position samples kept for the lag-seconds reference (enough for any sane grace).
 _SOURCE_HISTORY = 600
+# capture -> broker -> worker for a heartbeat on a busy host: without it a caught-up service under a
+# write load on tables it does not route flickers between 0 and one grace of lag.
+DELIVERY_ALLOWANCE = 1.0
+# A behind service reads at least this many seconds (a sample taken an instant before `now`).
+_MIN_BEHIND_SECONDS = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +52,18 @@ class SourceSample:
 
     wall: float
     lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """A service's lag (see the module docstring): both 0 when caught up, both > 0 when behind."""
+
+    bytes: int
+    seconds: float
+
+    @property
+    def caught_up(self) -> bool:
+        return self.bytes == 0
 
 
 class SourceClock:
@@ -53,6 +81,10 @@ class SourceClock:
         with self._lock:
             return self._samples[-1] if self._samples else None
 
+    def oldest(self) -> SourceSample | None:
+        with self._lock:
+            return self._samples[0] if self._samples else None
+
     def reference(self, now: float, grace: float) -> SourceSample | None:
         """The newest sample at least `grace` old (or the oldest one, while none is that old yet)."""
         with self._lock:
@@ -66,27 +98,22 @@ class SourceClock:
             return chosen
 
 
-def lag_bytes(applied_lsn: int, source: SourceSample | None) -> int | None:
-    if source is None:
-        return None
-    return max(0, source.lsn - applied_lsn)
-
-
-def lag_seconds(applied_lsn: int, applied_ts_ms: int, clock: SourceClock, now: float, grace: float) -> float | None:
-    """Seconds a service is behind the source (see the module docstring); None before the first sample."""
-    reference = clock.reference(now, grace)
-    if reference is None:
+def lag(applied_lsn: int, applied_ts_ms: int, clock: SourceClock, now: float, grace: float) -> Lag | None:
+    """The lag of a service at `applied_lsn` (commit time `applied_ts_ms`, 0 if unknown); None before the
+    first source sample."""
+    latest, reference = clock.latest(), clock.reference(now, grace)
+    if latest is None or reference is None:
         return None
     if applied_lsn >= reference.lsn:
-        return 0.0
+        return Lag(0, 0.0)
+    behind_since = reference.wall  # the source's WAL was past the applied position then already
     if applied_ts_ms > 0:
-        return max(0.0, now - applied_ts_ms / 1000.0)
-    # Nothing but a backfill applied so far (no commit time known): behind at least since the reference.
-    return max(0.0, now - reference.wall)
+        behind_since = min(behind_since, applied_ts_ms / 1000.0)
+    return Lag(max(1, latest.lsn - applied_lsn), max(_MIN_BEHIND_SECONDS, now - behind_since))
 
 
 def caught_up_grace(settings: Settings, poll_interval: float) -> float:
-    return settings.heartbeat_interval + POSITION_WRITE_INTERVAL + poll_interval
+    return settings.heartbeat_interval + POSITION_WRITE_INTERVAL + poll_interval + DELIVERY_ALLOWANCE
 
 
-__all__ = ["SourceClock", "SourceSample", "caught_up_grace", "lag_bytes", "lag_seconds"]
+__all__ = ["DELIVERY_ALLOWANCE", "Lag", "SourceClock", "SourceSample", "caught_up_grace", "lag"]

@@ -16,9 +16,10 @@ also removes the rows deleted in it.  A route whose target key cannot be compare
 ranges is refused before the first watermark, unless deletes are turned off.  Progress lives in the
 service database (`splitter.backfills`), so a crashed backfill resumes from its last applied chunk (or
 takes over the job `splitter replay --accept-gap` opened); `--rate` throttles it so it does not starve
-the stream.  Must not: write the service's tables itself, or run SQL (the watermarks are
-`connectors.pg.watermarks`', the chunk reads `connectors.pg.copy`'s, the range check
-`connectors.pg.backfill_deletes`').
+the stream.  It reports `Progress` (task `backfill`: rows copied or left to the stream of about the
+catalog's estimate, the chunk as its stage) after every chunk.  Must not: write the service's tables
+itself, or run SQL (the watermarks are `connectors.pg.watermarks`', the chunk reads `connectors.pg.copy`'s,
+the range check `connectors.pg.backfill_deletes`').
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state.schema import ensure_state_schema
 from connectors.pg.watermarks import wait_for_transactions_before, write_watermark
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError
+from splitter.core.progress import Progress, ProgressSink, ignore
 from splitter.pipeline.config import Settings
 from splitter.topology.model import Route
 
 DEFAULT_CHUNK_ROWS = 2000
+TASK = "backfill"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class BackfillResult:
     rows_skipped: int
     seconds: float
     rows_deleted: int = 0
+    service: str = ""
+    table: str = ""  # the service's table, schema-qualified as in its database
+    source_table: str = ""
+    rows_estimated: int | None = None  # the catalog's estimate of the source table's rows (None: not analyzed)
+    deletes: bool = True
+    resumed: bool = False  # an earlier job's chunks were kept (a crashed backfill, or one a replay opened)
 
 
 def _route(settings: Settings, service: str, table: str) -> Route:
@@ -70,8 +79,10 @@ def _refuse_deletes(service: str, source_table: str, problems: list[str]) -> Con
 
 def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  rate: float | None = None, chunk_timeout: float = 120.0, restart: bool = False,
-                 progress: Any = None, deletes: bool = True) -> BackfillResult:
-    """Re-copy `table`; with `deletes`, also remove the target rows the source no longer has."""
+                 progress: ProgressSink = ignore, deletes: bool = True) -> BackfillResult:
+    """Re-copy `table`; with `deletes`, also remove the target rows the source no longer has.
+
+    `progress` gets a report after every chunk (and one before the first), the last one `finished`."""
     route = _route(settings, service, table)
     source_table = f"{route.source_schema}.{route.source_table}"
     # The worker applies a chunk to every route of the source table in this service.
@@ -99,12 +110,19 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
             backfill_store.set_chunk_rows(target, job.id, chunk_rows)  # opened by a replay: nothing copied yet
             job = backfill_store.job(target, job.id)
             assert job is not None
+        resumed = job is not None and job.chunks_done > 0
         if job is None:
             job = backfill_store.start_job(target, service, source_table, relation.header_bytes().decode(),
                                            chunk_rows, deletes)
         total = estimated_rows(source, route.source_schema, route.source_table)
         backfill_store.set_estimate(target, job.id, total)
         reader = ChunkReader(relation, job.chunk_rows)
+        label = f"{service}.{route.target_table}"
+
+        def report(rows: int, chunks: int, finished: bool = False) -> None:
+            # A never analyzed table's estimate is 0: no total then, rather than a bar stuck at 100%.
+            progress(Progress(TASK, rows, total or None, "rows", time.monotonic() - started,
+                              stage=f"{label}, {chunks} chunks", finished=finished))
 
         def copy_chunk(number: int, repair: list[list[str | None]] | None) -> int | None:
             """One chunk between its watermarks; the rows read, or None if the worker did not apply it.
@@ -130,6 +148,7 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
         last_key = job.last_key
         copied, skipped, deleted = job.rows_copied, job.rows_skipped, job.rows_deleted
         scanning = True
+        report(copied + skipped, chunk)
         while True:
             chunk += 1
             # Once the scan is done: rows the stream could not rebuild while the copy ran (see
@@ -143,8 +162,7 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
             assert state is not None
             copied, skipped, deleted = state.rows_copied, state.rows_skipped, state.rows_deleted
             last_key = state.last_key
-            if progress is not None:
-                progress(copied + skipped, total, time.monotonic() - started)
+            report(copied + skipped, chunk, finished=state.status == "done")
             if state.status == "done":
                 break
             if state.status == "cancelled":
@@ -154,7 +172,9 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
             scanning = scanning and read == job.chunk_rows
             if rate:
                 time.sleep(read / rate)
-    return BackfillResult(job.id, chunk, copied, skipped, time.monotonic() - started, deleted)
+    return BackfillResult(job.id, chunk, copied, skipped, time.monotonic() - started, deleted, service=service,
+                          table=f"{route.target_schema}.{route.target_table}", source_table=source_table,
+                          rows_estimated=total or None, deletes=job.deletes, resumed=resumed)
 
 
 def _wait_applied(conn: Connection, job_id: int, chunk: int, timeout: float) -> bool:

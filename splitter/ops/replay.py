@@ -1,24 +1,27 @@
 """`splitter replay`: rewind one service's position in the change log and re-apply from there.
 
-Owns: turning --from-offset / --from-time / --from-lsn into an exact starting point (the first record of
-the transaction there, and the commit LSN to re-apply after), refusing what cannot be replayed (a
-range retention already deleted, a point ahead of what the service applied), the dry-run report, the
-confirmation, and handing the request to the running worker through its database (the worker is the
-only writer of its service database; other services keep streaming).  A replay that skips records the
-service never applied (`accept_gap`) also opens a backfill job for each of the service's source tables,
-before the worker serves the request: until `splitter backfill` takes the job over, an update that finds
-no row (its insert was in the lost stretch) is noted for that copy instead of stopping the service.
-Must not: write service tables.
+Owns: turning a `StartPoint` (--from-offset / --from-time / --from-lsn, checked by `replay_start`) into an
+exact starting point (the first record of the transaction there, and the commit LSN to re-apply after),
+with the broker's own indexes (watermarks, the time index) and the service's checkpoint; refusing what
+cannot be replayed (a range retention already deleted, a point past the end of the log or before its
+start, a point ahead of what the service applied) before reading any range; counting only the range that
+is replayed, with progress; the dry-run report (text and JSON), and handing the request to the running
+worker through its database (the worker is the only writer of its service database; other services keep
+streaming).  A replay that skips records the service never applied (`accept_gap`) also opens a backfill
+job for each of the service's source tables, before the worker serves the request: until `splitter
+backfill` takes the job over, an update that finds no row (its insert was in the lost stretch) is noted
+for that copy instead of stopping the service.
+Must not: write service tables, or read the log outside the range replayed (plus the few records that
+confirm where it ends and where a time or LSN is).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from typing import Any
 
-from connectors.kafka.log_reader import LogPoint, LogReader
+from connectors.kafka.log_reader import LogBounds, LogPoint, LogReader
 from connectors.pg.client import Connection, connect
 from connectors.pg.source import relation_schema
 from connectors.pg.state import backfills as backfill_store
@@ -26,8 +29,14 @@ from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import ensure_state_schema, read_checkpoint
 from splitter.core.errors import ConfigurationError, FatalError
 from splitter.core.lsn import lsn_to_str
+from splitter.core.progress import Progress, ProgressSink, ignore
 from splitter.ops.backfill import DEFAULT_CHUNK_ROWS
+from splitter.ops.replay_start import StartPoint, fmt_ms, parse_time
 from splitter.pipeline.config import Settings
+
+TASK = "replay"
+# How many records the count reads between two progress reports (the sink decides what to show).
+_PROGRESS_EVERY = 5000
 
 
 @dataclass(frozen=True)
@@ -36,32 +45,82 @@ class ReplayPlan:
     start_offset: int
     after_lsn: int  # transactions with a commit LSN above this are re-applied
     start_time_ms: int
-    end_offset: int
+    end_offset: int  # the next offset after the range (the end of the log when it was read)
     records: int
     service_records: int
     transactions: int
     last_lsn: int | None
     skipped: tuple[int, int] | None = None  # offsets [a, b] the service has not applied and will not (a gap)
+    requested: StartPoint | None = None
+    log: LogBounds | None = None  # what the log held when planned
+    seconds: float = 0.0  # how long planning took
 
 
-def _fmt_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else "?"
+@dataclass(frozen=True)
+class ReplayResult:
+    """What became of a submitted replay: `done` once the worker performed it (`message` is its answer)."""
+
+    request_id: int
+    done: bool
+    message: str
 
 
-def parse_time(text: str) -> int:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"--from-time {text!r} is not an ISO 8601 time (e.g. 2026-11-28T09:30:00Z)") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+def _holds(bounds: LogBounds) -> str:
+    first = bounds.first
+    return (f"the log still holds offsets {first.offset}..{bounds.last.offset} (from {fmt_ms(first.timestamp_ms)}"
+            f", LSN {lsn_to_str(first.lsn) if first.lsn else '?'}, to {fmt_ms(bounds.last.timestamp_ms)}"
+            f", LSN {lsn_to_str(bounds.last.lsn) if bounds.last.lsn else '?'})")
+
+
+def _resolve(reader: LogReader, bounds: LogBounds, start: StartPoint, topic: str, accept_gap: bool) -> int:
+    """The offset `start` names, or a `ConfigurationError` when the log does not hold it; reads no range."""
+    available = _holds(bounds)
+    first, last = bounds.first, bounds.last
+    gap_hint = ("; pass --accept-gap to start from its first record (re-copy the service's tables afterwards "
+                "with `splitter backfill`)")
+    if start.time_ms is not None:
+        if start.time_ms > last.timestamp_ms:
+            raise ConfigurationError(f"{start.describe()} is after the last record of the log (offset "
+                                     f"{last.offset}, {fmt_ms(last.timestamp_ms)}): nothing to replay; {available}")
+        if start.time_ms < first.timestamp_ms and not accept_gap:
+            raise ConfigurationError(f"{start.describe()} is before the first record of the log (offset "
+                                     f"{first.offset}, {fmt_ms(first.timestamp_ms)}): what was written before it is "
+                                     f"not in the log (retention, or before the log began); {available}{gap_hint}")
+        found = reader.first_at_or_after_time(start.time_ms, bounds)
+        if found is None:
+            raise ConfigurationError(f"no record at or after {fmt_ms(start.time_ms)}; {available}")
+        return found
+    if start.lsn is not None:
+        if last.lsn is not None and start.lsn > last.lsn:
+            raise ConfigurationError(f"{start.describe()} is after the last record of the log (offset "
+                                     f"{last.offset}, LSN {lsn_to_str(last.lsn)}): nothing to replay; {available}")
+        if first.lsn is not None and start.lsn < first.lsn:
+            if not accept_gap:
+                raise ConfigurationError(f"{start.describe()} is before the first record of the log (offset "
+                                         f"{first.offset}, LSN {lsn_to_str(first.lsn)}): what was committed before "
+                                         f"it is not in the log; {available}{gap_hint}")
+            return first.offset
+        found = reader.first_at_or_after_lsn(start.lsn, first.offset, bounds.end)
+        if found is None:
+            raise ConfigurationError(f"no record at or after LSN {lsn_to_str(start.lsn)}; {available}")
+        return found
+    assert start.offset is not None
+    if start.offset < first.offset:
+        raise ConfigurationError(f"offset {start.offset} of topic {topic!r} was deleted by retention; "
+                                 f"{available}. Replay from a later point, or re-copy the table with "
+                                 f"`splitter backfill`")
+    if start.offset >= bounds.end:
+        raise ConfigurationError(f"offset {start.offset} is past the end of the log; {available}")
+    return start.offset
 
 
 def plan_replay(settings: Settings, service: str, *, from_offset: int | None = None, from_time_ms: int | None = None,
-                from_lsn: int | None = None, accept_gap: bool = False) -> ReplayPlan:
+                from_lsn: int | None = None, accept_gap: bool = False, progress: ProgressSink = ignore) -> ReplayPlan:
     """What a replay would re-apply.  `accept_gap`: allow starting past where the service has applied (the
-    records in between are gone); the tables then need `splitter backfill`."""
+    records in between are gone), or before the log's first record; the tables then need `splitter backfill`.
+    Every refusal comes before the range is read; the count of the range reports to `progress`."""
+    started = time.monotonic()
+    requested = StartPoint(from_offset, from_time_ms, from_lsn)
     svc = settings.topology.service(service)
     tables = {f"{r.source_schema}.{r.source_table}".encode() for r in settings.topology.routes_for(svc)}
     with connect(settings.target_dsn(service), f"database of service {service}", autocommit=True) as conn:
@@ -71,47 +130,29 @@ def plan_replay(settings: Settings, service: str, *, from_offset: int | None = N
         raise FatalError(f"service {service} has no checkpoint yet (its initial copy has not finished): nothing "
                          f"to replay")
     with LogReader(settings.kafka_bootstrap, settings.topic, config=settings.kafka_client("consumer")) as reader:
-        first = reader.earliest()
-        if first is None:
+        bounds = reader.bounds()
+        if bounds is None:
             raise FatalError(f"topic {settings.topic!r} holds no records: nothing to replay")
-        # The end of the log, read rather than asked for (tansu's high watermark is wrong after batches).
-        tail = deque(reader.points(max(first.offset, cp.offset)), maxlen=1)
-        end = tail[0].offset + 1 if tail else first.offset
-        available = (f"the log still holds offsets {first.offset}..{end - 1} (from {_fmt_ms(first.timestamp_ms)}, "
-                     f"LSN {lsn_to_str(first.lsn) if first.lsn else '?'})")
-        if from_time_ms is not None:
-            found = reader.offset_for_time(from_time_ms)
-            if found is None:
-                raise ConfigurationError(f"no record at or after {_fmt_ms(from_time_ms)}; {available}")
-            from_offset = found
-        elif from_lsn is not None:
-            found = reader.first_at_or_after_lsn(from_lsn, first.offset, end)
-            if found is None:
-                raise ConfigurationError(f"no record at or after LSN {lsn_to_str(from_lsn)}; {available}")
-            from_offset = found
-        assert from_offset is not None
-        if from_offset < first.offset:
-            raise ConfigurationError(f"offset {from_offset} of topic {settings.topic!r} was deleted by retention; "
-                                     f"{available}. Replay from a later point, or re-copy the table with "
-                                     f"`splitter backfill`")
-        if from_offset >= end:
-            raise ConfigurationError(f"offset {from_offset} is past the end of the log; {available}")
+        first, end = bounds.first, bounds.end
+        offset = _resolve(reader, bounds, requested, settings.topic, accept_gap)
         applied_up_to = cp.offset if cp.offset >= 0 else first.offset - 1
-        skipped = (applied_up_to + 1, from_offset - 1) if from_offset > applied_up_to + 1 else None
+        skipped = (applied_up_to + 1, offset - 1) if offset > applied_up_to + 1 else None
         if skipped is not None and not accept_gap:
             raise ConfigurationError(
-                f"service {service} has applied only up to offset {applied_up_to}; replaying from {from_offset} "
+                f"service {service} has applied only up to offset {applied_up_to}; replaying from {offset} "
                 f"would skip offsets {skipped[0]}..{skipped[1]} (if they are gone from the log, pass --accept-gap "
                 f"and re-copy the service's tables with `splitter backfill`)")
-        point = reader.at(from_offset)
-        assert point is not None
+        point = reader.at(offset)
+        if point is None:
+            raise FatalError(f"the record at offset {offset} of topic {settings.topic!r} could not be read")
         lsn = point.lsn if point.lsn is not None else 1
-        start = reader.transaction_start(from_offset, lsn, first.offset)
+        start = reader.transaction_start(offset, lsn, first.offset)
         # Counted as they stream by: a replay range can be far larger than memory.
         records = service_records = transactions = 0
         start_point: LogPoint | None = None
         last_lsn: int | None = None
         counted_lsn: int | None = None
+        total = end - start
         for p in reader.points(start):
             if p.offset >= end:
                 break  # written since the end was read (heartbeats): not part of what this plan describes
@@ -123,12 +164,18 @@ def plan_replay(settings: Settings, service: str, *, from_offset: int | None = N
                 if p.lsn != counted_lsn:  # a transaction's records share its commit LSN and are contiguous
                     transactions += 1
                     counted_lsn = p.lsn
+            if records % _PROGRESS_EVERY == 0:
+                progress(Progress(TASK, records, total, "records", time.monotonic() - started,
+                                  stage=f"offset {p.offset}"))
+            if p.offset == end - 1:
+                break  # the range is read: stop without waiting for the end-of-partition event
+        progress(Progress(TASK, records, total, "records", time.monotonic() - started, finished=True))
     return ReplayPlan(service, start, lsn - 1, (start_point or point).timestamp_ms, end, records, service_records,
-                      transactions, last_lsn, skipped)
+                      transactions, last_lsn, skipped, requested, bounds, time.monotonic() - started)
 
 
 def describe(plan: ReplayPlan) -> str:
-    text = (f"replay service {plan.service}: from offset {plan.start_offset} ({_fmt_ms(plan.start_time_ms)}) to "
+    text = (f"replay service {plan.service}: from offset {plan.start_offset} ({fmt_ms(plan.start_time_ms)}) to "
             f"the end of the log (offset {plan.end_offset - 1}); re-applies every transaction with commit LSN above "
             f"{lsn_to_str(plan.after_lsn)} up to {lsn_to_str(plan.last_lsn) if plan.last_lsn else '?'}: "
             f"{plan.service_records} change(s) of this service in {plan.transactions} transaction(s), out of "
@@ -139,6 +186,30 @@ def describe(plan: ReplayPlan) -> str:
                  f"also removes the rows deleted in what was skipped), then check with `splitter verify --service "
                  f"{plan.service}`")
     return text
+
+
+def _point_dict(point: LogPoint) -> dict[str, Any]:
+    return {"offset": point.offset, "time": fmt_ms(point.timestamp_ms),
+            "lsn": lsn_to_str(point.lsn) if point.lsn is not None else None}
+
+
+def plan_dict(plan: ReplayPlan) -> dict[str, Any]:
+    """The plan in `splitter replay --json` (README "JSON output", replay, describes each field)."""
+    return {
+        "service": plan.service,
+        "requested": plan.requested.to_dict() if plan.requested is not None else None,
+        "start_offset": plan.start_offset,
+        "start_time": fmt_ms(plan.start_time_ms),
+        "after_lsn": lsn_to_str(plan.after_lsn),
+        "last_offset": plan.end_offset - 1,
+        "last_lsn": lsn_to_str(plan.last_lsn) if plan.last_lsn is not None else None,
+        "records": plan.records,
+        "service_records": plan.service_records,
+        "transactions": plan.transactions,
+        "skipped": {"first_offset": plan.skipped[0], "last_offset": plan.skipped[1]} if plan.skipped else None,
+        "log": {"first": _point_dict(plan.log.first), "last": _point_dict(plan.log.last)} if plan.log else None,
+        "seconds": round(plan.seconds, 3),
+    }
 
 
 def _open_recovery_jobs(settings: Settings, service: str, conn: Connection) -> None:
@@ -153,7 +224,8 @@ def _open_recovery_jobs(settings: Settings, service: str, conn: Connection) -> N
             backfill_store.start_job(conn, service, f"{schema}.{table}", header, DEFAULT_CHUNK_ROWS, deletes=True)
 
 
-def submit(settings: Settings, plan: ReplayPlan, wait: float = 60.0) -> str:
+def submit_replay(settings: Settings, plan: ReplayPlan, wait: float = 60.0) -> ReplayResult:
+    """Queue the replay for the service's worker and wait up to `wait` seconds for its answer."""
     with connect(settings.target_dsn(plan.service), f"database of service {plan.service}",
                  autocommit=True) as conn:
         if plan.skipped is not None:
@@ -164,7 +236,17 @@ def submit(settings: Settings, plan: ReplayPlan, wait: float = 60.0) -> str:
         while time.monotonic() < deadline:
             done, result = dead_letters.request_result(conn, request_id)
             if done is not None:
-                return result or "done"
+                return ReplayResult(request_id, True, result or "done")
             time.sleep(0.3)
-    return (f"request {request_id} is queued; the worker of service {plan.service} performs it when it runs "
-            f"(is it running?)")
+    return ReplayResult(request_id, False,
+                        f"request {request_id} is queued; the worker of service {plan.service} performs it when it "
+                        f"runs (is it running?)")
+
+
+def submit(settings: Settings, plan: ReplayPlan, wait: float = 60.0) -> str:
+    """`submit_replay`, as the line the command prints."""
+    return submit_replay(settings, plan, wait).message
+
+
+__all__ = ["ReplayPlan", "ReplayResult", "describe", "parse_time", "plan_dict", "plan_replay", "submit",
+           "submit_replay"]

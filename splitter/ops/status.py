@@ -1,47 +1,50 @@
 """`splitter status`: where every service stands, read from the databases alone.
 
-Owns: the status command (`add_commands` registers it; the CLI wires it in), reading the source's
-WAL position, replication slot, cutover rows and stopped components and each service database's
-checkpoint, control row and stopped worker (through connectors.pg.positions and connectors.pg.state,
-the reads the metrics poller uses too), and turning them into one table (or JSON) per refresh: state,
-lag in seconds and bytes, rows/s, and the last problem seen; a component that stopped for good
+Owns: `StatusReader`, which reads the source's WAL position, replication slot, cutover rows and stopped
+components and each service database's checkpoint, control row, stopped worker and open dead letters
+(through connectors.pg.positions and connectors.pg.state, the reads the metrics poller uses too), and
+turns them into one picture per refresh (`snapshot`: splitter.ops.status_model's values): state, lag in
+seconds and bytes, rows/s, dead letters and the last problem seen; a component that stopped for good
 (splitter.components) is listed with its exit class and error, and its service's state is "stopped"; a
 capture that runs degraded (heartbeats failing, broker unreachable: its `degraded` row) is listed too.
 A database status cannot connect to is named with the class and SQLSTATE of the refusal
 (`error_class`, `sqlstate`): a wrong password or a missing database makes a service "misconfigured"
 (its worker, using the same settings, cannot run either, and could not record why in that database).
-It needs no daemon port, so it works while splitter is down (that is when it matters most).  Lag
-follows `splitter.observe.lag` (same functions): a one-shot status samples the source for up to the
-caught-up grace (about 3 s; less when every service is caught up), `--watch` keeps its samples.
+It needs no daemon port, so it works while splitter is down (that is when it matters most).  Lag is
+splitter.observe.lag's `lag` (the one definition /metrics uses too): `settle` samples the source for
+up to the caught-up grace (about 2.5 s; less when every service is caught up) before the first
+picture, `--watch` keeps its samples.
 
 Must not: write anything (it only reads; the hold/cutover rows are other commands' business),
 print a DSN unmasked, or keep a transaction open between refreshes.  The cutover section (home,
 fence) is splitter.ops.cutover.view's, the ownership section (per source table) splitter.ops.status_ownership's,
-both shown under the table when the source answers.
+both shown under the table when the source answers; the text is splitter.ops.status_render's, the exit
+code splitter.ops.status_verdict's, the live table splitter.cli.status_view's.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
 
 from connectors.pg.client import Connection, sqlstate_of
 from connectors.pg.positions import ReadSession, source_positions
 from connectors.pg.privileges import NO_REPLICATION_SQLSTATE, can_replicate
+from connectors.pg.state import dead_letters
 from connectors.pg.state.components import DegradedComponent, StoppedComponent, read_degraded, read_stopped
 from connectors.pg.state.control import HoldState, hold_state
 from connectors.pg.state.cutover import read_states
-from connectors.pg.state.schema import AppliedCheckpoint, read_applied
+from connectors.pg.state.schema import AppliedCheckpoint, read_applied, state_tables_exist
 from splitter.core.errors import SplitterError
 from splitter.core.lsn import lsn_to_str
-from splitter.observe.lag import SourceClock, caught_up_grace, lag_bytes, lag_seconds
-from splitter.ops.status_components import ComponentStatus, DegradedStatus, error_class, human_bytes, human_seconds
-from splitter.ops.status_ownership import ownership_section, render_ownership
+from splitter.observe.lag import SourceClock, caught_up_grace, lag
+from splitter.ops.status_components import ComponentStatus, DegradedStatus, error_class
+from splitter.ops.status_model import ServiceStatus, SourceStatus, Status, Verdict
+from splitter.ops.status_ownership import ownership_section
+from splitter.ops.status_render import emit, render_table
 from splitter.pipeline.config import Settings
 
 # A service whose checkpoint has not moved for this long while the source moved is stalled: an idle
@@ -53,63 +56,6 @@ MIN_RATE_WINDOW = 0.5
 SAMPLE_EVERY = 0.25
 ONE_SHOT_MIN = 1.0
 _APPLICATION_NAME = "splitter-status"
-
-
-@dataclass
-class SourceStatus:
-    database: str
-    reachable: bool = False
-    current_lsn: str | None = None
-    slot: str = ""
-    slot_state: str = "unknown"  # streaming | inactive | missing | lost | unknown
-    slot_lag_bytes: int | None = None
-    retained_wal_bytes: int | None = None
-    error: str | None = None
-    #: Why status could not read the source: configuration | retryable | fatal, and the server's SQLSTATE.
-    error_class: str | None = None
-    sqlstate: str | None = None
-
-
-@dataclass
-class ServiceStatus:
-    service: str
-    database: str
-    state: str = "unknown"
-    lag_seconds: float | None = None
-    lag_bytes: int | None = None
-    rows_per_second: float | None = None
-    applied_lsn: str | None = None
-    applied_offset: int | None = None
-    applied_at: str | None = None
-    rows_applied: int | None = None
-    transactions_applied: int | None = None
-    held_at_lsn: str | None = None
-    cutover_state: str | None = None
-    last_error: str | None = None
-    #: Why status could not read the service database (as SourceStatus.error_class / sqlstate).
-    error_class: str | None = None
-    sqlstate: str | None = None
-
-
-@dataclass
-class Status:
-    taken_at: str
-    source: SourceStatus
-    services: list[ServiceStatus] = field(default_factory=list)
-    #: Components that stopped for good: capture and reverse (from the source), workers (their databases).
-    stopped: list[ComponentStatus] = field(default_factory=list)
-    #: Components that run degraded (capture: heartbeats failing, broker unreachable), from the source.
-    degraded: list[DegradedStatus] = field(default_factory=list)
-    #: splitter.ops.cutover.view's section (state, home, fence) when the source answers.
-    cutover: list[dict[str, Any]] | None = None
-    cutover_text: str | None = field(default=None, repr=False)
-    #: splitter.ops.status_ownership's section (per source table: owners, where their writes go now).
-    ownership: list[dict[str, Any]] | None = None
-
-    def as_json(self) -> str:
-        data = asdict(self)
-        data.pop("cutover_text")
-        return json.dumps(data, sort_keys=False)
 
 
 @dataclass
@@ -131,6 +77,7 @@ class _Reading:
     paused_lsn: int | None = None
     requested_by: str | None = None
     stopped: StoppedComponent | None = None
+    dead_letters: int | None = None
 
 
 class StatusReader:
@@ -218,15 +165,17 @@ class StatusReader:
             session = ReadSession(self.settings.target_dsn(name), f"database of service {name}", _APPLICATION_NAME)
             self._targets[name] = session
 
-        def read(conn: Connection) -> tuple[AppliedCheckpoint | None, HoldState, list[StoppedComponent]]:
-            return read_applied(conn, name), hold_state(conn, name), read_stopped(conn)
+        def read(conn: Connection) -> tuple[AppliedCheckpoint | None, HoldState, list[StoppedComponent], int | None]:
+            # The dead-letter table comes with the other state tables (none before the worker's first start).
+            letters = dead_letters.count_open(conn, name) if state_tables_exist(conn) else None
+            return read_applied(conn, name), hold_state(conn, name), read_stopped(conn), letters
 
         try:
-            applied, hold, stopped = session.read(f"reading the database of service {name}", read)
+            applied, hold, stopped, letters = session.read(f"reading the database of service {name}", read)
         except SplitterError as exc:
             session.close()
             return _Reading(ok=False, error=_message(exc), error_class=error_class(exc), sqlstate=sqlstate_of(exc))
-        reading = _Reading(ok=True)
+        reading = _Reading(ok=True, dead_letters=letters)
         reading.stopped = next((c for c in stopped if c.component == "worker" and c.service == name), None)
         if applied is not None:
             cp = applied.checkpoint
@@ -251,7 +200,6 @@ class StatusReader:
 
     def snapshot(self) -> Status:
         now = time.time()
-        latest = self.clock.latest()
         out = Status(datetime.now(UTC).isoformat(timespec="seconds"), self.source)
         out.stopped = [ComponentStatus.of(c) for c in self.source_stopped]
         out.degraded = [DegradedStatus.of(c) for c in self.source_degraded]
@@ -261,6 +209,7 @@ class StatusReader:
             out.services.append(st)
             cutover_state, cutover_error = self.cutover.get(name, (None, None))
             st.cutover_state = cutover_state
+            st.dead_letters = reading.dead_letters
             if not reading.ok:
                 st.state = "misconfigured" if reading.error_class == "configuration" else "unreachable"
                 st.last_error, st.error_class, st.sqlstate = reading.error, reading.error_class, reading.sqlstate
@@ -277,9 +226,9 @@ class StatusReader:
             st.applied_lsn, st.applied_offset = lsn_to_str(reading.commit_lsn), reading.offset
             st.applied_at = reading.applied_at.isoformat(timespec="seconds") if reading.applied_at else None
             st.rows_applied, st.transactions_applied = reading.rows, reading.transactions
-            st.lag_bytes = lag_bytes(reading.commit_lsn, latest)
-            seconds = lag_seconds(reading.commit_lsn, reading.source_ts_ms, self.clock, now, self.grace)
-            st.lag_seconds = round(seconds, 3) if seconds is not None else None
+            behind = lag(reading.commit_lsn, reading.source_ts_ms, self.clock, now, self.grace)
+            if behind is not None:  # one definition for both numbers (splitter.observe.lag)
+                st.lag_bytes, st.lag_seconds = behind.bytes, round(behind.seconds, 3)
             rows = self._rows[name]
             if len(rows) >= 2 and rows[-1][0] - rows[0][0] >= MIN_RATE_WINDOW:
                 st.rows_per_second = round(max(0, rows[-1][1] - rows[0][1]) / (rows[-1][0] - rows[0][0]), 1)
@@ -311,49 +260,31 @@ def _message(exc: SplitterError) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
+def settle(reader: StatusReader) -> None:
+    """Sample until the picture is worth showing: for at least ONE_SHOT_MIN s and until every service is
+    caught up with where the source was at the start, or the caught-up grace has passed (then the lag's
+    reference sample is a grace old: a service behind reads behind by at least that much)."""
+    started = time.monotonic()
+    reader.sample()
+    first = reader.clock.latest()
+    while True:
+        elapsed = time.monotonic() - started
+        if elapsed >= reader.grace:
+            break
+        if elapsed >= ONE_SHOT_MIN and (first is None or reader.caught_up(first.lsn)):
+            break
+        time.sleep(SAMPLE_EVERY)
+        reader.sample()
+
+
 def collect(settings: Settings, services: Sequence[str] | None = None) -> Status:
-    """One status picture: samples for at least ONE_SHOT_MIN s and until every service is caught up
-    with where the source was at the start, or the caught-up grace has passed."""
+    """One status picture, once `settle` is done."""
     reader = StatusReader(settings, services)
     try:
-        started = time.monotonic()
-        reader.sample()
-        first = reader.clock.latest()
-        while True:
-            elapsed = time.monotonic() - started
-            if elapsed >= reader.grace:
-                break
-            if elapsed >= ONE_SHOT_MIN and (first is None or reader.caught_up(first.lsn)):
-                break
-            time.sleep(SAMPLE_EVERY)
-            reader.sample()
+        settle(reader)
         return reader.snapshot()
     finally:
         reader.close()
-
-
-# -- rendering ----------------------------------------------------------------------------------------------
-
-
-def render_table(status: Status) -> str:
-    src = status.source
-    lines = [f"source {src.database}: " + (
-        f"WAL {src.current_lsn}, slot {src.slot} {src.slot_state}, slot lag {human_bytes(src.slot_lag_bytes)}, "
-        f"retained WAL {human_bytes(src.retained_wal_bytes)}" if src.reachable
-        else "misconfigured" if src.error_class == "configuration" else "unreachable")
-        + (f"  ({src.error})" if src.error else "")]
-    header = ("SERVICE", "STATE", "LAG", "LAG BYTES", "ROWS/S", "OFFSET", "LAST ERROR")
-    rows = [header]
-    for st in status.services:
-        rows.append((st.service, st.state, human_seconds(st.lag_seconds), human_bytes(st.lag_bytes),
-                     "-" if st.rows_per_second is None else f"{st.rows_per_second:g}",
-                     "-" if st.applied_offset is None else str(st.applied_offset), st.last_error or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
-    lines += [f"{c.component} {c.summary()}" for c in status.stopped if c.component != "worker"]  # workers: above
-    lines += [f"{c.component} {c.summary()}" for c in status.degraded]
-    return "\n".join(lines)
 
 
 # -- the command ----------------------------------------------------------------------------------------------
@@ -372,19 +303,5 @@ def with_cutover(status: Status, settings: Settings) -> Status:
     return status
 
 
-def emit(status: Status, as_json: bool, stream: TextIO, clear: bool) -> None:
-    if as_json:
-        stream.write(status.as_json() + "\n")
-    else:
-        if clear:
-            stream.write("\x1b[H\x1b[2J")
-        stream.write(f"{status.taken_at}\n{render_table(status)}\n")
-        if status.cutover_text:
-            stream.write(f"\n{status.cutover_text}\n")
-        if status.ownership:
-            stream.write(f"\n{render_ownership(status.ownership)}\n")
-    stream.flush()
-
-
-__all__ = ["ComponentStatus", "DegradedStatus", "ServiceStatus", "SourceStatus", "Status", "StatusReader", "collect",
-           "emit", "render_table", "with_cutover"]
+__all__ = ["ComponentStatus", "DegradedStatus", "ServiceStatus", "SourceStatus", "Status", "StatusReader", "Verdict",
+           "collect", "emit", "render_table", "settle", "with_cutover"]

@@ -1,14 +1,15 @@
-"""The daemon skeleton: signals, retries with backoff, stop records, and the process tree of `splitter run`.
+"""The daemon skeleton: signals, retries with backoff, and stop records of one component.
 
 Owns: running one component (capture, a worker, the reverse daemon) until SIGTERM/SIGINT, restarting it
 after retryable faults with capped exponential backoff that starts again from the first delay as soon as
 the component made progress after the fault (its loop still ticked `PROGRESS_AFTER` seconds into the
 attempt: `TickingStop`, the stop event every component's `run` gets, counts each poll); turning fatal
 and configuration errors into an exit code and a stop record in the component's database
-(`ComponentRecord`, cleared once it runs again); and supervising child processes for `splitter run`
-(`Supervisor`: a child that exits with a configuration or fatal code stays down, and the run ends once
-nothing can make progress).  Must not: contain pipeline logic, or import a database driver (a driver
-error a component lets through is told apart as `connectors.pg.client.DatabaseError`).
+(`ComponentRecord`, cleared once it runs again); the exit code of a stop on purpose (`stop_exit_code`);
+and a supervised child's watch on its supervisor (`SUPERVISED_ENV`: it stops itself once that is gone).
+The process tree of `splitter run` is `splitter.pipeline.supervisor`'s.  Must not: contain pipeline
+logic, or import a database driver (a driver error a component lets through is told apart as
+`connectors.pg.client.DatabaseError`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import TypeVar
 
 from connectors.pg.client import DatabaseError
 from connectors.pg.state import components
@@ -32,6 +32,7 @@ from splitter.core.dsn import mask_secrets
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError, SplitterError, classify_sqlstate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BACKOFF = 30.0
 FIRST_BACKOFF = 0.5
@@ -40,14 +41,63 @@ FIRST_BACKOFF = 0.5
 PROGRESS_AFTER = 1.0
 #: A child that exits with one of these is not started again: retrying cannot help (README "Exit codes").
 FINAL_EXIT_CODES = frozenset({exit_codes.CONFIG, exit_codes.FATAL})
+#: In the environment of every child a `Supervisor` starts: the supervisor's pid.
+SUPERVISED_ENV = "SPLITTER_SUPERVISED"
+#: How often a supervised child checks that its supervisor is still there.
+PARENT_CHECK = 1.0
+
+_stop_signals: list[int] = []  # the signals that asked this process to stop, in order
 
 
 def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`; so does the end of the supervisor, in a supervised child."""
     def handler(signum: int, frame: object) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
+        _stop_signals.append(signum)
         stop.set()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    supervisor = os.environ.get(SUPERVISED_ENV, "")
+    if supervisor.isdigit():
+        threading.Thread(target=_watch_parent, args=(int(supervisor), stop), name="supervisor-watch",
+                         daemon=True).start()
+
+
+def _watch_parent(supervisor: int, stop: threading.Event) -> None:
+    # Its own process group keeps the terminal's signals from a child, so its supervisor's death (SIGKILL,
+    # SIGHUP of a closed terminal) would leave it running on its own: it stops itself instead.
+    while not stop.wait(PARENT_CHECK):
+        if os.getppid() != supervisor:
+            log.warning("the supervisor (pid %d) is gone: stopping", supervisor)
+            stop.set()
+
+
+def stop_exit_code(code: int) -> int:
+    """`code`, or INTERRUPTED (130) for a clean stop that Ctrl-C (SIGINT) asked for: the exit code table
+    (README "Exit codes") has 130 for Ctrl-C, while SIGTERM (a service manager's stop) is a clean 0."""
+    if code == exit_codes.OK and signal.SIGINT in _stop_signals:
+        return exit_codes.INTERRUPTED
+    return code
+
+
+def retry_until_done(name: str, attempt: Callable[[], T], stop: threading.Event) -> T | None:
+    """`attempt()` until it returns, retrying retryable faults with `run_with_retries`' backoff and logged
+    cause (issue 12: transient faults are retried, capped), e.g. `splitter run`'s read of the source before
+    it starts anything; None if `stop` is set first.  Configuration and fatal errors propagate."""
+    backoff = FIRST_BACKOFF
+    while not stop.is_set():
+        try:
+            return attempt()
+        except RetryableError as exc:
+            error: Exception = exc
+        except DatabaseError as exc:
+            if classify_sqlstate(getattr(exc, "sqlstate", None)) is not RetryableError:
+                raise FatalError(f"{name}: {type(exc).__name__} (SQLSTATE {exc.sqlstate})") from exc
+            error = exc
+        log.warning("%s: %s; retrying in %.1fs", name, _one_line(error), backoff)
+        stop.wait(backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF)
+    return None
 
 
 class TickingStop(threading.Event):
@@ -226,108 +276,6 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-@dataclass
-class _Child:
-    name: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    down: int | None = None  # the exit code it stopped with for good (one of FINAL_EXIT_CODES)
-
-
-class Supervisor:
-    """Keeps child processes running until stopped; stops them all with SIGTERM, then SIGKILL.
-
-    A child that exits with a configuration or fatal code stays down (it recorded why in its database,
-    where `splitter status` reads it).  `needed` names groups of children the run cannot do without: once
-    every child of one group is down for good (or every child at all), nothing can make progress and
-    `run` stops the others and returns the highest exit code among that group.
-    """
-
-    def __init__(self, children: Sequence[tuple[str, list[str]]], env: dict[str, str] | None = None,
-                 grace: float = 15.0, output: IO[bytes] | None = None,
-                 needed: Sequence[Sequence[str]] = ()) -> None:
-        self._children = [_Child(name, argv) for name, argv in children]
-        by_name = {c.name: c for c in self._children}
-        self._groups = [[by_name[n] for n in group] for group in needed if group]
-        self._groups.append(list(self._children))
-        self._env = env
-        self._grace = grace
-        self._output = output
-
-    def pids(self) -> dict[str, int]:
-        return {c.name: c.process.pid for c in self._children if c.process is not None and c.process.poll() is None}
-
-    def down(self) -> dict[str, int]:
-        """Children that stopped for good, with their exit codes."""
-        return {c.name: c.down for c in self._children if c.down is not None}
-
-    def run(self, stop: threading.Event) -> int:
-        try:
-            while not stop.is_set():
-                now = time.monotonic()
-                for child in self._children:
-                    self._tend(child, now)
-                blocked = self._blocked()
-                if blocked is not None:
-                    return blocked
-                stop.wait(0.2)
-            return exit_codes.OK
-        finally:
-            self.stop_children()
-
-    def _tend(self, child: _Child, now: float) -> None:
-        if child.down is not None:
-            return
-        code = child.process.poll() if child.process is not None else None
-        if child.process is not None and code is None:
-            return
-        if child.process is not None:
-            child.process = None
-            if code in FINAL_EXIT_CODES:
-                child.down = code
-                log.error("%s exited with code %s: it stays down (retrying cannot help; `splitter status` shows "
-                          "why); restart `splitter run` once the cause is fixed", child.name, code)
-                return
-            delay = min(FIRST_BACKOFF * 2 ** min(child.restarts, 6), MAX_BACKOFF)
-            log.warning("%s exited with code %s; restarting in %.1fs", child.name, code, delay)
-            child.restarts += 1
-            child.next_start = now + delay
-        if now >= child.next_start:
-            child.process = subprocess.Popen(child.argv, env=self._env, stdout=self._output,
-                                             stderr=subprocess.STDOUT if self._output else None)
-
-    def _blocked(self) -> int | None:
-        """The exit code once some needed group is down for good; None while the run can make progress."""
-        for group in self._groups:
-            codes = [c.down for c in group]
-            if group and all(code is not None for code in codes):
-                log.error("nothing can make progress: %s down for good; stopping the rest",
-                          ", ".join(f"{c.name} (exit {c.down})" for c in group))
-                return max(code for code in codes if code is not None)
-        return None
-
-    def stop_children(self) -> None:
-        running = [c for c in self._children if c.process is not None and c.process.poll() is None]
-        for child in running:
-            assert child.process is not None
-            child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self._grace
-        for child in running:
-            assert child.process is not None
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %.0fs: killing it", child.name, self._grace)
-                child.process.kill()
-                child.process.wait()
-
-
-def child_argv(global_args: Sequence[str], command: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "splitter", *global_args, *command]
-
-
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -337,4 +285,5 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-__all__ = ["FINAL_EXIT_CODES", "ComponentRecord", "SplitterError", "Supervisor", "TickingStop", "run_with_retries"]
+__all__ = ["FINAL_EXIT_CODES", "SUPERVISED_ENV", "ComponentRecord", "SplitterError", "TickingStop", "retry_until_done",
+           "run_with_retries", "stop_exit_code"]

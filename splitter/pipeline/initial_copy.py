@@ -14,6 +14,11 @@ slot: each service skips what its own snapshot holds (`plan_copies`).  A service
 answer is copied the same way once it does (capture's `copy_plan`), and is never taken for "not copied".
 Rows a service database refuses are handled by the service's `on_error` (`copy_refusals`); two copies of
 one service never both commit (`ServiceCopy.claim`).
+Progress: each service is a task (`initial copy <service>`: rows copied of about the catalog's estimate
+of its source tables, the table as its stage), reported while a table is piped (every `ROWS_PER_REPORT`
+rows), after each table and when committed; capture, a daemon, logs it as plain lines at most every
+`PLAIN_INTERVAL` seconds per service, and the last (`splitter.core.progress.Periodic`), so a copy of
+many small tables does not take a line each.
 Must not: stream changes, copy into a database that already holds rows it did not write, or run SQL
 itself.
 """
@@ -23,14 +28,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from connectors.pg.catalog import target_columns
-from connectors.pg.client import connect
+from connectors.pg.client import DatabaseError, connect
 from connectors.pg.copy import ServiceCopy, table_has_rows
-from connectors.pg.source import ReplicationConnection, SlotInfo
+from connectors.pg.source import ReplicationConnection, SlotInfo, estimated_rows
 from connectors.pg.state.schema import (
     FROM_BEGINNING,
     Checkpoint,
@@ -39,6 +44,7 @@ from connectors.pg.state.schema import (
 )
 from splitter.core.errors import ConfigurationError, DataRejectedError, FatalError, RetryableError
 from splitter.core.lsn import lsn_to_str
+from splitter.core.progress import Periodic, Progress, ProgressSink
 from splitter.pipeline.config import Settings
 from splitter.pipeline.copy_refusals import copy_refused_route
 from splitter.topology.model import Service
@@ -102,38 +108,75 @@ def service_state(settings: Settings, service: Service) -> Checkpoint | None:
         return None
 
 
+def _estimates(settings: Settings, services: list[Service]) -> dict[str, int]:
+    """The catalog's row estimate of each route's source table (by `route.describe()`); {} if unreadable:
+    progress then has no total, and the copy goes on."""
+    try:
+        with connect(settings.source_dsn, "the source database", autocommit=True,
+                     application_name="splitter-backfill") as conn:
+            return {route.describe(): estimated_rows(conn, route.source_schema, route.source_table)
+                    for service in services for route in settings.topology.routes_for(service)}
+    except (DatabaseError, RetryableError) as exc:
+        log.warning("initial copy: no row estimates, progress shows rows without a total (%s)", exc)
+        return {}
+
+
 def copy_services(settings: Settings, snapshot: str, consistent_lsn: int, services: list[Service],
-                  progress: Callable[[str], None] = log.info) -> CopyOutcome:
+                  progress: ProgressSink | None = None) -> CopyOutcome:
     """Copy `services` from `snapshot` (taken at `consistent_lsn`), each service committing on its own.
 
     Every service is attempted even when another fails; the services that committed keep their rows and
     checkpoints.  A route the service database refuses rows of is copied as its `on_error` says
-    (`copy_refusals`).
+    (`copy_refusals`).  `progress` gets each service's reports (default: plain lines in the log, at most
+    every `PLAIN_INTERVAL` seconds per service).
     """
     if not services:
         return CopyOutcome([], [])
+    sink = progress if progress is not None else Periodic(log.info)
+    estimates = _estimates(settings, services)
     # The last commit the snapshot holds is before the consistent point; a commit at it is streamed.
     checkpoint = Checkpoint(settings.topic, 0, FROM_BEGINNING, consistent_lsn - 1, None)
 
     def copy_one(service: Service) -> CopyResult:
         started = time.monotonic()
+        routes = settings.topology.routes_for(service)
+        task = f"initial copy {service.name}"
+        # No total when a table was never analyzed (estimate 0): a bar at 100% from the start would lie.
+        known = all(estimates.get(r.describe()) for r in routes)
+        total = sum(estimates.get(r.describe(), 0) for r in routes) if known else None
+
+        def report(stage: str, finished: bool = False, piping: int = 0) -> None:
+            # `piping`: rows of the table being copied so far, not yet in `rows`.
+            sink(Progress(task, sum(rows.values()) + piping, total, "rows", time.monotonic() - started,
+                          stage=stage, finished=finished))
+
         copy = ServiceCopy(settings.source_dsn, settings.target_dsn(service.name), service.name)
-        rows, letters = {}, 0
+        rows: dict[str, int] = {}
+        letters = 0
         try:
             copy.begin(snapshot)
             if not copy.claim():
                 copy.rollback()
                 log.info("service %s was copied meanwhile by another copy: nothing to do", service.name)
                 return CopyResult(service.name, {}, time.monotonic() - started, already=True)
-            for route in settings.topology.routes_for(service):
+            # A report while a table's rows are piped and after each table; the last once the rows and the
+            # checkpoint are committed.
+            stage = f"0/{len(routes)} tables"
+            for i, route in enumerate(routes):
+                piping_stage = f"{route.describe()}, {i}/{len(routes)} tables"
                 try:
-                    rows[route.describe()] = copy.copy(route)
+                    rows[route.describe()] = copy.copy(route, partial(report, piping_stage, False))
                 except DataRejectedError as exc:
                     rows[route.describe()], refused = copy_refused_route(copy, service, route, checkpoint, exc)
                     letters += refused
-                progress(f"copied {rows[route.describe()]} rows: {route.describe()}")
+                log.debug("initial copy of service %s: copied %d rows: %s", service.name, rows[route.describe()],
+                          route.describe())
+                stage = f"{route.describe()}, {i + 1}/{len(routes)} tables"
+                if i + 1 < len(routes):
+                    report(stage)
             copy.write_checkpoint(service.name, checkpoint)
             copy.commit()
+            report(stage, finished=True)
         except BaseException:
             copy.rollback()
             raise
@@ -148,7 +191,7 @@ def copy_services(settings: Settings, snapshot: str, consistent_lsn: int, servic
 
 
 def initial_copy(settings: Settings, snapshot: str, consistent_lsn: int, services: list[Service],
-                 progress: Callable[[str], None] = log.info) -> list[CopyResult]:
+                 progress: ProgressSink | None = None) -> list[CopyResult]:
     """`copy_services`, raising the first failure once every service was attempted."""
     return copy_services(settings, snapshot, consistent_lsn, services, progress).raise_first()
 

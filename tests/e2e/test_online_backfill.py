@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 
 from devtools.workload.driver import Workload
+from splitter.core.progress import Progress
 from splitter.ops.backfill import run_backfill
 from tests import expected
 from tests.conftest import KafkaServer
@@ -44,8 +45,8 @@ def test_wiped_table_is_rebuilt_under_load_and_a_crash_resumes(
         class Crash(Exception):
             pass
 
-        def crash_after_two(done: int, total: int, elapsed: float) -> None:
-            if done >= 2 * 100:
+        def crash_after_two(progress: Progress) -> None:
+            if progress.done >= 2 * 100:
                 raise Crash
 
         # The operator starts the backfill; the application keeps writing meanwhile (updates of rows the
@@ -161,8 +162,8 @@ def test_a_toasted_row_moved_behind_the_copy_is_copied_again(
             conn.execute("DELETE FROM post.posts")
         moved_to = "00000000-0000-0000-0000-000000000001"  # before every key: the copy has passed it
 
-        def move_after_first_chunk(done: int, total: int, elapsed: float) -> None:
-            if done == 10:
+        def move_after_first_chunk(progress: Progress) -> None:
+            if progress.done == 10:
                 with psycopg.connect(env.source, autocommit=True) as src:
                     src.execute("UPDATE posts SET id = %s, updated_at = now() WHERE id = %s", (moved_to, moved_from))
 

@@ -29,6 +29,9 @@ from devtools import fixtures
 from devtools.embedded.postgres import EmbeddedPostgres
 from devtools.embedded.process import free_port_block
 from splitter.core.exit_codes import FATAL as EXIT_FATAL
+from splitter.core.exit_codes import LAGGING as STATUS_LAGGING
+from splitter.core.exit_codes import OK as STATUS_OK
+from splitter.core.exit_codes import UNREACHABLE as STATUS_UNREACHABLE
 from splitter.pipeline.config import Settings
 from tests.conftest import KafkaServer
 from tests.integration.test_bad_input import Child
@@ -73,9 +76,13 @@ def _processes_naming(child: Child, needle: str) -> set[str]:
 
 
 def _status(env: dict[str, str]) -> dict[str, object]:
+    """`splitter status --json`; its exit code follows the status table (0 streaming, 1 lagging, 3 a database
+    that cannot be read or a component stopped), the same verdict the report carries."""
     child = Child(["status", "--json"], env)
-    assert child.finish(60) == 0, child.text()
+    code = child.finish(60)
     report: dict[str, object] = json.loads(child.out.strip().splitlines()[-1])
+    assert code in (STATUS_OK, STATUS_LAGGING, STATUS_UNREACHABLE), child.text()
+    assert code == report["verdict"]["exit_code"], child.text()  # type: ignore[index]
     return report
 
 

@@ -24,6 +24,7 @@ from psycopg import sql
 
 from splitter.core import envelope
 from splitter.core.exit_codes import FATAL as EXIT_FATAL
+from splitter.core.exit_codes import UNREACHABLE as EXIT_UNREACHABLE
 from splitter.core.lsn import lsn_to_str
 from splitter.pipeline.daemon import ComponentRecord, run_with_retries
 from splitter.pipeline.worker import Worker
@@ -179,7 +180,7 @@ def test_two_equal_usernames_in_the_source_are_still_set_aside_or_stop_and_statu
     assert stack.checkpoint("user") == before
     assert _rows(user_db, "users", "users", ["u-33"]) == []
     code, out, err = run_cli(capsys, "status", *stack.cli_args(), "--service", "user", "--json")
-    assert code == 0, err
+    assert code == EXIT_UNREACHABLE, err  # a worker stopped for good
     report = json.loads(out.strip().splitlines()[-1])
     service = next(s for s in report["services"] if s["service"] == "user")
     assert service["state"] == "stopped", report

@@ -48,12 +48,46 @@ CASES: dict[str, tuple[str, str]] = {
     source_database="src",
     services=(
         Service("user", database="user_db", tables=(
-            Table("users", source="users", key=("id",), columns={  # <- HERE
-                "id": "id", "n": "(SELECT count(*) FROM followers)"}),
+            Table("users", source="users", key=("id",), columns={
+                "id": "id", "n": "(SELECT count(*) FROM followers)"}),  # <- HERE
         )),
     ),
 )
 """, "user.users.n: expression '(SELECT count(*) FROM followers)' contains a subquery"),
+    # An expression's problem is reported at the expression's line, not at the line of its `Table(`.
+    "expression that does not parse, on its own line": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", tables=(
+            Table(
+                "users",
+                source="users",
+                key=("id",),
+                columns={
+                    "id": "id",
+                    "name": "name",
+                    "bio": "substr(bio, 1,",  # <- HERE
+                    "nick": "lower(name)",
+                },
+            ),
+        )),
+    ),
+)
+""", "user.users.bio: expression 'substr(bio, 1,' does not parse"),
+    "expression that does not parse, columns given by position": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", tables=(
+            Table("users", "users", ("id",), {
+                "id": "id",
+                "name": "name ||",  # <- HERE
+            }),
+        )),
+    ),
+)
+""", "user.users.name: expression 'name ||' does not parse"),
     "two routes into one target table": (
         """TOPOLOGY = Topology(
     source_database="src",

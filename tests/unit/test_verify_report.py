@@ -5,15 +5,15 @@ No servers: rows are given as the databases would stream them, (chunk, *column t
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
 
 from splitter.core.errors import ConfigurationError, FatalError
+from splitter.core.progress import Progress
 from splitter.ops.verify.merge import merge_rows
-from splitter.ops.verify.progress import Progress, ProgressLine
+from splitter.ops.verify.progress import Tracker
 from splitter.ops.verify.report import TableReport, VerifyReport
 from splitter.ops.verify.run import select_routes
 from splitter.pipeline.config import build_settings
@@ -119,18 +119,21 @@ def test_select_routes_by_service_and_table_names() -> None:
         select_routes(settings, ["nope"], None)
 
 
-def test_progress_eta_and_line_only_on_a_tty() -> None:
-    assert Progress("t", 0, 2, 250, 1000, 10.0).eta == pytest.approx(30.0)
-    assert Progress("t", 0, 2, 0, 1000, 10.0).eta is None
-
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    tty = Tty()
-    line = ProgressLine(tty, min_interval=0)
-    line(Progress("post.posts", 1, 2, 250, 1000, 10.0))
-    assert "post.posts" in tty.getvalue() and "25.0%" in tty.getvalue() and "ETA 0:30" in tty.getvalue()
-    plain = io.StringIO()
-    ProgressLine(plain, min_interval=0)(Progress("post.posts", 1, 2, 250, 1000, 10.0))
-    assert plain.getvalue() == ""
+def test_verify_reports_rows_against_the_estimates_with_the_table_as_stage() -> None:
+    seen: list[Progress] = []
+    tracker = Tracker(seen.append, [1000, 500], chunk_rows=100)
+    tracker.start(0, "post.posts")
+    tracker.hashed(3)  # 3 chunk lines of 100 rows
+    tracker.finish()
+    tracker.start(1, "topic.topics")
+    tracker.hashed(10)  # more lines than the estimate: counted up to the estimate only
+    tracker.finish()
+    assert [(p.done, p.total, p.stage, p.finished) for p in seen] == [
+        (0, 1500, "post.posts, 0/2 tables", False),
+        (300, 1500, "post.posts, 0/2 tables", False),
+        (1000, 1500, "post.posts, 1/2 tables", False),
+        (1000, 1500, "topic.topics, 1/2 tables", False),
+        (1500, 1500, "topic.topics, 1/2 tables", False),
+        (1500, 1500, "topic.topics, 2/2 tables", True),
+    ]
+    assert {(p.task, p.unit) for p in seen} == {("verify", "rows")}

@@ -133,6 +133,13 @@ def fetch(conn: psycopg.Connection, service: str, *, status: str | None = "open"
     return [StoredDeadLetter(*row) for row in conn.execute(query, params).fetchall()]
 
 
+def count_open(conn: psycopg.Connection, service: str) -> int:
+    """How many dead letters of `service` are open (neither retried nor dropped)."""
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}.dead_letters WHERE service = %s AND status = 'open'")
+                       .format(SCHEMA), (service,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 def mark(conn: psycopg.Connection, ids: Sequence[int], status: str) -> None:
     conn.execute(sql.SQL("UPDATE {}.dead_letters SET status = %s, resolved_at = now() WHERE id = ANY(%s)")
                  .format(SCHEMA), (status, list(ids)))

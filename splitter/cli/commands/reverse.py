@@ -6,18 +6,22 @@ import argparse
 import threading
 from typing import Any
 
-from splitter.cli.options import SharedOptions, settings_from
-from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries
+from splitter.cli.options import SharedOptions, add_command, settings_from
+from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries, stop_exit_code
 from splitter.pipeline.reverse import ReverseDaemon
 
 
 def register(sub: Any, shared: SharedOptions) -> None:
-    p = sub.add_parser(
-        "reverse", parents=shared.client,
-        help="the reverse stream daemon: copy what cut-over services write back into the source",
+    p = add_command(
+        sub, "reverse", parents=shared.client,
+        summary="the reverse stream daemon: copy what cut-over services write back into the source",
         description="Run a reverse capture (on the service database) and a reverse worker (into the source) for "
-                    "every given service whose cutover is switched; idle otherwise. `splitter run` supervises it.")
-    p.add_argument("--service", action="append", help="only these services (repeatable; default: all)")
+                    "every given service whose cutover is switched; idle otherwise. `splitter run` supervises it; "
+                    "run it on its own when capture and the workers run as separate processes. Runs until "
+                    "stopped (SIGTERM or Ctrl-C).",
+        examples=["splitter reverse", "splitter reverse --service post --service topic"])
+    p.add_argument("--service", action="append", metavar="SERVICE",
+                   help="stream back only this service's writes (repeatable; default: every service)")
     p.set_defaults(func=run)
 
 
@@ -28,4 +32,5 @@ def run(args: argparse.Namespace) -> int:
     # A stop for good is recorded in the source's splitter.components (`splitter status` shows it).
     record = ComponentRecord(settings.source_dsn, "the source database", "reverse")
     with record.on_failure():
-        return run_with_retries("reverse", lambda ev: ReverseDaemon(settings, args.service).run(ev), stop, record)
+        return stop_exit_code(
+            run_with_retries("reverse", lambda ev: ReverseDaemon(settings, args.service).run(ev), stop, record))

@@ -4,7 +4,10 @@ A child that exits with a configuration or fatal code stays down (`splitter stat
 `splitter run` once the cause is fixed); other exits are restarted with backoff.  The run ends, with the
 highest exit code among them, once nothing can make progress: capture is down for good (nothing new can
 enter the change log), or every worker is (nothing would apply it).  A worker or the reverse stream down
-for good while capture and at least one worker run is degraded: the run goes on.
+for good while capture and at least one worker run is degraded: the run goes on.  A source that does not
+answer at start is retried with capture's capped backoff before any child starts (which services are
+complete is read there); a refusal no retry mends (wrong password, missing database) exits 2 at once.
+Ctrl-C stops the children once, in order, and exits 130; SIGTERM exits 0.
 """
 
 from __future__ import annotations
@@ -15,16 +18,29 @@ import threading
 from typing import Any
 
 from connectors.pg.state.cutover import completed_services
-from splitter.cli.options import SharedOptions, metrics_argv, settings_env, settings_from
-from splitter.pipeline.daemon import Supervisor, child_argv, install_stop_signals
+from splitter.cli.options import SharedOptions, add_command, metrics_argv, settings_env, settings_from
+from splitter.core import exit_codes
+from splitter.pipeline.daemon import install_stop_signals, retry_until_done, stop_exit_code
+from splitter.pipeline.supervisor import Supervisor, child_argv
 from splitter.topology.ownership import retired_services
 
 log = logging.getLogger("splitter")
 
 
 def register(sub: Any, shared: SharedOptions) -> None:
-    p = sub.add_parser("run", help="the daemon: capture and every worker as one process tree", parents=shared.daemon)
-    p.add_argument("--service", action="append", help="run workers for these services only (repeatable)")
+    p = add_command(
+        sub, "run", parents=shared.daemon,
+        summary="the daemon: capture, every worker and the reverse stream as one process tree",
+        description="Start capture, one worker per service (not for services whose cutover is complete) and the "
+                    "reverse stream as child processes, and keep them running: a child that exits is restarted "
+                    "with capped backoff, one that exits 2 or 3 stays down (`splitter status` says why), and the "
+                    "run ends once capture or every worker is down for good. A source that does not answer yet "
+                    "is retried the same way. Ctrl-C or SIGTERM stops every child; each resumes from its "
+                    "checkpoint on the next start.",
+        examples=["splitter run", "splitter run --metrics-port 9100 --metrics-host 0.0.0.0",
+                  "splitter run --service post --service comment"])
+    p.add_argument("--service", action="append", metavar="SERVICE",
+                   help="run workers for this service only (repeatable; default: every service of the topology)")
     p.set_defaults(func=run)
 
 
@@ -35,8 +51,13 @@ def run(args: argparse.Namespace) -> int:
         for name in args.service:
             settings.topology.service(name)
         services = list(args.service)
+    stop = threading.Event()
+    install_stop_signals(stop)
     # Every table of these is retired: their forward worker is held for good by `splitter complete`.
-    retired = retired_services(settings.topology, completed_services(settings.source_dsn))
+    retired = retry_until_done(
+        "run", lambda: retired_services(settings.topology, completed_services(settings.source_dsn)), stop)
+    if retired is None:  # stopped while the source did not answer
+        return stop_exit_code(exit_codes.OK)
     services = [s for s in services if s not in retired]
 
     def port(i: int) -> list[str]:
@@ -51,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.service or []:
         reverse += ["--service", name]
     children.append(("reverse", child_argv([], reverse)))  # idles unless a service has been switched
-    stop = threading.Event()
-    install_stop_signals(stop)
     log.info("starting capture and %d worker(s): %s", len(services), ", ".join(services))
     workers = [name for name, _argv in children if name.startswith("worker[")]
-    return Supervisor(children, env=settings_env(settings, args.topology), needed=[["capture"], workers]).run(stop)
+    supervisor = Supervisor(children, env=settings_env(settings, args.topology), needed=[["capture"], workers])
+    return stop_exit_code(supervisor.run(stop))

@@ -6,15 +6,24 @@ import argparse
 import threading
 from typing import Any
 
-from splitter.cli.options import SharedOptions, settings_from
+from splitter.cli.options import SharedOptions, add_command, settings_from
 from splitter.observe.metrics import start_metrics
-from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries
+from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries, stop_exit_code
 from splitter.pipeline.worker import Worker
 
 
 def register(sub: Any, shared: SharedOptions) -> None:
-    p = sub.add_parser("worker", help="apply the change log to one service database", parents=shared.daemon)
-    p.add_argument("--service", required=True)
+    p = add_command(
+        sub, "worker", parents=shared.daemon,
+        summary="apply the change log to one service database",
+        description="Read the change log from Kafka and apply what the topology routes to one service, in "
+                    "source commit order, into its database; its position (a checkpoint) commits with the rows. "
+                    "`splitter run` starts one per service; run it on its own to place workers elsewhere. "
+                    "Runs until stopped (SIGTERM or Ctrl-C); retries what can be retried.",
+        examples=["splitter worker --service post",
+                  "splitter worker --service post --metrics-port 9101"])
+    p.add_argument("--service", required=True, metavar="SERVICE",
+                   help="the service (as named in the topology) whose database this worker applies to")
     p.set_defaults(func=run)
 
 
@@ -28,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
                              args.service)
     with record.on_failure(), start_metrics(settings, "worker", service=args.service,
                                             port=args.metrics_port, host=args.metrics_host) as metrics:
-        return run_with_retries(f"worker[{args.service}]",
-                                metrics.instrument(lambda: Worker(settings, args.service)), stop, record)
+        return stop_exit_code(run_with_retries(f"worker[{args.service}]",
+                                               metrics.instrument(lambda: Worker(settings, args.service)), stop,
+                                               record))

@@ -42,6 +42,7 @@ COMPLETE_BY = "splitter complete"  # requested_by of the hold that retires a for
 
 
 def complete(g: Group, confirm: Callable[[str], bool]) -> int:
+    g.report.step("plan")
     g.lock()
     g.start_clock()
     topology = g.settings.topology
@@ -54,6 +55,8 @@ def complete(g: Group, confirm: Callable[[str], bool]) -> int:
     newly = _names(retired_tables(topology, after)) - _names(retired_tables(topology, before))
     if after != before:
         kept = sorted(_names(_tables_of(topology, g.services)) - _names(retired_tables(topology, after)))
+        g.report.plan = {"services": list(g.services), "retires": sorted(newly), "still_fed": kept,
+                         "source_database": topology.source_database}
         plan = (f"complete the cutover of {g.label} (no rollback after this): "
                 + (f"retires {', '.join(sorted(newly))}: their streams stop and their fences are lifted"
                    if newly else "no table is retired yet")
@@ -62,6 +65,7 @@ def complete(g: Group, confirm: Callable[[str], bool]) -> int:
             return exit_codes.OK
         # Every reverse stream this stops must first have brought back what was written before: those writes
         # reach the source, and the read copies fed from it, or never.
+        g.report.step("reverse streams caught up")
         for service in sorted(_stopping(topology, before, after)):
             with _session(g, service) as s:
                 try:
@@ -69,11 +73,13 @@ def complete(g: Group, confirm: Callable[[str], bool]) -> int:
                 except FatalError as exc:
                     raise CutoverRefused(f"service {service}: its reverse stream must catch up before it stops "
                                          f"(is `splitter reverse` running?): {exc}") from exc
+        g.report.step("complete")
         with g.lead.src.transaction():
             for s in g.members:
                 if states[s.service] != st.COMPLETE:
                     st.transition(g.lead.src, s.service, st.COMPLETE, "complete")
     # Everything below is idempotent and repeated by a re-run.
+    g.report.step("tidy")
     retired = retired_tables(topology, after)
     if retired:
         g.announce_retired(sorted(_names(retired)))
@@ -87,6 +93,8 @@ def complete(g: Group, confirm: Callable[[str], bool]) -> int:
             g.out(f"table {t.name}: retired (owned by {', '.join(t.owners)}, all complete): no stream reads or "
                   f"writes it any more")
     left = [t for t in all_owners(topology) if t.name not in _names(retired)]
+    g.report.details = {"retired": sorted(_names(retired)), "newly_retired": sorted(newly),
+                        "still_fed": [t.name for t in left], "source_retirable": not left}
     if not left:
         g.out(f"every table a service takes is retired: {topology.source_database} has no writer left and no "
               f"stream reads it; it may be retired")

@@ -23,15 +23,23 @@ class Cutover(Group):
 
     def cutover(self, confirm: Callable[[str], bool]) -> int:
         """Move the writes of what the services own to their own databases (see `splitter.ops.cutover.forward`)."""
-        return forward.cutover(self, confirm)
+        return self._run("cutover", forward.cutover, confirm)
 
     def rollback(self, confirm: Callable[[str], bool]) -> int:
         """Move a cut-over service's (or group's) writes back to the source database."""
-        return back.rollback(self, confirm)
+        return self._run("rollback", back.rollback, confirm)
 
     def complete(self, confirm: Callable[[str], bool]) -> int:
         """Make the cutover final; retire the tables whose every owner is complete."""
-        return final.complete(self, confirm)
+        return self._run("complete", final.complete, confirm)
+
+    def _run(self, action: str, flow: Callable[[Group, Callable[[str], bool]], int],
+             confirm: Callable[[str], bool]) -> int:
+        self.report.begin(action)
+        try:
+            return flow(self, confirm)
+        finally:
+            self.report.finish()
 
 
 __all__ = ["Cutover"]

@@ -85,19 +85,32 @@ def cutover(g: Group, confirm: Callable[[str], bool]) -> int:
 
 
 def _preflight(g: Group) -> str:
+    """The checks before anything changes; the plan (its text returned, its fields in the report)."""
+    g.report.step("preflight")
     problems: list[str] = []
     for s in g.members:
         problems += reversibility_problems(s.settings, s.service, s.src) + s.origin_problems()
     if problems:
         raise CutoverRefused(f"{g.label} cannot be cut over:\n  " + "\n  ".join(problems))
     lines = [f"cutover of {g.label}:"]
+    members = []
     for s in g.members:
         lag = s.lag(s.src, s.forward_position, f"the worker of service {s.service}")
         lines.append(f"  {s.service} ({mask_dsn(s.settings.target_dsn(s.service))}): lag now {lag:.2f}s "
                      f"(max {s.options.max_lag:g}s); reverse slot {s.names.slot}, topic {s.names.topic}")
+        members.append({"service": s.service, "database": s.svc.database, "lag_seconds": round(lag, 3),
+                        "reverse_slot": s.names.slot, "reverse_publication": s.names.publication,
+                        "reverse_topic": s.names.topic})
+    specs = g.source_fences()
     fenced = "; ".join(f"{spec.table} ({', '.join(spec.columns) if spec.columns is not None else 'every column'}"
-                       f"{', inserts and deletes' if spec.rows else ''})" for spec in g.source_fences())
+                       f"{', inserts and deletes' if spec.rows else ''})" for spec in specs)
     hooked = g.lead.hook.command or g.lead.hook.url
+    g.report.plan = {
+        "services": members, "source_database": g.settings.topology.source_database,
+        "fences": [{"table": f"{spec.schema}.{spec.table}",
+                    "columns": list(spec.columns) if spec.columns is not None else None, "rows": spec.rows}
+                   for spec in specs],
+        "switch_hook": bool(hooked), "max_lag_seconds": g.options.max_lag, "timeout_seconds": g.options.timeout}
     lines += [
         f"  1. create the reverse slots and publications in {', '.join(s.svc.database for s in g.members)}",
         f"  2. fence in {g.settings.topology.source_database} (SQLSTATE {fence.FENCE_SQLSTATE}): {fenced}; "
@@ -115,6 +128,7 @@ def _before_switch(g: Group) -> None:
     timings: dict[str, float] = {}
     lead = g.lead
     try:
+        g.report.step("reverse slots")
         reverse_lsns = {s.service: _prepare_reverse(s) for s in g.members}
         for s in g.shared:
             # The handover fence: nothing but the forward worker writes the member's tables until it has
@@ -122,6 +136,7 @@ def _before_switch(g: Group) -> None:
             with s.dst.transaction():
                 fence.fence_tables(s.dst, s.service_fence(), s.service, fence.HARD, s.hint())
         crash_point("reverse_prepared")
+        g.report.step("fence")
         fenced_at = time.monotonic()
 
         def record_fenced() -> None:
@@ -136,6 +151,7 @@ def _before_switch(g: Group) -> None:
         timings["fence"] = time.monotonic() - fenced_at
         crash_point("fenced")
 
+        g.report.step("catch up")
         step = time.monotonic()
         marker, _ = g.forward_caught_up("fenced")
         timings["catch_up"] = time.monotonic() - step
@@ -143,18 +159,21 @@ def _before_switch(g: Group) -> None:
                      marker_lsn=lsn_to_str(marker))
         crash_point("caught_up")
 
+        g.report.step("verify")
         step = time.monotonic()
         g.verify()
         timings["verify"] = time.monotonic() - step
         g.transition(st.VERIFIED, f"final verify: all match ({timings['verify']:.3f}s)")
         crash_point("verified")
 
+        g.report.step("sequences")
         step = time.monotonic()
         for s in g.members:
             moved = advance_sequences(s.src, s.dst, s.sequence_pairs(forward=True))
             if moved:
                 log.info("service %s: sequences moved: %s", s.service, "; ".join(moved))
         timings["sequences"] = time.monotonic() - step
+        g.report.step("switch")
         step = time.monotonic()
 
         def record_switching() -> None:
@@ -241,6 +260,7 @@ def _abort(g: Group, reason: str) -> None:
 
 def _finish_switch(g: Group) -> None:
     """From `switching` on: every step is idempotent and a re-run repeats them."""
+    g.report.step("hand over")
     g.announce_moves(st.HOME_SERVICE)
     crash_point("moved")
     if g.shared:
@@ -270,6 +290,7 @@ def _finish_switch(g: Group) -> None:
 
 
 def _confirm_reverse(g: Group) -> int:
+    g.report.step("reverse stream")
     code = exit_codes.OK
     states = g.states()
     for s in g.members:

@@ -17,12 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from connectors.pg import fence
+from connectors.pg.client import DatabaseError
 from connectors.pg.messages import emit_message
 from connectors.pg.state import cutover as st
 from connectors.pg.state.control import request_hold
 from splitter.core import messages
 from splitter.core.errors import FatalError
-from splitter.ops.cutover.session import HOLD_BY, CutoverRefused, Options, Session
+from splitter.ops.cutover.report import Report
+from splitter.ops.cutover.session import HOLD_BY, CutoverRefused, Options, Session, usable
 from splitter.ops.verify.run import verify  # imported up front: not while writes are fenced
 from splitter.pipeline.config import Settings
 from splitter.pipeline.worker.moves import Move, encode_moves
@@ -33,7 +35,7 @@ class Group:
     """The sessions of every service one command moves (a group of one for a single service)."""
 
     def __init__(self, settings: Settings, services: Sequence[str], options: Options,
-                 out: Callable[[str], None] = print) -> None:
+                 out: Callable[[str], None] = print, report: Report | None = None) -> None:
         names = list(dict.fromkeys(services))
         if not names:
             raise CutoverRefused("name at least one service (--service)")
@@ -41,11 +43,13 @@ class Group:
             settings.topology.service(name)  # raises naming the known services
         self.settings = settings
         self.options = options
-        self.out = out
+        # Every message goes through the report: printed as it comes, or kept for --json's object.
+        self.report = report if report is not None else Report(out)
+        self.out = self.report.say
         self.members: list[Session] = []
         try:
             for name in names:
-                self.members.append(Session(settings, name, options, out))
+                self.members.append(Session(settings, name, options, self.out, self.report))
         except BaseException:
             self.close()
             raise
@@ -79,6 +83,23 @@ class Group:
 
     def states(self) -> dict[str, str]:
         return {s.service: s.state() for s in self.members}
+
+    def outcome(self) -> dict[str, dict[str, str]] | None:
+        """Each member's cutover state and home now, read again after the command (None if unreadable:
+        the command's error says why)."""
+        conn = self.lead.src
+        if not usable(conn):
+            return None
+        try:
+            have = st.has_tables(conn)
+            out = {}
+            for name in self.services:
+                row = st.load(conn, name) if have else None
+                out[name] = {"state": row.state if row else st.STREAMING,
+                             "home": st.routing_home(conn, name) if have else st.HOME_SOURCE}
+            return out
+        except DatabaseError:
+            return None
 
     def one_state(self) -> str:
         """The members' common state; refused when they differ (each must then be run on its own).
@@ -188,7 +209,7 @@ class Group:
         consistent = any(not owns_rows(topology, r) for m in self.members for r in m.routes)
         narrowed = dataclasses.replace(self.settings, topology=owned_view(topology, self.services))
         report = verify(narrowed, services=self.services, consistent=consistent,
-                        timeout=max(1.0, self.remaining()))
+                        timeout=max(1.0, self.remaining()), progress=self.report.progress)
         if not report.ok:
             raise FatalError(f"{self.label}: the final verify found differences:\n{report.render()}")
 

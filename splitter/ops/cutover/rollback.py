@@ -49,8 +49,14 @@ def rollback(g: Group, confirm: Callable[[str], bool]) -> int:
     if state not in st.FORWARD_POST_SWITCH and state != st.RB_SWITCHING:
         raise CutoverRefused(f"{g.label}: nothing to roll back (state {state})")
     if state in st.FORWARD_POST_SWITCH:
-        lags = ", ".join(f"{s.service} {s.lag(s.dst, s.reverse_position, f'the reverse stream of {s.service}'):.2f}s"
-                         for s in g.members)
+        g.report.step("preflight")
+        lag = {s.service: s.lag(s.dst, s.reverse_position, f"the reverse stream of {s.service}") for s in g.members}
+        lags = ", ".join(f"{service} {seconds:.2f}s" for service, seconds in lag.items())
+        g.report.plan = {
+            "services": [{"service": s.service, "database": s.svc.database,
+                          "reverse_lag_seconds": round(lag[s.service], 3)} for s in g.members],
+            "source_database": g.settings.topology.source_database, "max_lag_seconds": g.options.max_lag,
+            "timeout_seconds": g.options.timeout}
         plan = (f"rollback of {g.label}: fence their tables in {', '.join(s.svc.database for s in g.members)}, "
                 f"wait for the reverse streams (lag now {lags}), verify, switch routing back to "
                 f"{g.settings.topology.source_database}, lift the source fences, stop the reverse streams")
@@ -65,11 +71,13 @@ def _before_switch(g: Group) -> None:
     try:
         # State first: a crash between the two leaves a rollback state without a fence, which a re-run
         # aborts (a no-op); the other order could leave a fence nobody knows about.
+        g.report.step("fence")
         g.transition(st.RB_FENCED, "rollback: fencing the service database")
         fenced_at = time.monotonic()
         for s in g.members:
             fence.fence_with_retries(s.dst, s.service_fence(), s.service, fence.SOFT, s.hint(), s.deadline)
         crash_point("rollback_fenced")
+        g.report.step("catch up")
         took = 0.0
         for s in g.members:
             _, seconds = s.caught_up(s.dst, s.src, s.names.service, "the reverse stream", s.reverse_position,
@@ -77,10 +85,12 @@ def _before_switch(g: Group) -> None:
             took = max(took, seconds)
         g.transition(st.RB_CAUGHT_UP, f"reverse stream caught up in {took:.3f}s")
         crash_point("rollback_caught_up")
+        g.report.step("verify")
         step = time.monotonic()
         g.verify()
         g.transition(st.RB_VERIFIED, f"final verify: all match ({time.monotonic() - step:.3f}s)")
         crash_point("rollback_verified")
+        g.report.step("sequences")
         for s in g.members:
             moved = advance_sequences(s.dst, s.src, s.sequence_pairs(forward=False))
             if moved:
@@ -88,6 +98,7 @@ def _before_switch(g: Group) -> None:
         # Hard in each service database, on the session holding the lock there; then the point of no
         # return.  A crash between the two leaves hard fences and state rollback_verified: the re-run
         # aborts and lifts them.
+        g.report.step("switch")
         for s in g.members:
             fence.fence_with_retries(s.dst, s.service_fence(), s.service, fence.HARD, s.hint(), s.deadline)
         with g.lead.src.transaction():
@@ -131,6 +142,7 @@ def _finish(g: Group) -> None:
     # Before the source fences go: from the move on each forward worker writes its service's tables whole
     # again.  Between the two nothing of what they own changes in the source (still fenced), and the
     # service databases hold exactly the source's values of it (caught up, hard-fenced).
+    g.report.step("switch back")
     g.announce_moves(st.HOME_SOURCE)
     crash_point("rollback_moved")
     with g.lead.src.transaction():
@@ -153,6 +165,7 @@ def _finish(g: Group) -> None:
 
 
 def _drop_reverse_streams(g: Group) -> bool:
+    g.report.step("reverse streams dropped")
     dropped = True
     for s in g.members:
         if not s.drop_reverse_stream(wait=max(5.0, s.remaining())):

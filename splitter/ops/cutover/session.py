@@ -35,6 +35,7 @@ from splitter.core.errors import FatalError, RetryableError, SplitterError
 from splitter.core.lsn import lsn_to_str
 from splitter.ops.cutover import fence_specs
 from splitter.ops.cutover.hook import SwitchHook
+from splitter.ops.cutover.report import Report
 from splitter.ops.cutover.sequences import TablePair
 from splitter.pipeline.config import Settings
 from splitter.pipeline.reverse import reverse_names
@@ -84,8 +85,9 @@ class Session:
     """One command for one service: its sessions on both databases, holding the service's advisory locks."""
 
     def __init__(self, settings: Settings, service: str, options: Options,
-                 out: Callable[[str], None] = print) -> None:
+                 out: Callable[[str], None] = print, report: Report | None = None) -> None:
         self.settings = settings
+        self.report = report if report is not None else Report(out)
         self.svc = settings.topology.service(service)
         self.service = service
         self.options = options
@@ -289,8 +291,9 @@ class Session:
     def approved(self, plan: str, confirm: Callable[[str], bool]) -> bool:
         """Go ahead with `plan`?  False on --dry-run (the plan is printed); refused when not confirmed."""
         if self.options.dry_run:
-            self.out(plan)
+            self.report.show_plan(plan)
             return False
+        self.report.plan_text = plan
         if not confirm(plan):
             raise CutoverRefused("not confirmed (pass --yes to run without asking)")
         return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from connectors.pg.state.cutover import completed_services, services_needing_reverse
@@ -20,8 +20,9 @@ from connectors.pg.verify_source import SourceSession
 from connectors.pg.verify_sql import TablePlan
 from connectors.pg.verify_target import ProgressRecorder, TargetSession
 from splitter.core.errors import ConfigurationError
+from splitter.core.progress import ProgressSink
 from splitter.ops.verify.merge import merge_rows
-from splitter.ops.verify.progress import Progress, Tracker
+from splitter.ops.verify.progress import Tracker
 from splitter.ops.verify.report import TableReport, VerifyReport
 from splitter.ops.verify.snapshot import consistent_snapshots
 from splitter.pipeline.config import Settings
@@ -60,7 +61,7 @@ def select_routes(settings: Settings, services: Sequence[str] | None,
 
 def verify(settings: Settings, *, services: Sequence[str] | None = None, tables: Sequence[str] | None = None,
            sample: int = DEFAULT_SAMPLE, chunk_rows: int = DEFAULT_CHUNK_ROWS, timeout: float = DEFAULT_TIMEOUT,
-           progress: Callable[[Progress], None] | None = None, consistent: bool = True) -> VerifyReport:
+           progress: ProgressSink | None = None, consistent: bool = True) -> VerifyReport:
     """Compare the chosen service tables with the topology's projection of their source tables."""
     if chunk_rows < 1:
         raise ConfigurationError(f"chunk_rows must be at least 1, got {chunk_rows}")
