@@ -153,7 +153,7 @@ def run_demo(*, duration: float | None, scale: int, data_dir: str | None, rate: 
     stop = _Stop()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    summary: dict[str, Any] = {"mode": "migrate" if migrate else "stream", "ok": False,
+    summary: dict[str, Any] = {"command": "demo", "mode": "migrate" if migrate else "stream", "ok": False,
                                "exit_code": exit_codes.INTERRUPTED, "interrupted": False, "caught_up": None,
                                "verify": None, "workload_operations": 0, "log": str(log_path),
                                "data_dir": str(root), "data_kept": keep, "servers": None}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
+from typing import Any
 
 from connectors.pg.client import Connection, connect
 from connectors.pg.state import dead_letters
@@ -24,14 +26,27 @@ def _conn(settings: Settings, service: str) -> Connection:
     return conn
 
 
+def _letter(d: dead_letters.StoredDeadLetter, *, whole: bool = False) -> dict[str, Any]:
+    """One dead letter as `--json` shows it; `whole`: with the change event and the record's raw bytes."""
+    out: dict[str, Any] = {
+        "id": d.id, "status": d.status, "table": d.source_table, "op": d.op, "key": d.source_key,
+        "sqlstate": d.sqlstate, "error": d.error, "offset": d.kafka_offset, "lsn": d.commit_lsn,
+        "created_at": d.created_at.isoformat()}
+    if whole:
+        out["event"] = d.event
+        out["raw_value"] = d.raw_value.decode(errors="replace") if d.raw_value else None
+    return out
+
+
+def _report(action: str, service: str, **fields: Any) -> str:
+    return json.dumps({"command": "dlq", "action": action, "service": service, **fields}, indent=2)
+
+
 def list_letters(settings: Settings, service: str, everything: bool, as_json: bool) -> int:
     with _conn(settings, service) as conn:
         letters = dead_letters.fetch(conn, service, status=None if everything else "open")
     if as_json:
-        print(json.dumps([{
-            "id": d.id, "table": d.source_table, "op": d.op, "key": d.source_key, "sqlstate": d.sqlstate,
-            "error": d.error, "offset": d.kafka_offset, "lsn": d.commit_lsn, "status": d.status,
-            "created_at": d.created_at.isoformat()} for d in letters], indent=2))
+        print(_report("list", service, dead_letters=[_letter(d) for d in letters]))
         return 0
     if not letters:
         print(f"service {service}: no {'' if everything else 'open '}dead letters")
@@ -46,28 +61,34 @@ def list_letters(settings: Settings, service: str, everything: bool, as_json: bo
 
 
 def show_letters(settings: Settings, service: str, ids: list[int]) -> int:
+    """The whole of each dead letter asked for (the event and raw record too), as one JSON object."""
     with _conn(settings, service) as conn:
         letters = dead_letters.fetch(conn, service, status=None, ids=ids)
     if not letters:
         raise ConfigurationError(f"service {service} has no dead letter with id {', '.join(map(str, ids))}")
-    for d in letters:
-        print(json.dumps({
-            "id": d.id, "status": d.status, "table": d.source_table, "op": d.op, "key": d.source_key,
-            "sqlstate": d.sqlstate, "error": d.error, "offset": d.kafka_offset, "lsn": d.commit_lsn,
-            "created_at": d.created_at.isoformat(), "event": d.event,
-            "raw_value": d.raw_value.decode(errors="replace") if d.raw_value else None}, indent=2))
+    print(_report("show", service, dead_letters=[_letter(d, whole=True) for d in letters]))
     return 0
 
 
-def request_action(settings: Settings, service: str, action: str, ids: list[int] | None, wait: float) -> int:
+def request_action(settings: Settings, service: str, action: str, ids: list[int] | None, wait: float,
+                   as_json: bool = False) -> int:
+    """Ask the worker to retry or drop (`dlq_retry`, `dlq_drop`) and wait up to `wait` s for its answer."""
+    done: datetime | None = None
+    result: str | None = None
     with _conn(settings, service) as conn:
         request_id = dead_letters.submit_request(conn, service, action, ids=ids)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             done, result = dead_letters.request_result(conn, request_id)
             if done is not None:
-                print(f"service {service}: {result}")
-                return 0
+                break
             time.sleep(0.3)
-    print(f"service {service}: request {request_id} queued; its worker performs it when it runs (is it running?)")
-    return 1
+    answered = done is not None
+    message = (result or "done") if answered else (
+        f"request {request_id} queued; its worker performs it when it runs (is it running?)")
+    if as_json:
+        print(_report(action.removeprefix("dlq_"), service, request_id=request_id, done=answered, message=message,
+                      ids=ids))
+    else:
+        print(f"service {service}: {message}")
+    return 0 if answered else 1

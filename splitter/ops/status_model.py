@@ -84,7 +84,7 @@ class Status:
     verdict: Verdict | None = None
 
     def as_json(self) -> str:
-        data = asdict(self)
+        data = {"command": "status", **asdict(self)}
         data.pop("cutover_text")
         return json.dumps(data, sort_keys=False)
 

@@ -129,7 +129,8 @@ def test_dead_letter_sets_the_refused_row_aside_and_copies_the_rest(
         listed = json.loads(subprocess.run(
             [sys.executable, "-m", "splitter", "dlq", "list", "--service", "user", "--json"], env=env.env(), cwd=ROOT,
             capture_output=True, timeout=60, check=True).stdout)
-        assert [d["key"] for d in listed] == [[refused]]
+        assert (listed["command"], listed["action"], listed["service"]) == ("dlq", "list", "user")
+        assert [d["key"] for d in listed["dead_letters"]] == [[refused]]
         assert "set aside as dead letters" in env.logs()
         assert capture.poll() is None
     finally:

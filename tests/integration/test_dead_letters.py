@@ -97,7 +97,8 @@ def test_unique_username_is_dead_lettered_in_order_then_retried_and_dropped(
     code, out, err = run_cli(capsys, "dlq", "list", *args, "--service", "user", "--json")
     assert code == 0, err
     listed = json.loads(out)
-    assert [(d["id"], d["op"], d["key"], d["sqlstate"], d["status"]) for d in listed] == \
+    assert (listed["command"], listed["action"], listed["service"]) == ("dlq", "list", "user")
+    assert [(d["id"], d["op"], d["key"], d["sqlstate"], d["status"]) for d in listed["dead_letters"]] == \
         [(g[0], g[2], g[3], g[4], "open") for g in got]
     code, out, err = run_cli(capsys, "dlq", "list", *args, "--service", "user")
     assert code == 0 and "23505" in out and "dup-b" in out, out
@@ -124,8 +125,12 @@ def test_unique_username_is_dead_lettered_in_order_then_retried_and_dropped(
     dropped = [g for g in letters(user_db, "user") if g[3] == ["dup-d"]]
     assert [(g[4], g[7]) for g in dropped] == [("23505", "open")]
     code, out, err = run_cli(capsys, "dlq", "drop", *args, "--service", "user", "--id", str(dropped[0][0]),
-                             "--yes", "--wait", "30")
-    assert code == 0 and "dropped 1 dead letter(s)" in out, (out, err)
+                             "--yes", "--wait", "30", "--json")
+    assert code == 0, (out, err)
+    answer = json.loads(out)
+    assert (answer["command"], answer["action"], answer["service"], answer["done"], answer["ids"]) == \
+        ("dlq", "drop", "user", True, [dropped[0][0]])
+    assert "dropped 1 dead letter(s)" in answer["message"], answer
     assert [g[7] for g in letters(user_db, "user")] == ["retried", "retried", "dropped"]
     code, out, err = run_cli(capsys, "dlq", "list", *args, "--service", "user")
     assert "no open dead letters" in out, out

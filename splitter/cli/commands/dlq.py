@@ -29,7 +29,8 @@ def register(sub: Any, shared: SharedOptions) -> None:
     p.add_argument("--service", required=True, metavar="SERVICE", help="the service whose dead letters these are")
     p.add_argument("--id", type=int, action="append", help="only these dead letters (repeatable)")
     p.add_argument("--all", action="store_true", help="list: include retried and dropped ones")
-    p.add_argument("--json", action="store_true", help="list: machine-readable list on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="list, retry, drop: one JSON object on stdout (show always prints JSON)")
     p.add_argument("--yes", action="store_true", help="drop: do not ask")
     p.add_argument("--wait", type=float, default=60.0,
                    help="retry, drop: seconds to wait for the worker to do it (default 60)")
@@ -52,4 +53,4 @@ def run(args: argparse.Namespace) -> int:
         if input(f"drop dead letter(s) {what} of service {args.service}? [y/N] ").strip().lower() not in ("y", "yes"):
             return exit_codes.DIFFERENT
     return request_action(settings, args.service, "dlq_retry" if args.action == "retry" else "dlq_drop", ids,
-                          args.wait)
+                          args.wait, args.json)

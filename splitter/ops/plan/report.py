@@ -119,7 +119,7 @@ def render_text(plan: PlanResult, out: TextIO) -> None:
 
 
 def render_json(plan: PlanResult, out: TextIO) -> None:
-    json.dump({"routes": plan.routes, "ownership": plan.ownership.get("tables", []),
+    json.dump({"command": "plan", "routes": plan.routes, "ownership": plan.ownership.get("tables", []),
                "cutover_order": plan.ownership.get("order", []), "findings": [f.as_dict() for f in plan.findings],
                "errors": plan.errors, "warnings": plan.warnings}, out, indent=2, ensure_ascii=False)
     out.write("\n")

@@ -88,7 +88,8 @@ class VerifyReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=str)
+        """`splitter verify --json`: the report, named as every command's JSON object is."""
+        return json.dumps({"command": "verify", **self.to_dict()}, indent=2, default=str)
 
     def render(self) -> str:
         """The summary for people: one line a table, then what differs, with sample keys."""
