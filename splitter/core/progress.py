@@ -25,7 +25,8 @@ class Progress:
 
     `stage` names where inside the task it is (a table, a chunk, a cutover step); `finished` marks the
     last report of the task.  `estimated`: the total is an estimate and the units flow at a rate (rows);
-    False for a count of distinct steps (a cutover's), which has neither a `~` nor a rate."""
+    False for a count of distinct steps (a cutover's), which has neither a `~` nor a rate.  `before`: of
+    `done`, the units earlier runs did (a resumed backfill): the rate and ETA count this run's alone."""
 
     task: str
     done: int
@@ -35,6 +36,7 @@ class Progress:
     stage: str = ""
     finished: bool = False
     estimated: bool = True
+    before: int = 0
 
     @property
     def fraction(self) -> float | None:
@@ -47,13 +49,13 @@ class Progress:
         """Units per second so far (None in the first second, when it means nothing yet)."""
         if self.elapsed < 1.0:
             return None
-        return self.done / self.elapsed
+        return (self.done - self.before) / self.elapsed
 
     @property
     def eta(self) -> float | None:
         """Seconds left at the rate so far (None while the rate or the total is not known)."""
         rate, fraction = self.rate, self.fraction
-        if rate is None or fraction is None or self.done <= 0 or self.total is None:
+        if rate is None or rate <= 0 or fraction is None or self.total is None:
             return None
         return max(0.0, (self.total - self.done) / rate)
 

@@ -122,7 +122,7 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
         def report(rows: int, chunks: int, finished: bool = False) -> None:
             # A never analyzed table's estimate is 0: no total then, rather than a bar stuck at 100%.
             progress(Progress(TASK, rows, total or None, "rows", time.monotonic() - started,
-                              stage=f"{label}, {chunks} chunks", finished=finished))
+                              stage=f"{label}, {chunks} chunks", finished=finished, before=resumed_rows))
 
         def copy_chunk(number: int, repair: list[list[str | None]] | None) -> int | None:
             """One chunk between its watermarks; the rows read, or None if the worker did not apply it.
@@ -147,6 +147,7 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
         chunk = job.chunks_done
         last_key = job.last_key
         copied, skipped, deleted = job.rows_copied, job.rows_skipped, job.rows_deleted
+        resumed_rows = copied + skipped  # the rate and ETA are this run's
         scanning = True
         report(copied + skipped, chunk)
         while True:

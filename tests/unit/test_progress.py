@@ -29,6 +29,11 @@ def test_rate_and_eta_from_done_total_and_elapsed() -> None:
     assert Progress("backfill", 0, 100, "rows", 5.0).eta is None  # nothing done: no rate to go by
     assert Progress("backfill", 150, 100, "rows", 5.0).fraction == 1.0  # past the estimate: full, not 150%
     assert Progress("backfill", 150, 100, "rows", 5.0).eta == 0.0
+    # A resumed backfill: 3,000 rows were copied by an earlier run; this run did 1,000 in 10 s.
+    resumed = Progress("backfill", 4000, 10_000, "rows", 10.0, before=3000)
+    assert resumed.rate == pytest.approx(100.0)
+    assert resumed.eta == pytest.approx(60.0)
+    assert Progress("backfill", 3000, 10_000, "rows", 10.0, before=3000).eta is None  # no rate yet this run
 
 
 def test_the_plain_line() -> None:
