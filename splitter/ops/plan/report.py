@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from splitter.ops.plan.facts import ERROR, SEVERITY_RANK, WARNING, Finding, SourceFacts, TargetFacts, Unreachable
@@ -22,6 +22,7 @@ from splitter.ops.plan.log import gather_log, log_findings
 from splitter.ops.plan.ownership import describe_ownership, render_ownership
 from splitter.ops.plan.rules import collect_findings, target_name
 from splitter.pipeline.config import Settings
+from splitter.topology.loading import expression_origin
 from splitter.topology.model import Topology
 
 
@@ -79,6 +80,20 @@ class PlanResult:
         return sum(1 for f in self.findings if f.severity == WARNING)
 
 
+def at_expression_lines(topology: Topology, findings: list[Finding]) -> list[Finding]:
+    """`findings` with each one about a route's column moved from the `Table(` line to the line of that
+    column's expression (`topology.loading.expression_origin`; the rules read no file, so it is done here)."""
+    tables = {(r.service.name, target_name(r)): r.table for r in topology.routes()}
+    out = []
+    for f in findings:
+        table = tables.get((f.service or "", f.table or ""))
+        if table is not None and f.column is not None and f.column in table.columns \
+                and f.origin == str(table.origin):
+            f = replace(f, origin=str(expression_origin(table, f.column)))
+        out.append(f)
+    return out
+
+
 def build_plan(settings: Settings) -> PlanResult:
     """Connect to the source and every service database, gather their facts, check the source's rows against
     the targets' constraints, and judge them."""
@@ -86,6 +101,7 @@ def build_plan(settings: Settings) -> PlanResult:
     source, targets = gather(settings)
     findings = collect_findings(topology, source, targets, slot=settings.slot, publication=settings.publication,
                                 data=gather_data(settings, source, targets))
+    findings = at_expression_lines(topology, findings)
     findings = sorted([*findings, *log_findings(gather_log(settings))], key=lambda f: SEVERITY_RANK[f.severity])
     return PlanResult(describe_routes(topology, source, targets), findings, describe_ownership(topology))
 
