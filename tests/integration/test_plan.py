@@ -26,6 +26,7 @@ from devtools.embedded.postgres import EmbeddedPostgres
 from devtools.embedded.process import free_port
 from splitter.ops.plan import ERROR, INFO, WARNING, Finding, PlanResult, build_plan, run_plan
 from splitter.pipeline.config import Settings, build_settings
+from splitter.topology.loading import expression_origin
 from splitter.topology.model import Topology
 from tests import roles
 from tests.conftest import KafkaServer
@@ -92,7 +93,9 @@ def test_shipped_schemas_plan_clean(dbs: dict[str, str], kafka_server: KafkaServ
     assert "replication factor 1" in _find(plan, "log-not-durable").message
     unique = _find(plan, "unique-not-enforced-in-source")
     assert "users_username_key" in unique.message
-    assert unique.origin == str(settings.topology.service("user").tables[0].origin)
+    # A finding about a column points at the line of its expression (issue 16), not at the `Table(` line.
+    users = settings.topology.service("user").tables[0]
+    assert unique.origin == str(expression_origin(users, "username")) != str(users.origin)
     infos = _keys(plan, INFO)
     assert (INFO, "filled-by-default", "auth", "auth.users", "mfa_enabled") in infos
     # The timestamp(3) -> timestamp(0) routes truncate explicitly: reported, not warned about.
@@ -212,7 +215,8 @@ def test_broken_schemas_are_reported(dbs: dict[str, str]) -> None:
 
     enum = _find(plan, "enum-label-missing")
     assert "'admin'" in enum.message and "moderator" in enum.message
-    assert enum.origin == str(settings.topology.service("auth").tables[0].origin)
+    auth_users = settings.topology.service("auth").tables[0]
+    assert enum.origin == str(expression_origin(auth_users, "role")) != str(auth_users.origin)
     assert "lower" in _find(plan, "expression-fails").message
     assert "actor" in _find(plan, "source-column-missing").message
     assert "users.users.first_name" in _find(plan, "varchar-narrowed").message
