@@ -27,7 +27,7 @@ from connectors.pg.copy_rows import RowCopy, copy_route_rows, refusal_message
 from connectors.pg.source import relation_schema
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import Checkpoint, read_checkpoint, write_checkpoint
-from splitter.core.dsn import mask_secrets
+from splitter.core.dsn import SOURCE_DATABASE, mask_secrets, service_database
 from splitter.core.envelope import RelationSchema
 from splitter.core.errors import DataRejectedError, is_data_rejection
 from splitter.topology import sqlrender
@@ -74,9 +74,9 @@ class ServiceCopy:
         self._dsns = (source_dsn, target_dsn)
         self._service = service
         self._what = f"initial copy of service {service} failed"
-        self.source = connect(source_dsn, "the source database", application_name="splitter-backfill")
+        self.source = connect(source_dsn, SOURCE_DATABASE, application_name="splitter-backfill")
         try:
-            self.target = connect(target_dsn, f"database of service {service}", application_name="splitter-backfill")
+            self.target = connect(target_dsn, service_database(service), application_name="splitter-backfill")
         except BaseException:
             self.source.close()
             raise

@@ -30,7 +30,7 @@ from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state import control, dead_letters, ownership_moves
 from connectors.pg.state.schema import Checkpoint, ensure_state_schema, read_checkpoint, write_checkpoint
 from splitter.core.batching import Step
-from splitter.core.dsn import mask_secrets
+from splitter.core.dsn import mask_secrets, service_database
 from splitter.core.envelope import RelationSchema, RowChange
 from splitter.core.errors import DataRejectedError, RetryableError, is_data_rejection
 from splitter.core.lsn import lsn_to_str
@@ -48,7 +48,7 @@ class ServiceSink:
         self.topic = topic
         self.partition = partition
         self._dsn = dsn
-        self.conn = connect(dsn, f"database of service {service}", application_name=f"splitter-worker-{service}")
+        self.conn = connect(dsn, service_database(service), application_name=f"splitter-worker-{service}")
         self._transactions_applied = 0
         try:
             self.conn.autocommit = True

@@ -22,7 +22,7 @@ from connectors.pg.client import connect, wrap_db_error
 from connectors.pg.positions import current_wal_lsn
 from connectors.pg.source import ReplicationConnection, estimated_rows, relation_schema
 from connectors.pg.verify_sql import TablePlan, VerifyColumn, source_rows
-from splitter.core.dsn import mask_secrets
+from splitter.core.dsn import SOURCE_DATABASE, mask_secrets
 from splitter.core.errors import ConfigurationError, FatalError
 from splitter.topology import sqlrender
 from splitter.topology.model import Route
@@ -68,7 +68,7 @@ class SourceSession:
 
     def __init__(self, dsn: str, snapshot: str | None) -> None:
         self.dsn = dsn
-        self.conn = open_session(dsn, "the source database")
+        self.conn = open_session(dsn, SOURCE_DATABASE)
         try:
             begin_repeatable_read(self.conn, read_only=True)
             if snapshot is not None:
@@ -106,7 +106,7 @@ class SourceSession:
 
 def wal_position(dsn: str) -> int:
     """The source's current WAL position, read on a connection of its own."""
-    with connect(dsn, "the source database", autocommit=True, application_name="splitter-verify") as conn:
+    with connect(dsn, SOURCE_DATABASE, autocommit=True, application_name="splitter-verify") as conn:
         return current_wal_lsn(conn)
 
 

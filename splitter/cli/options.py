@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from connectors.kafka.clients import check_client_configs
 from splitter.core.dsn import mask_secrets
@@ -151,17 +151,27 @@ def parse_duration(text: str) -> float:
     return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
 
 
-def confirmer(assume_yes: bool, question: str = "Proceed? [y/N] ") -> Callable[[str], bool]:
-    """Show a plan and ask before acting: yes with --yes, no when nobody can answer (not a terminal)."""
+def ask_yes(question: str, stream: TextIO | None = None) -> bool:
+    """`question` on `stream` (default stdout; stderr when stdout holds a JSON report), yes from the terminal."""
+    out = stream if stream is not None else sys.stdout
+    out.write(question)
+    out.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def confirmer(assume_yes: bool, question: str = "Proceed? [y/N] ",
+              stream: TextIO | None = None) -> Callable[[str], bool]:
+    """Show a plan and ask before acting: yes with --yes, no when nobody can answer (not a terminal).
+    `stream`: where the plan and the question go (default stdout)."""
     def ask(plan: str) -> bool:
-        print(plan)
+        print(plan, file=stream if stream is not None else sys.stdout)
         if assume_yes:
             return True
         if not sys.stdin.isatty():
             return False
-        return input(question).strip().lower() in ("y", "yes")
+        return ask_yes(question, stream)
     return ask
 
 
-__all__ = ["SharedOptions", "add_command", "confirmer", "metrics_argv", "parse_duration", "settings_env",
+__all__ = ["SharedOptions", "add_command", "ask_yes", "confirmer", "metrics_argv", "parse_duration", "settings_env",
            "settings_from", "shared_options"]

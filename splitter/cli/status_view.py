@@ -24,6 +24,7 @@ from rich.text import Text
 from splitter.ops.status import Status
 from splitter.ops.status_components import human_bytes, human_seconds
 from splitter.ops.status_ownership import render_ownership
+from splitter.ops.status_render import source_line, verdict_line
 
 SPARK = "▁▂▃▄▅▆▇█"
 #: Lag samples a sparkline shows (one per refresh).
@@ -89,24 +90,13 @@ class StatusView:
                 for st in status.services if st.last_error]
 
     def render(self, status: Status) -> RenderableType:
-        src = status.source
-        if src.reachable:
-            source = Text(f"source {src.database}: WAL {src.current_lsn}, slot {src.slot} {src.slot_state}, "
-                          f"slot lag {human_bytes(src.slot_lag_bytes)}, retained WAL "
-                          f"{human_bytes(src.retained_wal_bytes)}" + (f"  ({src.error})" if src.error else ""))
-        else:
-            source = Text(f"source {src.database}: "
-                          f"{'misconfigured' if src.error_class == 'configuration' else 'unreachable'}"
-                          + (f"  ({src.error})" if src.error else ""), style="bold red")
+        source = Text(source_line(status.source), style="" if status.source.reachable else "bold red")
         parts: list[RenderableType] = [source, self.table(status), *self.errors(status)]
         parts += [Text(f"{c.component} {c.summary()}", style="bold red")
                   for c in status.stopped if c.component != "worker"]
         parts += [Text(f"{c.component} {c.summary()}", style="yellow") for c in status.degraded]
         if status.verdict is not None:
-            v = status.verdict
-            parts.append(Text(f"exit {v.exit_code} ({v.meaning}, --max-lag {v.max_lag_seconds:g}s)"
-                              + (": " + "; ".join(v.reasons) if v.reasons else ""),
-                              style=_VERDICT_STYLE.get(v.exit_code, "")))
+            parts.append(Text(verdict_line(status.verdict), style=_VERDICT_STYLE.get(status.verdict.exit_code, "")))
         if status.cutover_text:
             parts.append(Text("\n" + status.cutover_text))
         if status.ownership:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from connectors.pg.client import sqlstate_of
 from connectors.pg.positions import ReadSession
 from connectors.pg.state.components import StoppedComponent, read_stopped
+from splitter.core.dsn import SOURCE_DATABASE, service_database
 from splitter.core.errors import ConfigurationError, SplitterError
 from splitter.pipeline.config import Settings
 
@@ -52,10 +53,10 @@ class StoppedWatcher(threading.Thread):
         #: Every component watched, in a fixed order (the reverse daemon, then each service's worker).
         self.watched: tuple[Key, ...] = (("reverse", ""), *(("worker", s) for s in services))
         self._sessions: dict[str, tuple[ReadSession, tuple[Key, ...]]] = {
-            "the source database": (ReadSession(settings.source_dsn, "the source database (metrics)",
+            SOURCE_DATABASE: (ReadSession(settings.source_dsn, "the source database (metrics)",
                                                 _APPLICATION_NAME), (("reverse", ""),))}
         for s in services:
-            self._sessions[f"database of service {s}"] = (
+            self._sessions[service_database(s)] = (
                 ReadSession(settings.target_dsn(s), f"database of service {s} (metrics)", _APPLICATION_NAME),
                 (("worker", s),))
         self._stopped: dict[Key, StoppedComponent] = {}

@@ -35,6 +35,7 @@ from connectors.pg.source import ensure_publication, estimated_rows, relation_sc
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state.schema import ensure_state_schema
 from connectors.pg.watermarks import wait_for_transactions_before, write_watermark
+from splitter.core.dsn import SOURCE_DATABASE, service_database
 from splitter.core.errors import ConfigurationError, FatalError, RetryableError
 from splitter.core.progress import Progress, ProgressSink, ignore
 from splitter.pipeline.config import Settings
@@ -89,9 +90,9 @@ def run_backfill(settings: Settings, service: str, table: str, *, chunk_rows: in
     routes = [r for r in settings.topology.routes_for(settings.topology.service(service))
               if (r.source_schema, r.source_table) == (route.source_schema, route.source_table)]
     started = time.monotonic()
-    with connect(settings.source_dsn, "the source database", autocommit=True,
+    with connect(settings.source_dsn, SOURCE_DATABASE, autocommit=True,
                  application_name="splitter-backfill") as source, \
-         connect(settings.target_dsn(service), f"database of service {service}", autocommit=True,
+         connect(settings.target_dsn(service), service_database(service), autocommit=True,
                  application_name="splitter-backfill") as target:
         ensure_state_schema(target)
         relation = relation_schema(source, route.source_schema, route.source_table)

@@ -8,20 +8,19 @@ in its own session, so retried rows land in order with the stream.  Must not: wr
 from __future__ import annotations
 
 import json
-import time
-from datetime import datetime
 from typing import Any
 
 from connectors.pg.client import Connection, connect
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import ensure_state_schema
+from splitter.core.dsn import service_database
 from splitter.core.errors import ConfigurationError
 from splitter.pipeline.config import Settings
 
 
 def _conn(settings: Settings, service: str) -> Connection:
     settings.topology.service(service)
-    conn = connect(settings.target_dsn(service), f"database of service {service}", autocommit=True)
+    conn = connect(settings.target_dsn(service), service_database(service), autocommit=True)
     ensure_state_schema(conn)
     return conn
 
@@ -73,17 +72,9 @@ def show_letters(settings: Settings, service: str, ids: list[int]) -> int:
 def request_action(settings: Settings, service: str, action: str, ids: list[int] | None, wait: float,
                    as_json: bool = False) -> int:
     """Ask the worker to retry or drop (`dlq_retry`, `dlq_drop`) and wait up to `wait` s for its answer."""
-    done: datetime | None = None
-    result: str | None = None
     with _conn(settings, service) as conn:
         request_id = dead_letters.submit_request(conn, service, action, ids=ids)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            done, result = dead_letters.request_result(conn, request_id)
-            if done is not None:
-                break
-            time.sleep(0.3)
-    answered = done is not None
+        answered, result = dead_letters.wait_for_result(conn, request_id, wait)
     message = (result or "done") if answered else (
         f"request {request_id} queued; its worker performs it when it runs (is it running?)")
     if as_json:

@@ -27,6 +27,7 @@ from connectors.pg.source import relation_schema
 from connectors.pg.state import backfills as backfill_store
 from connectors.pg.state import dead_letters
 from connectors.pg.state.schema import ensure_state_schema, read_checkpoint
+from splitter.core.dsn import SOURCE_DATABASE, service_database
 from splitter.core.errors import ConfigurationError, FatalError
 from splitter.core.lsn import lsn_to_str
 from splitter.core.progress import Progress, ProgressSink, ignore
@@ -123,7 +124,7 @@ def plan_replay(settings: Settings, service: str, *, from_offset: int | None = N
     requested = StartPoint(from_offset, from_time_ms, from_lsn)
     svc = settings.topology.service(service)
     tables = {f"{r.source_schema}.{r.source_table}".encode() for r in settings.topology.routes_for(svc)}
-    with connect(settings.target_dsn(service), f"database of service {service}", autocommit=True) as conn:
+    with connect(settings.target_dsn(service), service_database(service), autocommit=True) as conn:
         ensure_state_schema(conn)
         cp = read_checkpoint(conn, service)
     if cp is None:
@@ -217,7 +218,7 @@ def _open_recovery_jobs(settings: Settings, service: str, conn: Connection) -> N
     may have passed keys whose changes were in the skipped stretch)."""
     svc = settings.topology.service(service)
     tables = sorted({(r.source_schema, r.source_table) for r in settings.topology.routes_for(svc)})
-    with connect(settings.source_dsn, "the source database", autocommit=True) as source:
+    with connect(settings.source_dsn, SOURCE_DATABASE, autocommit=True) as source:
         headers = {t: relation_schema(source, *t).header_bytes().decode() for t in tables}
     with conn.transaction():
         for (schema, table), header in headers.items():
@@ -226,18 +227,15 @@ def _open_recovery_jobs(settings: Settings, service: str, conn: Connection) -> N
 
 def submit_replay(settings: Settings, plan: ReplayPlan, wait: float = 60.0) -> ReplayResult:
     """Queue the replay for the service's worker and wait up to `wait` seconds for its answer."""
-    with connect(settings.target_dsn(plan.service), f"database of service {plan.service}",
+    with connect(settings.target_dsn(plan.service), service_database(plan.service),
                  autocommit=True) as conn:
         if plan.skipped is not None:
             _open_recovery_jobs(settings, plan.service, conn)
         request_id = dead_letters.submit_request(conn, plan.service, "replay", from_offset=plan.start_offset,
                                                  from_lsn=plan.after_lsn)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            done, result = dead_letters.request_result(conn, request_id)
-            if done is not None:
-                return ReplayResult(request_id, True, result or "done")
-            time.sleep(0.3)
+        done, result = dead_letters.wait_for_result(conn, request_id, wait)
+    if done:
+        return ReplayResult(request_id, True, result or "done")
     return ReplayResult(request_id, False,
                         f"request {request_id} is queued; the worker of service {plan.service} performs it when it "
                         f"runs (is it running?)")

@@ -38,6 +38,7 @@ from connectors.pg.state.components import DegradedComponent, StoppedComponent, 
 from connectors.pg.state.control import HoldState, hold_state
 from connectors.pg.state.cutover import read_states
 from connectors.pg.state.schema import AppliedCheckpoint, read_applied, state_tables_exist
+from splitter.core.dsn import SOURCE_DATABASE, service_database
 from splitter.core.errors import SplitterError
 from splitter.core.lsn import lsn_to_str
 from splitter.observe.lag import SourceClock, caught_up_grace, lag
@@ -100,7 +101,7 @@ class StatusReader:
         self.source_stopped: list[StoppedComponent] = []  # capture and reverse, from the source
         self.source_degraded: list[DegradedComponent] = []
         self._rows: dict[str, deque[tuple[float, int]]] = {n: deque() for n in names}
-        self._source = ReadSession(settings.source_dsn, "the source database", _APPLICATION_NAME)
+        self._source = ReadSession(settings.source_dsn, SOURCE_DATABASE, _APPLICATION_NAME)
         self._targets: dict[str, ReadSession] = {}
 
     def close(self) -> None:
@@ -162,7 +163,7 @@ class StatusReader:
     def _read_service(self, name: str) -> _Reading:
         session = self._targets.get(name)
         if session is None:
-            session = ReadSession(self.settings.target_dsn(name), f"database of service {name}", _APPLICATION_NAME)
+            session = ReadSession(self.settings.target_dsn(name), service_database(name), _APPLICATION_NAME)
             self._targets[name] = session
 
         def read(conn: Connection) -> tuple[AppliedCheckpoint | None, HoldState, list[StoppedComponent], int | None]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from connectors.pg.client import DatabaseError, connect, wrap_db_error
 from connectors.pg.state import cutover as st
+from splitter.core.dsn import SOURCE_DATABASE
 from splitter.core.errors import SplitterError
 from splitter.pipeline.config import Settings
 from splitter.topology.ownership import all_owners, read_copies, retired_tables
@@ -24,7 +25,7 @@ from splitter.topology.ownership import all_owners, read_copies, retired_tables
 def _homes(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """service → cutover state, service → routing home, for every service of the topology."""
     try:
-        with connect(settings.source_dsn, "the source database", autocommit=True,
+        with connect(settings.source_dsn, SOURCE_DATABASE, autocommit=True,
                      application_name="splitter-status") as conn:
             if not st.has_tables(conn):  # before the first cutover: every service streams, writes go to the source
                 return {}, {}

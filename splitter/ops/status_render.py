@@ -12,17 +12,27 @@ from __future__ import annotations
 from typing import TextIO
 
 from splitter.ops.status_components import human_bytes, human_seconds
-from splitter.ops.status_model import Status
+from splitter.ops.status_model import SourceStatus, Status, Verdict
 from splitter.ops.status_ownership import render_ownership
 
 
+def source_line(source: SourceStatus) -> str:
+    """The source's line above the table (the plain view's and the live table's)."""
+    return f"source {source.database}: " + (
+        f"WAL {source.current_lsn}, slot {source.slot} {source.slot_state}, slot lag "
+        f"{human_bytes(source.slot_lag_bytes)}, retained WAL {human_bytes(source.retained_wal_bytes)}"
+        if source.reachable else "misconfigured" if source.error_class == "configuration" else "unreachable") \
+        + (f"  ({source.error})" if source.error else "")
+
+
+def verdict_line(verdict: Verdict) -> str:
+    """The exit code and why, under the table."""
+    return (f"exit {verdict.exit_code} ({verdict.meaning}, --max-lag {verdict.max_lag_seconds:g}s)"
+            + (": " + "; ".join(verdict.reasons) if verdict.reasons else ""))
+
+
 def render_table(status: Status) -> str:
-    src = status.source
-    lines = [f"source {src.database}: " + (
-        f"WAL {src.current_lsn}, slot {src.slot} {src.slot_state}, slot lag {human_bytes(src.slot_lag_bytes)}, "
-        f"retained WAL {human_bytes(src.retained_wal_bytes)}" if src.reachable
-        else "misconfigured" if src.error_class == "configuration" else "unreachable")
-        + (f"  ({src.error})" if src.error else "")]
+    lines = [source_line(status.source)]
     header = ("SERVICE", "STATE", "LAG", "LAG BYTES", "ROWS/S", "OFFSET", "DEAD", "LAST ERROR")
     rows = [header]
     for st in status.services:
@@ -36,9 +46,7 @@ def render_table(status: Status) -> str:
     lines += [f"{c.component} {c.summary()}" for c in status.stopped if c.component != "worker"]  # workers: above
     lines += [f"{c.component} {c.summary()}" for c in status.degraded]
     if status.verdict is not None:
-        v = status.verdict
-        lines.append(f"exit {v.exit_code} ({v.meaning}, --max-lag {v.max_lag_seconds:g}s)"
-                     + (": " + "; ".join(v.reasons) if v.reasons else ""))
+        lines.append(verdict_line(status.verdict))
     return "\n".join(lines)
 
 

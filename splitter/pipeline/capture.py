@@ -37,7 +37,7 @@ from connectors.pg.source import (
     type_names,
 )
 from splitter.core import envelope, messages
-from splitter.core.dsn import mask_secrets
+from splitter.core.dsn import SOURCE_DATABASE, mask_secrets
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import FatalError, MalformedMessageError, RetryableError, SplitterError
 from splitter.core.lsn import lsn_to_str
@@ -112,11 +112,11 @@ class Capture:
 
     def run(self, stop: threading.Event) -> None:
         s = self.settings
-        lock = connect(s.source_dsn, "the source database", autocommit=True, application_name="splitter-capture")
+        lock = connect(s.source_dsn, SOURCE_DATABASE, autocommit=True, application_name="splitter-capture")
         try:
             if not try_lock_slot(lock, s.slot):
                 raise RetryableError(f"another splitter capture holds slot {s.slot!r}; waiting for it to stop")
-            self._catalog = connect(s.source_dsn, "the source database", autocommit=True,
+            self._catalog = connect(s.source_dsn, SOURCE_DATABASE, autocommit=True,
                                     application_name="splitter-capture")
             try:
                 self._run_locked(stop)
@@ -244,7 +244,7 @@ class Capture:
         """The catalog session, reopened first if a heartbeat failed on it (the replication stream is not touched)."""
         if self._catalog_broken:
             self._catalog.close()
-            self._catalog = connect(self.settings.source_dsn, "the source database", autocommit=True,
+            self._catalog = connect(self.settings.source_dsn, SOURCE_DATABASE, autocommit=True,
                                     application_name="splitter-capture")
             self._catalog_broken = False
         return self._catalog

@@ -21,6 +21,7 @@ from typing import Any
 
 from connectors.pg.client import Connection, connect
 from connectors.pg.state.components import clear_degraded, record_degraded
+from splitter.core.dsn import SOURCE_DATABASE
 from splitter.core.errors import SplitterError
 from splitter.pipeline.config import Settings
 
@@ -93,7 +94,7 @@ class _Reporter(threading.Thread):
             return
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = connect(self._dsn, "the source database", autocommit=True,
+                self._conn = connect(self._dsn, SOURCE_DATABASE, autocommit=True,
                                      application_name=_APPLICATION_NAME)
             if kinds:
                 record_degraded(self._conn, "capture", "", kinds, message)

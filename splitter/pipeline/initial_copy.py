@@ -42,6 +42,7 @@ from connectors.pg.state.schema import (
     ensure_state_schema,
     read_checkpoint,
 )
+from splitter.core.dsn import SOURCE_DATABASE, service_database
 from splitter.core.errors import ConfigurationError, DataRejectedError, FatalError, RetryableError
 from splitter.core.lsn import lsn_to_str
 from splitter.core.progress import Periodic, Progress, ProgressSink
@@ -93,7 +94,7 @@ class CopyPlan:
 def service_state(settings: Settings, service: Service) -> Checkpoint | None:
     """The service's checkpoint; refuses a database whose tables hold rows splitter did not write."""
     dsn = settings.target_dsn(service.name)
-    with connect(dsn, f"database of service {service.name}", autocommit=True) as conn:
+    with connect(dsn, service_database(service.name), autocommit=True) as conn:
         ensure_state_schema(conn)
         cp = read_checkpoint(conn, service.name)
         if cp is not None:
@@ -112,7 +113,7 @@ def _estimates(settings: Settings, services: list[Service]) -> dict[str, int]:
     """The catalog's row estimate of each route's source table (by `route.describe()`); {} if unreadable:
     progress then has no total, and the copy goes on."""
     try:
-        with connect(settings.source_dsn, "the source database", autocommit=True,
+        with connect(settings.source_dsn, SOURCE_DATABASE, autocommit=True,
                      application_name="splitter-backfill") as conn:
             return {route.describe(): estimated_rows(conn, route.source_schema, route.source_table)
                     for service in services for route in settings.topology.routes_for(service)}

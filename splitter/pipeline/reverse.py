@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from connectors.pg.client import Connection
 from connectors.pg.cutover_sql import writeback_columns
 from connectors.pg.state.cutover import completed_services, services_needing_reverse
+from splitter.core.dsn import SOURCE_DATABASE
 from splitter.core.errors import ConfigurationError
 from splitter.pipeline.config import Settings
 from splitter.topology.inversion import column_problems, invert_service
@@ -191,7 +192,7 @@ class ReverseDaemon:
         ev = threading.Event()
         codes: dict[str, int] = {}
 
-        record = ComponentRecord(self.settings.source_dsn, "the source database", "reverse", service)
+        record = ComponentRecord(self.settings.source_dsn, SOURCE_DATABASE, "reverse", service)
 
         def thread(name: str, component: Callable[[threading.Event], None]) -> threading.Thread:
             def main() -> None:

@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.state import SCHEMA, STATE_SCHEMA
 from connectors.pg.state import ensure_schema as _ensure_namespace
+from splitter.core.dsn import SOURCE_DATABASE
 from splitter.core.lsn import str_to_lsn
 
 STREAMING: Final = "streaming"
@@ -195,7 +196,7 @@ def _services_in(source_dsn: str, states: Collection[str], services: Sequence[st
         where = sql.SQL("service = ANY(%s) AND state = ANY(%s)")
         params = [list(services), sorted(states)]
     try:
-        with connect(source_dsn, "the source database", autocommit=True, application_name=application_name) as conn:
+        with connect(source_dsn, SOURCE_DATABASE, autocommit=True, application_name=application_name) as conn:
             exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{STATE_SCHEMA}.cutover",)).fetchone()
             if not exists or not exists[0]:
                 return set()

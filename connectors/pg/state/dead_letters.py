@@ -9,6 +9,7 @@ is dead-lettered or how a stored one is applied again (the pipeline does) or tal
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,6 +174,21 @@ def request_result(conn: psycopg.Connection, request_id: int) -> tuple[datetime 
     row = conn.execute(sql.SQL("SELECT done_at, result FROM {}.requests WHERE id = %s").format(SCHEMA),
                        (request_id,)).fetchone()
     return (row[0], row[1]) if row else (None, None)
+
+
+#: How often `wait_for_result` looks at the request again.
+RESULT_POLL = 0.3
+
+
+def wait_for_result(conn: psycopg.Connection, request_id: int, wait: float) -> tuple[bool, str | None]:
+    """(done, result) of a request once the worker performed it, or (False, None) after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        done, result = request_result(conn, request_id)
+        if done is not None:
+            return True, result
+        time.sleep(RESULT_POLL)
+    return False, None
 
 
 def event_json(raw: bytes | None) -> dict[str, Any] | None:

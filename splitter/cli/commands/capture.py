@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from splitter.cli.options import SharedOptions, add_command, settings_from
+from splitter.core.dsn import SOURCE_DATABASE
 from splitter.observe.metrics import start_metrics
 from splitter.pipeline.capture import Capture
 from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries, stop_exit_code
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     install_stop_signals(stop)
     # A stop for good is recorded in the source's splitter.components (`splitter status` shows it).
-    record = ComponentRecord(settings.source_dsn, "the source database", "capture")
+    record = ComponentRecord(settings.source_dsn, SOURCE_DATABASE, "capture")
     with record.on_failure(), start_metrics(settings, "capture", port=args.metrics_port,
                                             host=args.metrics_host) as metrics:
         return stop_exit_code(

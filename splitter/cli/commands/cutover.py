@@ -82,19 +82,6 @@ def switch_env(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(name.strip() for name in names if name.strip())
 
 
-def _ask_on_stderr(assume_yes: bool) -> Callable[[str], bool]:
-    """--json's confirmation: the plan and the question on stderr, so stdout holds only the JSON object."""
-    def ask(plan: str) -> bool:
-        print(plan, file=sys.stderr)
-        if assume_yes:
-            return True
-        if not sys.stdin.isatty():
-            return False
-        print("Proceed? [y/N] ", end="", file=sys.stderr, flush=True)
-        return sys.stdin.readline().strip().lower() in ("y", "yes")
-    return ask
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     options = Options(max_lag=args.max_lag, timeout=args.timeout, switch_command=args.switch_command,
@@ -103,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     with ProgressView() as view:
         report = Report(echo=None if args.json else print, progress=view)
         report.begin(args.action)
-        ask = _ask_on_stderr(args.yes) if args.json else confirmer(args.yes)
+        # With --json the plan and the question go to stderr: stdout holds only the JSON object.
+        ask = confirmer(args.yes, stream=sys.stderr if args.json else None)
 
         def confirm(plan: str) -> bool:
             view.close()  # no live bar over the plan and the question

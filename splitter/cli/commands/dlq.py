@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from splitter.cli.options import SharedOptions, add_command, settings_from
+from splitter.cli.options import SharedOptions, add_command, ask_yes, settings_from
 from splitter.core import exit_codes
 from splitter.core.errors import ConfigurationError
 from splitter.ops.dlq import list_letters, request_action, show_letters
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             raise ConfigurationError("dropping dead letters loses those changes: pass --yes to confirm")
         what = ", ".join(map(str, ids)) if ids else "ALL open"
-        if input(f"drop dead letter(s) {what} of service {args.service}? [y/N] ").strip().lower() not in ("y", "yes"):
+        if not ask_yes(f"drop dead letter(s) {what} of service {args.service}? [y/N] "):
             return exit_codes.DIFFERENT
     return request_action(settings, args.service, "dlq_retry" if args.action == "retry" else "dlq_drop", ids,
                           args.wait, args.json)

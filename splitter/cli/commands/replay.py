@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from splitter.cli.options import SharedOptions, add_command, settings_from
+from splitter.cli.options import SharedOptions, add_command, ask_yes, settings_from
 from splitter.cli.progress import ProgressView
 from splitter.core import exit_codes
 from splitter.core.errors import ConfigurationError
@@ -106,9 +106,7 @@ def _confirmed(args: argparse.Namespace) -> bool:
     if not sys.stdin.isatty():
         raise ConfigurationError("not confirmed: pass --yes to replay without a prompt")
     # The prompt on stderr: with --json, stdout holds only the JSON object.
-    sys.stderr.write("go ahead? [y/N] ")
-    sys.stderr.flush()
-    return input().strip().lower() in ("y", "yes")
+    return ask_yes("go ahead? [y/N] ", sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from splitter.cli.options import SharedOptions, add_command, settings_from
+from splitter.core.dsn import SOURCE_DATABASE
 from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries, stop_exit_code
 from splitter.pipeline.reverse import ReverseDaemon
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     install_stop_signals(stop)
     # A stop for good is recorded in the source's splitter.components (`splitter status` shows it).
-    record = ComponentRecord(settings.source_dsn, "the source database", "reverse")
+    record = ComponentRecord(settings.source_dsn, SOURCE_DATABASE, "reverse")
     with record.on_failure():
         return stop_exit_code(
             run_with_retries("reverse", lambda ev: ReverseDaemon(settings, args.service).run(ev), stop, record))

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from splitter.cli.options import SharedOptions, add_command, settings_from
+from splitter.core.dsn import service_database
 from splitter.observe.metrics import start_metrics
 from splitter.pipeline.daemon import ComponentRecord, install_stop_signals, run_with_retries, stop_exit_code
 from splitter.pipeline.worker import Worker
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     install_stop_signals(stop)
     # A stop for good is recorded in the service database's splitter.components (`splitter status` shows it).
-    record = ComponentRecord(settings.target_dsn(args.service), f"database of service {args.service}", "worker",
+    record = ComponentRecord(settings.target_dsn(args.service), service_database(args.service), "worker",
                              args.service)
     with record.on_failure(), start_metrics(settings, "worker", service=args.service,
                                             port=args.metrics_port, host=args.metrics_host) as metrics:

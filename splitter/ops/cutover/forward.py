@@ -43,7 +43,7 @@ from connectors.pg.source import ReplicationConnection, ensure_publication
 from connectors.pg.state import cutover as st
 from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint, ensure_state_schema, write_checkpoint
 from splitter.core import exit_codes
-from splitter.core.dsn import mask_dsn
+from splitter.core.dsn import SOURCE_DATABASE, mask_dsn
 from splitter.core.errors import FatalError
 from splitter.core.lsn import lsn_to_str
 from splitter.ops.cutover.group import Group
@@ -230,7 +230,7 @@ def _prepare_reverse(s: Session) -> int:
 
 def _abort(g: Group, reason: str) -> None:
     if not usable(g.lead.src):
-        g.lead.src = connect(g.settings.source_dsn, "the source database", autocommit=True,
+        g.lead.src = connect(g.settings.source_dsn, SOURCE_DATABASE, autocommit=True,
                              application_name=f"splitter-cutover-{g.lead.service}")
     conn = g.lead.src
 

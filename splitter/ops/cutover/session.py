@@ -31,6 +31,7 @@ from connectors.pg.state import cutover as st
 from connectors.pg.state.control import release_hold, request_hold
 from connectors.pg.state.schema import ensure_state_schema, read_checkpoint
 from splitter.core import messages
+from splitter.core.dsn import SOURCE_DATABASE, service_database
 from splitter.core.errors import FatalError, RetryableError, SplitterError
 from splitter.core.lsn import lsn_to_str
 from splitter.ops.cutover import fence_specs
@@ -100,10 +101,10 @@ class Session:
         self.target_tables = [(r.target_schema, r.target_table) for r in self.routes]
         self.deadline = 0.0
         self.fenced_at: float | None = None
-        self.src = connect(settings.source_dsn, "the source database", autocommit=True,
+        self.src = connect(settings.source_dsn, SOURCE_DATABASE, autocommit=True,
                            application_name=f"splitter-cutover-{service}")
         try:
-            self.dst = connect(settings.target_dsn(service), f"database of service {service}", autocommit=True,
+            self.dst = connect(settings.target_dsn(service), service_database(service), autocommit=True,
                                application_name=f"splitter-cutover-{service}")
         except BaseException:
             self.src.close()

@@ -16,6 +16,7 @@ from typing import Any
 from connectors.pg import fence
 from connectors.pg.client import DatabaseError, connect, wrap_db_error
 from connectors.pg.state import cutover as st
+from splitter.core.dsn import SOURCE_DATABASE
 from splitter.pipeline.config import Settings
 
 STALE = "soft (stale: its cutover is gone, writes pass)"
@@ -81,7 +82,7 @@ def status(settings: Settings) -> list[ServiceCutoverStatus]:
     """Each service's cutover state, home and source fences, for `splitter status`."""
     out: list[ServiceCutoverStatus] = []
     try:
-        with connect(settings.source_dsn, "the source database", autocommit=True,
+        with connect(settings.source_dsn, SOURCE_DATABASE, autocommit=True,
                      application_name="splitter-status") as conn:
             # Read-only: before the first cutover there is no state, and every service streams.
             have = st.has_tables(conn)

@@ -33,6 +33,7 @@ from connectors.kafka.log_reader import LogReader
 from connectors.pg.client import connect
 from connectors.pg.state.log_identity import SERVICE, LogIdentity, read_log_identity, write_log_identity
 from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint
+from splitter.core.dsn import service_database
 from splitter.core.errors import RetryableError
 from splitter.core.lsn import lsn_to_str
 from splitter.pipeline.config import Settings
@@ -86,7 +87,7 @@ class LogGuard:
         next_offset = cp.offset + 1 if cp.offset != FROM_BEGINNING else 0
         current = self._probe.topic_id()
         dsn = self._settings.target_dsn(self._service)
-        with connect(dsn, f"database of service {self._service}", autocommit=True) as conn:
+        with connect(dsn, service_database(self._service), autocommit=True) as conn:
             stored = read_log_identity(conn, SERVICE, self._service)
             if current is None and cp.offset == FROM_BEGINNING and stored is None:
                 # Nothing read yet: capture creates the topic when it first starts (the reverse stream's
