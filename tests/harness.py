@@ -41,13 +41,15 @@ class PipelineEnv:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     log_dir: Path | None = None
     topology: Path = TOPOLOGY
+    #: The key of the source among `dsns` (a test's own schema names its source database otherwise).
+    source_name: str = "bento_social"
     #: Databases on a test's own server (no splitter role there): splitter gets the superuser's DSN.
     own_server_databases: set[str] = field(default_factory=set)
     _granted: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def source(self) -> str:
-        return self.dsns["bento_social"]
+        return self.dsns[self.source_name]
 
     def settings(self, **tuning: Any) -> Settings:
         """What splitter runs with: the role's DSNs, after granting it the current topology."""
@@ -78,7 +80,7 @@ class PipelineEnv:
         return env
 
     def service_dsn(self, service: str) -> str:
-        return self.dsns[load_topology(TOPOLOGY).service(service).database]
+        return self.dsns[load_topology(self.topology).service(service).database]
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -148,7 +150,7 @@ class PipelineEnv:
 
     def applied_lsns(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for s in load_topology(TOPOLOGY).services:
+        for s in load_topology(self.topology).services:
             with psycopg.connect(self.dsns[s.database], autocommit=True) as conn:
                 try:
                     row = conn.execute("SELECT commit_lsn::text FROM splitter.checkpoints WHERE service = %s",
@@ -167,8 +169,10 @@ class PipelineEnv:
             behind = {s: lsn for s, lsn in applied.items() if (services is None or s in services) and lsn < target}
             if not behind:
                 return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"services still behind {target:X} after {timeout}s: "
+            gone = bool(self.processes) and all(p.poll() is not None for p in self.processes.values())
+            if gone or time.monotonic() - started > timeout:
+                why = "every splitter process has exited" if gone else f"after {timeout}s"
+                raise AssertionError(f"services still behind {target:X} ({why}): "
                                      f"{ {s: f'{v:X}' for s, v in behind.items()} }\n{self.logs()}")
             time.sleep(0.3)
 

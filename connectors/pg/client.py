@@ -1,10 +1,11 @@
 """The PostgreSQL client edge: opening connections, turning driver errors into splitter errors, lock keys.
 
-Owns: `connect` (every connection splitter opens goes through it, with a connect timeout and an
-application name), `wrap_db_error` (class from SQLSTATE, message masked of secrets; the one place a
-psycopg error becomes a splitter error), `connect_failure` (the same for a connection the server
-refused: the SQLSTATE libpq does not hand over at connect time, read from its protocol trace),
-`sqlstate_of` and `lock_key`, the one scheme for single-key advisory locks.
+Owns: `connect` (every connection splitter opens goes through it, with a connect timeout, an
+application name and the session settings values' text forms depend on, `TEXT_FORM_SETTINGS`),
+`wrap_db_error` (class from SQLSTATE, message masked of secrets; the one place a psycopg error becomes a
+splitter error), `connect_failure` (the same for a connection the server refused: the SQLSTATE libpq does
+not hand over at connect time, read from its protocol trace), `sqlstate_of` and `lock_key`, the one scheme
+for single-key advisory locks.
 Must not: know any table, decide what a caller does with an error, or log a protocol trace.
 """
 
@@ -19,7 +20,7 @@ import time
 import zlib
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 
 from splitter.core.dsn import dsn_origin, mask_secrets
 from splitter.core.errors import ConfigurationError, RetryableError, SplitterError, classify_sqlstate
@@ -38,6 +39,28 @@ def wrap_db_error(exc: psycopg.Error, what: str, *dsns: str) -> Exception:
     return kind(mask_secrets(f"{what}: {exc}".strip(), *dsns))
 
 
+#: The settings a value's text form depends on (and the zone of timestamptz conversions), pinned in every
+#: session splitter opens, whatever the server's, the database's or the role's defaults say: values cross
+#: from one database to another as text, so both ends must print and read them alike.  A source database
+#: set to DateStyle 'SQL, DMY' printed "15/03/0044 12:00:00 BC", which a target in 'German, MDY' refused;
+#: a negative extra_float_digits prints floats rounded.  3 is exact on every version (12 and later print
+#: the shortest exact form for any value above 0).
+TEXT_FORM_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+)
+
+
+def pin_text_forms_sql() -> str:
+    """One statement that sets `TEXT_FORM_SETTINGS` for the session (plain SQL: a walsender runs it too)."""
+    return sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
+        for name, value in TEXT_FORM_SETTINGS)).as_string(None)
+
+
 #: Seconds libpq waits for a server to answer (per host).
 CONNECT_TIMEOUT = 10
 #: A probe that found no server error is trusted this long for the same failure (see `_probe`).
@@ -51,7 +74,7 @@ def connect(dsn: str, what: str, *, autocommit: bool = False, application_name: 
     """A connection to `what` (e.g. `SOURCE_DATABASE`); a failure names it and where its DSN is set."""
     what += dsn_origin(what)
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, application_name=application_name,
+        conn = psycopg.connect(dsn, autocommit=autocommit, application_name=application_name,
                                connect_timeout=CONNECT_TIMEOUT)
     except psycopg.errors.ConnectionTimeout as exc:  # no server answered in time: nothing to probe
         raise RetryableError(mask_secrets(f"cannot connect to {what}: {exc}", dsn)) from exc
@@ -61,6 +84,14 @@ def connect(dsn: str, what: str, *, autocommit: bool = False, application_name: 
         needs_password = bool(exc.pgconn is not None and exc.pgconn.needs_password)
         failure = connect_failure(dsn, str(exc), needs_password, f"cannot connect to {what}", dsn, cause=exc)
         raise failure from failure.__cause__ or exc
+    try:
+        conn.execute(pin_text_forms_sql())
+        if not autocommit:
+            conn.commit()  # set_config(..., false) outlives the transaction; the caller starts on a clean one
+    except psycopg.Error as exc:
+        conn.close()
+        raise wrap_db_error(exc, f"cannot set the session's text forms on {what}", dsn) from exc
+    return conn
 
 
 def connect_failure(conninfo: str, message: str, needs_password: bool, what: str, *dsns: str,

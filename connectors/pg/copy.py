@@ -160,7 +160,9 @@ class ChunkReader:
         self._key_cols = key_cols
         self._select_cols = sql.SQL(", ").join(
             sql.SQL("{}::text AS {}").format(sql.Identifier(c.name), sql.Identifier(c.name)) for c in relation.columns)
-        self._order = sql.SQL(", ").join(sql.Identifier(k) for k in key_cols)
+        # Qualified: a bare name in ORDER BY means the output column, the key's text, whose order is not the
+        # key's ("10" < "9"); the next chunk's WHERE compares typed keys, so a text order skipped rows.
+        self._order = sql.SQL(", ").join(sql.Identifier("src", k) for k in key_cols)
         self._key_tuple = sql.SQL("({})").format(self._order)
         self._relation = sqlrender.qualified(relation.schema, relation.table)
 
@@ -182,6 +184,6 @@ class ChunkReader:
         return self._read(conn, where, [orjson.dumps(keys).decode()])
 
     def _read(self, conn: psycopg.Connection, where: sql.Composable, params: list[Any]) -> list[dict[str, Any]]:
-        rows = conn.execute(sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
+        rows = conn.execute(sql.SQL("SELECT {} FROM {} AS src {} ORDER BY {} LIMIT {}").format(
             self._select_cols, self._relation, where, self._order, sql.Literal(self._chunk_rows)), params).fetchall()
         return [dict(zip(self._names, r, strict=True)) for r in rows]

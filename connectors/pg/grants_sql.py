@@ -119,7 +119,8 @@ def _publication_block(publication: Publication) -> sql.Composable:
     return sql.SQL(
         "DO $$\nBEGIN\n"
         "  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = {name}) THEN\n"
-        "    CREATE PUBLICATION {pub} FOR TABLE {tables};\n  END IF;\n{adds}END $$;").format(
+        "    CREATE PUBLICATION {pub} FOR TABLE {tables} WITH (publish_via_partition_root = true);\n  END IF;\n"
+        "{adds}END $$;").format(
         name=name, pub=sql.Identifier(publication.name),
         tables=sql.SQL(", ").join(sql.Identifier(s, t) for s, t in publication.tables), adds=adds)
 

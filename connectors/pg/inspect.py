@@ -63,6 +63,7 @@ class IndexFacts:
     primary: bool
     unique: bool
     partial: bool
+    replica_identity: bool = False  # the index REPLICA IDENTITY USING INDEX names
 
     @property
     def plain(self) -> bool:
@@ -86,6 +87,14 @@ class TableFacts:
     @property
     def primary_key(self) -> IndexFacts | None:
         return next((i for i in self.indexes if i.primary), None)
+
+    @property
+    def row_key(self) -> IndexFacts | None:
+        """The index whose columns identify a row in the change log: the replica identity index under
+        REPLICA IDENTITY USING INDEX, else the primary key (`connectors.pg.source` reads it the same way)."""
+        if self.replica_identity == "i":
+            return next((i for i in self.indexes if i.replica_identity), None)
+        return self.primary_key
 
 
 @dataclass(frozen=True)
@@ -266,7 +275,7 @@ SELECT a.attrelid, a.attname, a.atttypid, a.atttypmod, {_TYPE_COLUMNS.format(mod
 
 # Key columns only (INCLUDE columns do not take part in uniqueness); attnum 0 is an expression.
 _INDEXES_SQL = """
-SELECT i.indrelid, ic.relname, i.indisprimary, i.indisunique, i.indpred IS NOT NULL,
+SELECT i.indrelid, ic.relname, i.indisprimary, i.indisunique, i.indpred IS NOT NULL, i.indisreplident,
        ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
               WHERE k.ord <= i.indnkeyatts ORDER BY k.ord)
@@ -302,8 +311,10 @@ def tables(conn: psycopg.Connection[Any], *, schemas: Sequence[str] = (), pairs:
         columns[rel][name] = ColumnFacts(name, _type_info(typoid, typmod, display, typname, nsp, cat, labels),
                                          bool(notnull), bool(hasdef))
     indexes: dict[int, list[IndexFacts]] = {oid: [] for oid in oids}
-    for rel, name, primary, unique, is_partial, cols in conn.execute(_INDEXES_SQL, (list(oids),)).fetchall():
-        indexes[rel].append(IndexFacts(name, tuple(cols), bool(primary), bool(unique), bool(is_partial)))
+    for rel, name, primary, unique, is_partial, replident, cols in conn.execute(_INDEXES_SQL,
+                                                                               (list(oids),)).fetchall():
+        indexes[rel].append(IndexFacts(name, tuple(cols), bool(primary), bool(unique), bool(is_partial),
+                                       bool(replident)))
     out = {}
     for oid, schema, table, replident, owned, *privileges in rows:
         granted = frozenset(p for p, on in zip(TABLE_PRIVILEGES, privileges, strict=True) if on)

@@ -21,7 +21,15 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import pq, sql
 
-from connectors.pg.client import CONNECT_TIMEOUT, connect, connect_failure, lock_key, with_timeout, wrap_db_error
+from connectors.pg.client import (
+    CONNECT_TIMEOUT,
+    connect,
+    connect_failure,
+    lock_key,
+    pin_text_forms_sql,
+    with_timeout,
+    wrap_db_error,
+)
 from connectors.pg.replication_protocol import PrimaryKeepalive, XLogData, parse_copy_data, standby_status_update
 from splitter.core import messages
 from splitter.core.dsn import mask_secrets, with_params
@@ -31,15 +39,22 @@ from splitter.core.lsn import lsn_to_str, str_to_lsn
 
 log = logging.getLogger(__name__)
 
+#: pgoutput's `origin` option exists from this server version on (PostgreSQL 16).
+ORIGIN_OPTION_VERSION = 160000
 FIRST_USER_OID = 16384  # FirstNormalObjectId: types below it are built in and exist in every database
 
 
-_COLUMNS_SQL = """
+#: The index whose columns identify a row in the change log, its *row key*: the replica identity index under
+#: REPLICA IDENTITY USING INDEX (an update's old key and a delete carry only its columns), else the primary key.
+_ROW_KEY_INDEX = ("JOIN pg_class rel ON rel.oid = {attrelid} LEFT JOIN pg_index pk ON pk.indrelid = rel.oid "
+                  "AND CASE WHEN rel.relreplident = 'i' THEN pk.indisreplident ELSE pk.indisprimary END")
+
+_COLUMNS_SQL = f"""
 SELECT a.attname,
        CASE WHEN a.atttypid < %(first_user_oid)s THEN format_type(a.atttypid, a.atttypmod) ELSE 'text' END,
        coalesce(a.attnum = ANY (pk.indkey::int2[]), false)
   FROM pg_attribute a
-  LEFT JOIN pg_index pk ON pk.indrelid = a.attrelid AND pk.indisprimary
+  {_ROW_KEY_INDEX.format(attrelid="a.attrelid")}
  WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
  ORDER BY a.attnum
 """
@@ -84,11 +99,11 @@ def type_names(conn: psycopg.Connection, types: Sequence[tuple[int, int]]) -> di
     return {(oid, mod): name for oid, mod, name in rows}
 
 
-def primary_key_columns(conn: psycopg.Connection, oid: int) -> set[str]:
-    """The primary key's column names of the relation `oid` (empty without one)."""
+def row_key_columns(conn: psycopg.Connection, oid: int) -> set[str]:
+    """The row key's column names of the relation `oid` (`_ROW_KEY_INDEX`; empty without one)."""
     return {r[0] for r in conn.execute(
-        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-        "AND a.attnum = ANY (i.indkey::int2[]) WHERE i.indrelid = %s AND i.indisprimary", (oid,))}
+        "SELECT a.attname FROM pg_attribute a " + _ROW_KEY_INDEX.format(attrelid="%s")
+        + " WHERE a.attrelid = rel.oid AND a.attnum = ANY (pk.indkey::int2[])", (oid,))}
 
 
 def try_lock_slot(conn: psycopg.Connection, slot: str) -> bool:
@@ -101,6 +116,19 @@ def drop_slot(conn: psycopg.Connection, slot: str) -> None:
     conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
+#: A partitioned table's changes must come under its own name (the one the topology routes), not its
+#: partitions'; pg_publication_tables then lists the root too, so membership checks find it.
+PUBLISH_VIA_ROOT = "publish_via_partition_root"
+
+
+def _any_partitioned(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM unnest(%s::text[], %s::text[]) AS w(s, t) JOIN pg_namespace n ON n.nspname = w.s "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.t WHERE c.relkind = 'p'",
+        ([s for s, _ in tables], [t for _, t in tables])).fetchone()
+    return bool(row and row[0])
+
+
 def ensure_publication(conn: psycopg.Connection, publication: str, tables: Iterable[tuple[str, str]]) -> None:
     """Create the publication for `tables`, or add the ones it lacks (it never drops any); one that has them
     all is left alone, so a role that owns none of the tables (splitter's own) can run against it.
@@ -110,11 +138,15 @@ def ensure_publication(conn: psycopg.Connection, publication: str, tables: Itera
     """
     wanted = list(tables)
     with conn.transaction():
-        exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
+        exists = conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
         if not exists:
-            _as_owner(conn, sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                sql.Identifier(publication), sql.SQL(", ").join(sql.Identifier(s, t) for s, t in wanted)))
+            _as_owner(conn, sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH ({} = true)").format(
+                sql.Identifier(publication), sql.SQL(", ").join(sql.Identifier(s, t) for s, t in wanted),
+                sql.SQL(PUBLISH_VIA_ROOT)))
             return
+        if not exists[0] and _any_partitioned(conn, wanted):
+            _as_owner(conn, sql.SQL("ALTER PUBLICATION {} SET ({} = true)").format(
+                sql.Identifier(publication), sql.SQL(PUBLISH_VIA_ROOT)))
         have = set(conn.execute(
             "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (publication,)).fetchall())
         missing = [t for t in wanted if t not in have]
@@ -167,6 +199,8 @@ class ReplicationConnection:
             failure = connect_failure(conninfo, message, needs_password, what, dsn, conninfo)
             raise failure from failure.__cause__
         self.copy_mode = False
+        # pgoutput prints values with the walsender's settings.
+        self._exec(pin_text_forms_sql())
 
     def _exec(self, command: sql.Composable | str) -> pq.abc.PGresult:
         text = command if isinstance(command, str) else command.as_string(None)
@@ -192,22 +226,29 @@ class ReplicationConnection:
         assert consistent is not None and snapshot is not None
         return str_to_lsn(consistent.decode()), snapshot.decode()
 
-    def start(self, slot: str, publication: str, start_lsn: int = 0, *, origin: str = "any") -> None:
+    def start(self, slot: str, publication: str, start_lsn: int = 0, *, origin: str = "any") -> bool:
         """Stream the slot.  `origin` 'none' leaves out changes applied under a replication origin (a reverse
         capture must never send the forward worker's writes back); 'any' sends them too, each transaction
         with the name of its origin (the forward capture: every other service needs a reverse stream's writes).
+
+        Returns whether the server does what `origin` says: pgoutput has the option since PostgreSQL 16, and
+        before it sends every transaction with its Origin message, as 'any' does (False for 'none' there:
+        the caller must leave out the transactions that name an origin itself).
         """
         if origin not in ("any", "none"):
             raise ValueError(f"origin must be 'any' or 'none', not {origin!r}")
-        options = sql.SQL(", ").join([
+        filters = self.pgconn.server_version >= ORIGIN_OPTION_VERSION
+        options = [
             sql.SQL("proto_version '1'"),
             sql.SQL("publication_names {}").format(sql.Literal(publication)),
             sql.SQL("messages 'true'"),
-            sql.SQL("origin {}").format(sql.Literal(origin)),
-        ])
+        ]
+        if filters:
+            options.append(sql.SQL("origin {}").format(sql.Literal(origin)))
         self._exec(sql.SQL("START_REPLICATION SLOT {} LOGICAL {} ({})").format(
-            sql.Identifier(slot), sql.SQL(lsn_to_str(start_lsn)), options))
+            sql.Identifier(slot), sql.SQL(lsn_to_str(start_lsn)), sql.SQL(", ").join(options)))
         self.copy_mode = True
+        return filters or origin == "any"
 
     def read(self, timeout: float) -> XLogData | PrimaryKeepalive | None:
         """The next CopyData message, or None if none arrived within `timeout` seconds."""
@@ -267,9 +308,9 @@ __all__ = [
     "emit_heartbeat",
     "ensure_publication",
     "estimated_rows",
-    "primary_key_columns",
     "relation_schema",
     "relation_schema_by_oid",
+    "row_key_columns",
     "try_lock_slot",
     "type_names",
     "wrap_db_error",

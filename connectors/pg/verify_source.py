@@ -27,14 +27,8 @@ from splitter.core.errors import ConfigurationError, FatalError
 from splitter.topology import sqlrender
 from splitter.topology.model import Route
 
-# Text forms depend on these; both sides of a comparison must agree on them, whatever the
-# servers' or roles' defaults are.
+# Text forms are pinned by `connect` (TEXT_FORM_SETTINGS), the same in every session splitter opens.
 _SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("TimeZone", "UTC"),
-    ("DateStyle", "ISO, MDY"),
-    ("IntervalStyle", "postgres"),
-    ("extra_float_digits", "1"),
-    ("bytea_output", "hex"),
     # A verify of a large table runs long statements and keeps its snapshot open on purpose.
     ("statement_timeout", "0"),
     ("idle_in_transaction_session_timeout", "0"),

@@ -27,7 +27,8 @@ How a table is compared, and why this shape:
     to the target column's built-in type (with its typmod), because that assignment is what the
     worker's INSERT does: `timestamp(3)` written to a `timestamp(0)` column reads back rounded.
     Target columns of user-defined types (enums the source does not have) compare as text.
-  * A row's text is `ROW(col::text, ...)::text`, whose quoting keeps NULL and '' and embedded
+  * A value's text is what its output function prints (`_output_text`), a row's text is
+    `ROW(value text, ...)::text`, whose quoting keeps NULL and '' and embedded
     commas apart; a chunk's hash is md5 over the md5 of each row in key order, so the server's
     per-chunk aggregate stays 32 bytes a row however wide the rows are (TOASTed posts).
 """
@@ -87,21 +88,36 @@ def _k(i: int) -> sql.Identifier:
     return sql.Identifier(f"k{i}")
 
 
+def _output_text(value: sql.Composable) -> sql.Composed:
+    """`value` as its type's output function prints it, which is the text the worker and the copy carry.
+
+    Not `::text`: that cast skips the output function where it is binary or a function of its own, and so
+    hides what differs (char(n)::text drops the padding, inet::text adds a /32 the value never showed) or
+    shows what nobody receives (xml::text keeps a declaration the output function leaves out).  concat()
+    prints with the output function (and, unlike format(), has no % for the driver to take for a
+    placeholder); num_nulls tells a NULL from a composite whose fields are all NULL (`IS NULL` would not).
+    """
+    return sql.SQL("CASE WHEN num_nulls({v}) = 0 THEN concat({v}) END").format(v=value)
+
+
 def _keyed(plan: TablePlan, side: str) -> sql.Composed:
     """Rows as (k0.. key texts in "C", v0.. every column's text, r = the row's text)."""
     if side == "source":
         projected = sqlrender.projection(plan.route, [TargetColumn(c.name) for c in plan.columns],
                                          plan.source_relation)
         texts = [
-            sql.SQL("(p.{}::{})::text AS {}").format(sql.Identifier(c.name), sqlrender.checked_type(c.cast), _v(i))
-            if c.cast else sql.SQL("p.{}::text AS {}").format(sql.Identifier(c.name), _v(i))
+            sql.SQL("{} AS {}").format(_output_text(sql.SQL("(p.{}::{})").format(
+                sql.Identifier(c.name), sqlrender.checked_type(c.cast))), _v(i))
+            if c.cast else sql.SQL("{} AS {}").format(_output_text(sql.SQL("p.{}").format(sql.Identifier(c.name))),
+                                                      _v(i))
             for i, c in enumerate(plan.columns)
         ]
     else:
         projected = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(sql.Identifier(c.name) for c in plan.columns),
             sql.Identifier(plan.route.target_schema, plan.route.target_table))
-        texts = [sql.SQL("p.{}::text AS {}").format(sql.Identifier(c.name), _v(i)) for i, c in enumerate(plan.columns)]
+        texts = [sql.SQL("{} AS {}").format(_output_text(sql.SQL("p.{}").format(sql.Identifier(c.name))), _v(i))
+                 for i, c in enumerate(plan.columns)]
     values = sql.SQL(", ").join(_v(i) for i in range(len(plan.columns)))
     keys = [sql.SQL("t.{}{} AS {}").format(_v(ki), C, _k(n)) for n, ki in enumerate(plan.key_index)]
     return sql.SQL("SELECT {}, t.*, (ROW({}))::text{} AS r FROM (SELECT {} FROM ({}) AS p) AS t").format(

@@ -85,7 +85,7 @@ END $$;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'splitter') THEN
-    CREATE PUBLICATION "splitter" FOR TABLE "public"."users", "public"."followers", "public"."posts", "public"."topics", "public"."comments", "public"."notifications", "public"."post_likes", "public"."post_saves";
+    CREATE PUBLICATION "splitter" FOR TABLE "public"."users", "public"."followers", "public"."posts", "public"."topics", "public"."comments", "public"."notifications", "public"."post_likes", "public"."post_saves" WITH (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables
                   WHERE pubname = 'splitter' AND schemaname = 'public' AND tablename = 'users') THEN
@@ -176,7 +176,7 @@ END $$;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'splitter_rev_auth') THEN
-    CREATE PUBLICATION "splitter_rev_auth" FOR TABLE "auth"."users";
+    CREATE PUBLICATION "splitter_rev_auth" FOR TABLE "auth"."users" WITH (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables
                   WHERE pubname = 'splitter_rev_auth' AND schemaname = 'auth' AND tablename = 'users') THEN
@@ -239,7 +239,7 @@ END $$;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'splitter_rev_user') THEN
-    CREATE PUBLICATION "splitter_rev_user" FOR TABLE "users"."users";
+    CREATE PUBLICATION "splitter_rev_user" FOR TABLE "users"."users" WITH (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables
                   WHERE pubname = 'splitter_rev_user' AND schemaname = 'users' AND tablename = 'users') THEN
@@ -302,7 +302,7 @@ END $$;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'splitter_rev_post') THEN
-    CREATE PUBLICATION "splitter_rev_post" FOR TABLE "post"."posts";
+    CREATE PUBLICATION "splitter_rev_post" FOR TABLE "post"."posts" WITH (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables
                   WHERE pubname = 'splitter_rev_post' AND schemaname = 'post' AND tablename = 'posts') THEN
@@ -365,7 +365,7 @@ END $$;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'splitter_rev_topic') THEN
-    CREATE PUBLICATION "splitter_rev_topic" FOR TABLE "topic"."topics";
+    CREATE PUBLICATION "splitter_rev_topic" FOR TABLE "topic"."topics" WITH (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables
                   WHERE pubname = 'splitter_rev_topic' AND schemaname = 'topic' AND tablename = 'topics') THEN
@@ -428,7 +428,7 @@ END $$;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'splitter_rev_comment') THEN
-    CREATE PUBLICATION "splitter_rev_comment" FOR TABLE "comment"."comments";
+    CREATE PUBLICATION "splitter_rev_comment" FOR TABLE "comment"."comments" WITH (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables
                   WHERE pubname = 'splitter_rev_comment' AND schemaname = 'comment' AND tablename = 'comments') THEN
@@ -491,7 +491,7 @@ END $$;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'splitter_rev_notification') THEN
-    CREATE PUBLICATION "splitter_rev_notification" FOR TABLE "notification"."notifications";
+    CREATE PUBLICATION "splitter_rev_notification" FOR TABLE "notification"."notifications" WITH (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables
                   WHERE pubname = 'splitter_rev_notification' AND schemaname = 'notification' AND tablename = 'notifications') THEN
@@ -554,7 +554,7 @@ END $$;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'splitter_rev_interaction') THEN
-    CREATE PUBLICATION "splitter_rev_interaction" FOR TABLE "interaction"."post_likes", "interaction"."post_saves", "interaction"."follows";
+    CREATE PUBLICATION "splitter_rev_interaction" FOR TABLE "interaction"."post_likes", "interaction"."post_saves", "interaction"."follows" WITH (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables
                   WHERE pubname = 'splitter_rev_interaction' AND schemaname = 'interaction' AND tablename = 'post_likes') THEN

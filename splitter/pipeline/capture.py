@@ -32,7 +32,7 @@ from connectors.pg.source import (
     ReplicationConnection,
     emit_heartbeat,
     ensure_publication,
-    primary_key_columns,
+    row_key_columns,
     try_lock_slot,
     type_names,
 )
@@ -103,6 +103,7 @@ class Capture:
         self._relations: dict[int, _Relation] = {}
         self._types: dict[tuple[int, int], str] = {}
         self._txn: _Txn | None = None
+        self._drop_origin_rows = False  # rows of transactions applied under an origin are left out
         self._pending: deque[tuple[int, int]] = deque()
         self._idle_lsn = 0
         self._catalog_broken = False  # a heartbeat failed on it: reopened before the next use
@@ -140,7 +141,8 @@ class Capture:
             self.stats.confirmed_lsn = confirmed
             # Services whose database did not answer are copied once it does, while the others stream.
             later = LaterCopies(s, start, stop)
-            repl.start(s.slot, s.publication, origin=s.capture_origin)
+            # Before PostgreSQL 16 the server cannot leave out a worker's writes: capture drops them itself.
+            self._drop_origin_rows = not repl.start(s.slot, s.publication, origin=s.capture_origin)
             log.info("streaming slot %s from %s into topic %s", s.slot, lsn_to_str(confirmed), s.topic)
             self._stream(later.stop, repl, producer, confirmed)
             later.raise_failure()
@@ -307,7 +309,7 @@ class Capture:
                   if c.type_oid < FIRST_USER_OID and (c.type_oid, c.type_modifier) not in self._types]
         if wanted:
             self._types.update(type_names(self._catalog_connection(), wanted))
-        pk = primary_key_columns(self._catalog_connection(), message.oid)
+        pk = row_key_columns(self._catalog_connection(), message.oid)
         if not pk:  # no primary key: the replica identity columns identify rows
             pk = {c.name for c in message.columns if c.is_key}
         columns = tuple(
@@ -350,6 +352,8 @@ class Capture:
              before: dict[str, str | None] | None,
              after: tuple[dict[str, str | None], list[str]] | None) -> None:
         txn = self._require_txn("change")
+        if self._drop_origin_rows and txn.origin is not None:
+            return  # what origin 'none' does on the server (its commit then has no record either)
         after_image, unchanged = after if after is not None else (None, [])
         key, value = envelope.encode_row(
             database=self.settings.topology.source_database, relation=rel.schema, op=op, before=before,

@@ -188,7 +188,9 @@ def apply_upsert(route: Route, relation: RelationSchema, target_columns: Sequenc
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in updated))
     else:
         conflict = sql.Composed([sql.SQL("DO NOTHING")])
-    return sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) {}").format(
+    # OVERRIDING SYSTEM VALUE: the row's identity value is the source's, also where the target's identity
+    # column is GENERATED ALWAYS (it changes nothing for other columns).
+    return sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE {} ON CONFLICT ({}) {}").format(
         qualified(route.target_schema, route.target_table),
         sql.SQL(", ").join(sql.Identifier(n) for n in names),
         staged,
@@ -272,7 +274,7 @@ def truncate_target(route: Route, scope: WriteScope = FULL) -> sql.Composed | No
 
 
 def check_route_against(route: Route, relation_columns: Mapping[str, ColumnSchema]) -> list[str]:
-    """Problems of a route against its source relation: unknown columns, keys outside the primary key."""
+    """Problems of a route against its source relation: unknown columns, keys outside the row key."""
     problems = []
     for target_col, expr in route.table.columns.items():
         missing = expression_columns(expr) - relation_columns.keys()
@@ -285,7 +287,8 @@ def check_route_against(route: Route, relation_columns: Mapping[str, ColumnSchem
     if outside:
         problems.append(
             f"{route.table.origin}: {route.describe()}: key expressions read {', '.join(sorted(outside))}, "
-            f"which is not in the source primary key ({', '.join(sorted(pk))})")
+            f"which is not in the source row key ({', '.join(sorted(pk))}: its primary key, or the index "
+            f"of its REPLICA IDENTITY USING INDEX, whose columns alone a delete carries)")
     return problems
 
 

@@ -261,4 +261,4 @@ def test_unknown_source_column_is_named_by_check_route_against(tmp_path: Path) -
     assert check_route_against(route, {**columns, "nickname": ColumnSchema("nickname", "text", False)}) == []
     # A key that reads a column outside the source primary key is refused too.
     unkeyed = {**columns, "id": ColumnSchema("id", "text", False), "nickname": ColumnSchema("nickname", "text", False)}
-    assert any("not in the source primary key" in p for p in check_route_against(route, unkeyed))
+    assert any("not in the source row key" in p for p in check_route_against(route, unkeyed))

@@ -134,7 +134,8 @@ def conversion_findings(expr: str, result: TypeInfo, target: TypeInfo,
             return out  # time ↔ timestamp: the target's planning decides whether a conversion exists
         if s.name != t.name and {s.name, t.name} == _TIMESTAMPS:
             out.append((WARNING, "timezone-conversion",
-                        f"{arrow}: converted through the session TimeZone of the backfill and apply sessions"))
+                        f"{arrow}: converted in UTC (every session splitter opens has TimeZone "
+                        f"UTC; write the conversion with AT TIME ZONE for another zone)"))
         have, keep = _time_precision(s), _time_precision(t)
         if keep < have:
             truncated = truncated_precision(expr)

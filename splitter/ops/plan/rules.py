@@ -115,9 +115,12 @@ def _source_preflight(out: _Collector, topology: Topology, source: SourceFacts, 
         if "SELECT" not in table.privileges and not role.superuser:
             out.add(ERROR, "no-select", f"source role {role.name!r} cannot SELECT {table.qualified}",
                     table=table.qualified, origin=origin)
-        if table.primary_key is None:
+        if table.row_key is None:
+            # REPLICA IDENTITY FULL alone is not enough: a table without a key may hold the same row twice,
+            # and the service's table could not tell which one a delete removes.
             out.add(ERROR, "no-primary-key",
-                    f"source table {table.qualified} has no primary key; splitter keys every change by it",
+                    f"source table {table.qualified} has no primary key (nor a REPLICA IDENTITY USING INDEX "
+                    f"on a unique index of NOT NULL columns); splitter keys every change by one",
                     table=table.qualified, origin=origin)
         if table.replica_identity == "n":
             out.add(ERROR, "replica-identity",

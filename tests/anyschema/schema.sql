@@ -1,0 +1,78 @@
+-- Types and tables of the any-schema tests, run as-is in the source and in every service database, so that
+-- a target column has the source column's type (the text forms must then be identical).
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE EXTENSION IF NOT EXISTS hstore;
+CREATE EXTENSION IF NOT EXISTS ltree;
+
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'needs "quotes"', 'with space', 'a,b', 'naïve', '{brace}', 'NULL');
+CREATE TYPE pair AS (n integer, label text, at timestamptz);
+CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
+CREATE DOMAIN short_code AS varchar(8) CHECK (VALUE ~ '^[A-Z]+$');
+
+CREATE TABLE all_types (
+    id bigint PRIMARY KEY,
+    c_numeric numeric,
+    c_numeric_scaled numeric(12, 4),
+    c_real real,
+    c_double double precision,
+    c_money money,
+    c_smallint smallint,
+    c_integer integer,
+    c_bigint bigint,
+    c_bit bit(8),
+    c_varbit bit varying,
+    c_date date,
+    c_time time,
+    c_timetz timetz,
+    c_timestamp timestamp,
+    c_timestamp3 timestamp(3),
+    c_timestamptz timestamptz,
+    c_interval interval,
+    c_char char(6),
+    c_varchar varchar(20),
+    c_text text,
+    c_bytea bytea,
+    c_json json,
+    c_jsonb jsonb,
+    c_xml xml,
+    c_uuid uuid,
+    c_inet inet,
+    c_cidr cidr,
+    c_macaddr macaddr,
+    c_macaddr8 macaddr8,
+    c_point point,
+    c_line line,
+    c_lseg lseg,
+    c_box box,
+    c_path path,
+    c_polygon polygon,
+    c_circle circle,
+    c_int4range int4range,
+    c_int8range int8range,
+    c_numrange numrange,
+    c_tsrange tsrange,
+    c_tstzrange tstzrange,
+    c_daterange daterange,
+    c_int4multirange int4multirange,
+    c_int8multirange int8multirange,
+    c_nummultirange nummultirange,
+    c_tsmultirange tsmultirange,
+    c_tstzmultirange tstzmultirange,
+    c_datemultirange datemultirange,
+    c_int_matrix integer[][],
+    c_text_array text[],
+    c_mood_array mood[],
+    c_pair_array pair[],
+    c_mood mood,
+    c_pair pair,
+    c_positive positive,
+    c_short_code short_code,
+    c_tsvector tsvector,
+    c_tsquery tsquery,
+    c_citext citext,
+    c_hstore hstore,
+    c_ltree ltree,
+    c_bool boolean,
+    c_oid oid,
+    c_pg_lsn pg_lsn
+);
