@@ -107,6 +107,11 @@ def _qualified(schema: str, table: str) -> str:
     return _text(sql.Identifier(schema, table))
 
 
+#: A partitioned table's changes must come under its own name (the one the topology routes), not its
+#: partitions'; pg_publication_tables then lists the root too, so membership checks find it.
+PUBLISH_VIA_ROOT = "publish_via_partition_root"
+
+
 def _publication_block(publication: Publication) -> sql.Composable:
     name = sql.Literal(publication.name)
     adds = sql.SQL("").join(
@@ -119,9 +124,9 @@ def _publication_block(publication: Publication) -> sql.Composable:
     return sql.SQL(
         "DO $$\nBEGIN\n"
         "  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = {name}) THEN\n"
-        "    CREATE PUBLICATION {pub} FOR TABLE {tables} WITH (publish_via_partition_root = true);\n  END IF;\n"
+        "    CREATE PUBLICATION {pub} FOR TABLE {tables} WITH ({via_root} = true);\n  END IF;\n"
         "{adds}END $$;").format(
-        name=name, pub=sql.Identifier(publication.name),
+        name=name, pub=sql.Identifier(publication.name), via_root=sql.SQL(PUBLISH_VIA_ROOT),
         tables=sql.SQL(", ").join(sql.Identifier(s, t) for s, t in publication.tables), adds=adds)
 
 

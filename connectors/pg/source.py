@@ -30,6 +30,7 @@ from connectors.pg.client import (
     with_timeout,
     wrap_db_error,
 )
+from connectors.pg.grants_sql import PUBLISH_VIA_ROOT
 from connectors.pg.replication_protocol import PrimaryKeepalive, XLogData, parse_copy_data, standby_status_update
 from splitter.core import messages
 from splitter.core.dsn import mask_secrets, with_params
@@ -114,11 +115,6 @@ def try_lock_slot(conn: psycopg.Connection, slot: str) -> bool:
 
 def drop_slot(conn: psycopg.Connection, slot: str) -> None:
     conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-
-
-#: A partitioned table's changes must come under its own name (the one the topology routes), not its
-#: partitions'; pg_publication_tables then lists the root too, so membership checks find it.
-PUBLISH_VIA_ROOT = "publish_via_partition_root"
 
 
 def _any_partitioned(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) -> bool:

@@ -105,23 +105,19 @@ def _keyed(plan: TablePlan, side: str) -> sql.Composed:
     if side == "source":
         projected = sqlrender.projection(plan.route, [TargetColumn(c.name) for c in plan.columns],
                                          plan.source_relation)
-        texts = [
-            sql.SQL("{} AS {}").format(_output_text(sql.SQL("(p.{}::{})").format(
-                sql.Identifier(c.name), sqlrender.checked_type(c.cast))), _v(i))
-            if c.cast else sql.SQL("{} AS {}").format(_output_text(sql.SQL("p.{}").format(sql.Identifier(c.name))),
-                                                      _v(i))
-            for i, c in enumerate(plan.columns)
-        ]
+        values: list[sql.Composable] = [
+            sql.SQL("(p.{}::{})").format(sql.Identifier(c.name), sqlrender.checked_type(c.cast)) if c.cast
+            else sql.SQL("p.{}").format(sql.Identifier(c.name)) for c in plan.columns]
     else:
         projected = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(sql.Identifier(c.name) for c in plan.columns),
             sql.Identifier(plan.route.target_schema, plan.route.target_table))
-        texts = [sql.SQL("{} AS {}").format(_output_text(sql.SQL("p.{}").format(sql.Identifier(c.name))), _v(i))
-                 for i, c in enumerate(plan.columns)]
-    values = sql.SQL(", ").join(_v(i) for i in range(len(plan.columns)))
+        values = [sql.SQL("p.{}").format(sql.Identifier(c.name)) for c in plan.columns]
+    texts = [sql.SQL("{} AS {}").format(_output_text(v), _v(i)) for i, v in enumerate(values)]
+    row = sql.SQL(", ").join(_v(i) for i in range(len(plan.columns)))
     keys = [sql.SQL("t.{}{} AS {}").format(_v(ki), C, _k(n)) for n, ki in enumerate(plan.key_index)]
     return sql.SQL("SELECT {}, t.*, (ROW({}))::text{} AS r FROM (SELECT {} FROM ({}) AS p) AS t").format(
-        sql.SQL(", ").join(keys), values, C, sql.SQL(", ").join(texts), projected)
+        sql.SQL(", ").join(keys), row, C, sql.SQL(", ").join(texts), projected)
 
 
 def _key_order(plan: TablePlan, prefix: str = "") -> sql.Composed:
