@@ -23,7 +23,7 @@ import psycopg
 from psycopg import pq, sql
 
 from splitter.core.dsn import dsn_origin, mask_secrets
-from splitter.core.errors import ConfigurationError, RetryableError, SplitterError, classify_sqlstate
+from splitter.core.errors import ConfigurationError, FatalError, RetryableError, SplitterError, classify_sqlstate
 
 #: A PostgreSQL connection, for floors above connectors/ that hand one from connector call to connector call
 #: (they never import the driver themselves).
@@ -34,9 +34,19 @@ DatabaseError = psycopg.Error
 
 
 def wrap_db_error(exc: psycopg.Error, what: str, *dsns: str) -> Exception:
-    """A splitter error for a driver error: class from SQLSTATE, message masked of secrets."""
-    kind = classify_sqlstate(getattr(exc, "sqlstate", None))
+    """A splitter error for a driver error: class from SQLSTATE, message masked of secrets.  A ProgrammingError
+    the driver raised itself (no SQLSTATE: a statement it could not send, such as a placeholder miscount) is
+    fatal, as no retry can change it; other errors without a SQLSTATE are a connection's, and retryable."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    kind = FatalError if sqlstate is None and isinstance(exc, psycopg.ProgrammingError) else classify_sqlstate(sqlstate)
     return kind(mask_secrets(f"{what}: {exc}".strip(), *dsns))
+
+
+def copy_statement(conn: psycopg.Connection, statement: sql.Composable) -> str:
+    """The text of a COPY whose SQL is written for execution with parameters (a statement carrying topology
+    SQL, whose `%` `sqlrender.topology_sql` doubles): psycopg's copy() merges no parameters, so the `%%` are
+    undone here, as a parameterised execute would; a stray placeholder raises TypeError."""
+    return statement.as_string(conn) % ()
 
 
 #: The settings a value's text form depends on (and the zone of timestamptz conversions), pinned in every

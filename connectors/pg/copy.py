@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.catalog import target_columns
-from connectors.pg.client import connect, lock_key, wrap_db_error
+from connectors.pg.client import connect, copy_statement, lock_key, wrap_db_error
 from connectors.pg.copy_rows import RowCopy, copy_route_rows, refusal_message
 from connectors.pg.source import relation_schema
 from connectors.pg.state import dead_letters
@@ -57,8 +57,9 @@ def copy_route(source: psycopg.Connection, target: psycopg.Connection, route: Ro
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sqlrender.qualified(route.target_schema, route.target_table),
         sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
+    copy_out = copy_statement(source, sql.SQL("COPY ({}) TO STDOUT").format(select))
     with source.cursor() as out_cur, target.cursor() as in_cur:
-        with out_cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(select)) as out, in_cur.copy(copy_in) as inp:
+        with out_cur.copy(copy_out) as out, in_cur.copy(copy_in) as inp:
             for piped, chunk in enumerate(out, start=1):
                 inp.write(chunk)
                 if on_rows is not None and piped % ROWS_PER_REPORT == 0:

@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.catalog import target_columns
+from connectors.pg.client import copy_statement
 from connectors.pg.source import relation_schema
 from splitter.core.dsn import mask_secrets
 from splitter.core.envelope import RelationSchema
@@ -74,7 +75,7 @@ def copy_route_rows(source: psycopg.Connection[Any], target: psycopg.Connection[
     columns = target_columns(target, route)
     width = len(relation.columns)
     select = sqlrender.projection(
-        route, [sqlrender.TargetColumn(c.name) for c in columns],
+        route, [c.uncast() for c in columns],
         sqlrender.source_table_relation(route.source_schema, route.source_table, relation.columns),
         extra=[sql.SQL("src.{}").format(sql.Identifier(c.name)) for c in relation.columns])
     ordered = sql.SQL("COPY ({} ORDER BY {}) TO STDOUT").format(
@@ -114,7 +115,7 @@ def copy_route_rows(source: psycopg.Connection[Any], target: psycopg.Connection[
                     raise _Stopped from exc
 
     try:
-        with source.transaction(), source.cursor() as cur, cur.copy(ordered) as out:
+        with source.transaction(), source.cursor() as cur, cur.copy(copy_statement(source, ordered)) as out:
             out.set_types(["text"] * (width + len(columns)))
             batch: list[tuple[Any, ...]] = []
             for row in out.rows():

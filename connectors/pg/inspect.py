@@ -22,10 +22,7 @@ from connectors.pg.client import connect
 from connectors.pg.origins import origin_access
 from connectors.pg.source import FIRST_USER_OID
 from splitter.core.dsn import mask_secrets
-from splitter.core.envelope import RelationSchema
 from splitter.core.errors import SplitterError
-from splitter.topology.model import Route
-from splitter.topology.sqlrender import TargetColumn, checked_type, projection, qualified, source_table_relation
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
@@ -54,6 +51,9 @@ class ColumnFacts:
     type: TypeInfo
     not_null: bool
     has_default: bool  # a DEFAULT, an identity or a generated column: the database fills it
+    default: str | None = None  # the DEFAULT as pg_get_expr prints it (None: none, or an identity/generated)
+    filled_by: str = ""  # "identity" or "generated" when the database computes the column itself
+    storage: str = "p"  # pg_attribute.attstorage: "x" and "e" may be TOASTed out of line (unchanged: not sent)
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class TableFacts:
     replica_identity: str = "d"  # pg_class.relreplident: d(efault), n(othing), f(ull), i(ndex)
     privileges: frozenset[str] = frozenset()
     owned: bool = True  # the connecting role is (a member of) the owner
+    partitioned: bool = False  # a partitioned table (relkind 'p'), published through its root
 
     @property
     def qualified(self) -> str:
@@ -250,7 +251,7 @@ def publication(conn: psycopg.Connection[Any], name: str) -> PublicationFacts | 
 # ---------------------------------------------------------------------------------------------- tables
 
 _TABLES_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relreplident, pg_has_role(c.relowner, 'USAGE'),
+SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relkind = 'p', pg_has_role(c.relowner, 'USAGE'),
        has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'INSERT'),
        has_table_privilege(c.oid, 'UPDATE'), has_table_privilege(c.oid, 'DELETE')
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -265,8 +266,12 @@ _TYPE_COLUMNS = """format_type(t.oid, {mod}), t.typname, tn.nspname, t.typcatego
 
 _COLUMNS_SQL = f"""
 SELECT a.attrelid, a.attname, a.atttypid, a.atttypmod, {_TYPE_COLUMNS.format(mod="a.atttypmod")},
-       a.attnotnull, a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
+       a.attnotnull, a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
+       CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+       CASE WHEN a.attidentity <> '' THEN 'identity' WHEN a.attgenerated <> '' THEN 'generated' ELSE '' END,
+       a.attstorage
   FROM pg_attribute a
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
   JOIN pg_type t ON t.oid = a.atttypid
   JOIN pg_namespace tn ON tn.oid = t.typnamespace
  WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
@@ -306,20 +311,20 @@ def tables(conn: psycopg.Connection[Any], *, schemas: Sequence[str] = (), pairs:
     wanted = None if detail is None else set(detail)
     oids = {row[0]: (row[1], row[2]) for row in rows if wanted is None or (row[1], row[2]) in wanted}
     columns: dict[int, dict[str, ColumnFacts]] = {oid: {} for oid in oids}
-    for rel, name, typoid, typmod, display, typname, nsp, cat, labels, notnull, hasdef in conn.execute(
-            _COLUMNS_SQL, (list(oids),)).fetchall():
+    for rel, name, typoid, typmod, display, typname, nsp, cat, labels, notnull, hasdef, default, filled_by, \
+            storage in conn.execute(_COLUMNS_SQL, (list(oids),)).fetchall():
         columns[rel][name] = ColumnFacts(name, _type_info(typoid, typmod, display, typname, nsp, cat, labels),
-                                         bool(notnull), bool(hasdef))
+                                         bool(notnull), bool(hasdef), default, filled_by, str(storage))
     indexes: dict[int, list[IndexFacts]] = {oid: [] for oid in oids}
     for rel, name, primary, unique, is_partial, replident, cols in conn.execute(_INDEXES_SQL,
                                                                                (list(oids),)).fetchall():
         indexes[rel].append(IndexFacts(name, tuple(cols), bool(primary), bool(unique), bool(is_partial),
                                        bool(replident)))
     out = {}
-    for oid, schema, table, replident, owned, *privileges in rows:
+    for oid, schema, table, replident, partitioned, owned, *privileges in rows:
         granted = frozenset(p for p, on in zip(TABLE_PRIVILEGES, privileges, strict=True) if on)
         out[(schema, table)] = TableFacts(schema, table, columns.get(oid, {}), tuple(indexes.get(oid, ())),
-                                          str(replident), granted, bool(owned))
+                                          str(replident), granted, bool(owned), bool(partitioned))
     return out
 
 
@@ -330,49 +335,6 @@ def resolve_types(conn: psycopg.Connection[Any], types: Iterable[tuple[int, int]
         return {}
     rows = conn.execute(_RESOLVE_TYPES_SQL, ([p[0] for p in pairs], [p[1] for p in pairs])).fetchall()
     return {(oid, mod): _type_info(oid, mod, *rest) for oid, mod, *rest in rows}
-
-
-# ------------------------------------------------------------------------------------- planner verdicts
-
-def _result_types(conn: psycopg.Connection[Any], query: sql.Composed,
-                  dsn: str) -> list[tuple[int, int]] | QueryFailure:
-    """Run `query`; the (type oid, typmod) of each result column, or why it failed."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query)
-            res = cur.pgresult
-            if res is None:
-                return []
-            return [(res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
-    except psycopg.Error as exc:
-        return QueryFailure(server_message(exc, dsn), getattr(exc, "sqlstate", None))
-
-
-def projection_types(conn: psycopg.Connection[Any], route: Route, relation: RelationSchema, columns: Sequence[str],
-                     dsn: str) -> list[tuple[int, int]] | QueryFailure:
-    """Plan the route's projection of `columns` over the source table (backfill's own SELECT) with LIMIT 0:
-    the (type oid, typmod) of each column's result, or why PostgreSQL refused it."""
-    rel_sql = source_table_relation(route.source_schema, route.source_table, relation.columns)
-    query = sql.SQL("{} LIMIT 0").format(projection(route, [TargetColumn(c) for c in columns], rel_sql))
-    return _result_types(conn, query, dsn)
-
-
-def _typed_relation(relation: RelationSchema) -> sql.Composed:
-    """A relation with the source row's columns and types and no rows: what the apply's staging yields."""
-    return sql.SQL("SELECT {} LIMIT 0").format(sql.SQL(", ").join(
-        sql.SQL("NULL::{} AS {}").format(checked_type(c.sql_type), sql.Identifier(c.name))
-        for c in relation.columns))
-
-
-def explain_apply(conn: psycopg.Connection[Any], route: Route, column: TargetColumn, relation: RelationSchema,
-                  dsn: str) -> QueryFailure | None:
-    """Plan `EXPLAIN INSERT INTO <target> (<column>) SELECT <expression>` over a row of the source's types,
-    the way the worker's apply writes it: None if PostgreSQL accepts it, else why not."""
-    stmt = sql.SQL("EXPLAIN INSERT INTO {} ({}) {}").format(
-        qualified(route.target_schema, route.target_table), sql.Identifier(column.name),
-        projection(route, [column], _typed_relation(relation)))
-    failure = _result_types(conn, stmt, dsn)
-    return failure if isinstance(failure, QueryFailure) else None
 
 
 __all__ = [
@@ -387,9 +349,7 @@ __all__ = [
     "TableFacts",
     "TargetRole",
     "TypeInfo",
-    "explain_apply",
     "limit_session",
-    "projection_types",
     "publication",
     "read_database",
     "replication_settings",

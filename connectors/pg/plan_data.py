@@ -45,6 +45,8 @@ class DataCheck:
     constraint: str  # what the target calls it: the index name, "NOT NULL", the type
     # UNIQUE: the built-in target type each column is compared as (None: as the expression yields it).
     casts: tuple[str | None, ...] = ()
+    # What DEFAULT stands for in each column's expression (`TargetColumn.default`; empty: none says DEFAULT).
+    defaults: tuple[str | None, ...] = ()
     limit: int = 0  # LENGTH: characters the column holds
     labels: tuple[str, ...] = ()  # ENUM: the target enum's labels
 
@@ -69,7 +71,9 @@ def _projected(check: DataCheck, relation: RelationSchema) -> sql.Composed:
         sql.SQL(", ").join(sql.SQL("src.{}::text").format(sql.Identifier(k)) for k in relation.key_columns),
         sql.Identifier(_KEY))
     casts = check.casts or (None,) * len(check.columns)
-    columns = [TargetColumn(name, cast) for name, cast in zip(check.columns, casts, strict=True)]
+    defaults = check.defaults or (None,) * len(check.columns)
+    columns = [TargetColumn(name, cast, default)
+               for name, cast, default in zip(check.columns, casts, defaults, strict=True)]
     route = check.route
     return projection(route, columns, source_table_relation(route.source_schema, route.source_table,
                                                             relation.columns), extra=[key])
@@ -110,7 +114,7 @@ def run_check(conn: psycopg.Connection[Any], check: DataCheck, relation: Relatio
     keys = tuple(relation.key_columns)
     try:
         if check.kind == UNIQUE:
-            rows = conn.execute(_unique_query(check, relation)).fetchall()
+            rows = conn.execute(_unique_query(check, relation), ()).fetchall()
             if not rows:
                 return DataViolations(check, keys)
             groups, total = int(rows[0][3]), int(rows[0][4])

@@ -27,7 +27,7 @@ from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.origins import origin_name, setup_origin
 from connectors.pg.sink_values import ApplyMode, CommitExtras, Key, Rejected, Replacement, Resolution, RouteKey
 from connectors.pg.state import backfills as backfill_store
-from connectors.pg.state import control, dead_letters, ownership_moves
+from connectors.pg.state import control, dead_letters, ownership_moves, source_shapes
 from connectors.pg.state.schema import Checkpoint, ensure_state_schema, read_checkpoint, write_checkpoint
 from splitter.core.batching import Step
 from splitter.core.dsn import mask_secrets, service_database
@@ -163,6 +163,7 @@ class ServiceSink:
             checkpoint.source_ts, self._applier.rows_applied, transactions))
         dead_letters.insert(conn, self.service, extras.letters)
         ownership_moves.record(conn, self.service, extras.moves)
+        source_shapes.store(conn, self.service, extras.shapes)
         if extras.paused is not None:
             control.mark_paused(conn, self.service, extras.paused[0], extras.paused[1])
         conn.commit()  # deferred constraints are checked here: a refusal leaves the counts as they were
@@ -228,6 +229,28 @@ class ServiceSink:
         return self._read(f"cannot read the ownership moves of service {self.service}",
                           lambda conn: ownership_moves.latest(conn, self.service, through_lsn))
 
+    def record_schema_stop(self, table: str, offset: int, shape: bytes) -> None:
+        """Note the shape of `table` this worker stops at (log `offset`), committed at once."""
+        try:
+            source_shapes.record_stop(self.conn, self.service, table, offset, shape)
+            self.conn.commit()
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"service {self.service}: cannot record the schema change it stops at",
+                                self._dsn) from exc
+
+    def source_shapes(self, checkpoint_offset: int) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """The tables' shapes stored with the checkpoint (at `checkpoint_offset`), and those this worker stopped
+        at beyond it (restarting it acknowledged them)."""
+        try:
+            shapes = (source_shapes.stored(self.conn, self.service),
+                      source_shapes.acknowledged(self.conn, self.service, checkpoint_offset))
+            self.conn.commit()
+            return shapes
+        except psycopg.Error as exc:
+            self._rollback_quietly()
+            raise wrap_db_error(exc, f"cannot read the schema stops of service {self.service}", self._dsn) from exc
+
     def parked_keys(self) -> set[tuple[str, tuple[str | None, ...]]]:
         return self._read(f"cannot read dead letters of service {self.service}",
                           lambda conn: dead_letters.open_keys(conn, self.service))
@@ -236,6 +259,7 @@ class ServiceSink:
         """Replay: move the checkpoint back and close the request, in one transaction."""
         try:
             write_checkpoint(self.conn, self.service, checkpoint)
+            source_shapes.forget_after(self.conn, self.service, checkpoint.offset)
             dead_letters.finish_request(self.conn, request.id, f"rewound to offset {checkpoint.offset + 1}")
             self.conn.commit()
         except psycopg.Error as exc:

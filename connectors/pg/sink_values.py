@@ -12,8 +12,8 @@ pipeline does), or do I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from connectors.pg.state.dead_letters import DeadLetter
@@ -104,6 +104,8 @@ class CommitExtras:
     letters: Sequence[DeadLetter] = ()  # changes set aside, stored with the data
     chunks: Sequence[ChunkDone] = ()  # backfill chunks the data holds
     moves: Sequence[StoredMove] = ()  # ownership moves at the checkpoint's position, recorded with it
+    # The source tables' shapes that began by the checkpoint: table -> (offset it began at, schema header).
+    shapes: Mapping[str, tuple[int, bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ class VerifyColumn:
     # The built-in target type (with typmod) a source value is cast to before ::text; None for
     # user-defined target types, which do not exist in the source: compared as text.
     cast: str | None
+    default: str | None = None  # what DEFAULT in its expression stands for (`TargetColumn.default`)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def _output_text(value: sql.Composable) -> sql.Composed:
 def _keyed(plan: TablePlan, side: str) -> sql.Composed:
     """Rows as (k0.. key texts in "C", v0.. every column's text, r = the row's text)."""
     if side == "source":
-        projected = sqlrender.projection(plan.route, [TargetColumn(c.name) for c in plan.columns],
+        projected = sqlrender.projection(plan.route, [TargetColumn(c.name, default=c.default) for c in plan.columns],
                                          plan.source_relation)
         values: list[sql.Composable] = [
             sql.SQL("(p.{}::{})").format(sql.Identifier(c.name), sqlrender.checked_type(c.cast)) if c.cast
@@ -133,8 +134,10 @@ def source_chunks_copy(plan: TablePlan) -> sql.Composed:
     """
     n = sql.Literal(plan.chunk_rows)
     nkeys = len(plan.key_index)
+    # `%%`: written as for a parameterised execute, as every statement carrying topology SQL is
+    # (`client.copy_statement` undoes it).
     first = sql.SQL(", ").join(
-        sql.SQL("max({}) FILTER (WHERE (rn - 1) % {} = 0)").format(_k(i), n) for i in range(nkeys))
+        sql.SQL("max({}) FILTER (WHERE (rn - 1) %% {} = 0)").format(_k(i), n) for i in range(nkeys))
     return sql.SQL(
         "COPY (SELECT (rn - 1) / {n} AS chunk, count(*), md5(string_agg(md5(r), '' ORDER BY rn)), {first} "
         "FROM (SELECT {keys}, r, row_number() OVER (ORDER BY {keys}, r) AS rn FROM ({keyed}) AS s) AS a "

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.catalog import declared_columns
-from connectors.pg.client import connect, wrap_db_error
+from connectors.pg.client import connect, copy_statement, wrap_db_error
 from connectors.pg.state import verify_progress
 from connectors.pg.state.control import HoldState, hold_state
 from connectors.pg.state.schema import ensure_state_schema
@@ -76,7 +76,7 @@ class TargetSession:
             raise wrap_db_error(exc, f"cannot open the verify snapshot in service {self.service}", self._dsn) from exc
 
     def columns(self, route: Route) -> list[VerifyColumn]:
-        return [VerifyColumn(c.name, None if c.user_defined else c.type_name)
+        return [VerifyColumn(c.name, None if c.user_defined else c.type_name, c.default)
                 for c in declared_columns(self.conn, route)]
 
     def compare_chunks(self, plan: TablePlan, source: SourceSession,
@@ -86,7 +86,7 @@ class TargetSession:
         try:
             self._drop_temporaries()
             self.conn.execute(create_source_chunks(plan))
-            with source.conn.cursor().copy(source_chunks_copy(plan)) as out, \
+            with source.conn.cursor().copy(copy_statement(source.conn, source_chunks_copy(plan))) as out, \
                     self.conn.cursor().copy(sql.SQL("COPY pg_temp.{} FROM STDIN").format(
                         sql.Identifier(SRC_CHUNKS))) as into:
                 for data in out:

@@ -84,6 +84,8 @@ def database_grants(settings: Settings) -> list[DatabaseGrants]:
             reverse = reverse_topology(settings, service.name)
         except ConfigurationError:
             continue  # nothing of the service can be written back: it has no reverse stream
+        if not reverse.services[0].tables:
+            continue  # the service owns nothing it takes (read copies only): nothing to write back
         for route in reverse.routes():
             written = ("INSERT", "UPDATE", "DELETE", "TRUNCATE") if route.table.scope.rows else ("UPDATE",)
             source.grant([(route.target_schema, route.target_table)], written, _WRITE_BACK_WHY)

@@ -262,7 +262,13 @@ class Capture:
         elif isinstance(message, po.Update):
             rel = self._relation(message.relation_oid)
             before = self._old_image(rel, message.old, message.old_kind) if message.old is not None else None
-            self._row(producer, rel, "u", before, self._image(rel, message.new))
+            after = self._image(rel, message.new)
+            if after[1] and before is not None and message.old_kind == "O":
+                # REPLICA IDENTITY FULL: the old row carries every value, TOASTed ones too (the server
+                # inlines them); an unchanged one is that value, so the update is a whole row.
+                after = ({**after[0], **{n: before[n] for n in after[1] if n in before}},
+                         [n for n in after[1] if n not in before])
+            self._row(producer, rel, "u", before, after)
         elif isinstance(message, po.Delete):
             rel = self._relation(message.relation_oid)
             self._row(producer, rel, "d", self._old_image(rel, message.old, message.old_kind), None)

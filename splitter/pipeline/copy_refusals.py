@@ -1,7 +1,8 @@
-"""What the initial copy does with rows a service database refuses: the service's `on_error`, as the worker has it.
+"""What the initial copy does with rows a service database refuses: the table's `on_error`, as the worker has it.
 
 Owns: the route whose COPY the service database refused (a data error: SQLSTATE class 22 or 23) copied
-again row by row (`connectors.pg.copy_rows`), and then, by the service's `on_error`:
+again row by row (`connectors.pg.copy_rows`), and then, by the `on_error` of the route's table (its own,
+else its service's: `splitter.topology.model.effective_on_error`):
   * "dead_letter": every refused row stored as a dead letter in the copy's own transaction (so it commits
     with the rows and the checkpoint), the rest copied.  A letter is the row as an insert ("r", the
     snapshot's read) at the copy's checkpoint, built by the sink's own `dead_letter`, so `splitter dlq`
@@ -21,15 +22,17 @@ from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint
 from splitter.core.envelope import RowChange
 from splitter.core.errors import DataRejectedError, FatalError
 from splitter.pipeline.sink import dead_letter
-from splitter.topology.model import Route, Service
+from splitter.topology.model import Route, Service, effective_on_error, on_error_said
 
 log = logging.getLogger(__name__)
 
 
 def copy_refused_route(copy: ServiceCopy, service: Service, route: Route, checkpoint: Checkpoint,
                        refusal: DataRejectedError) -> tuple[int, int]:
-    """Copy `route` again after its COPY was refused; (rows copied, rows set aside), or FatalError under stop."""
-    if service.on_error == "dead_letter":
+    """Copy `route` again after its COPY was refused; (rows copied, rows set aside), or FatalError when its table's
+    on_error is 'stop'."""
+    said, change = on_error_said(service, route.table, "dead_letter")
+    if effective_on_error(service, route.table) == "dead_letter":
         result = copy.copy_rows(route, stop_at_first=False)
         ts_ms = int(time.time() * 1000)
         table = f"{route.source_schema}.{route.source_table}"
@@ -41,22 +44,20 @@ def copy_refused_route(copy: ServiceCopy, service: Service, route: Route, checkp
         if letters:
             first = result.refused[0]
             log.warning("initial copy of service %s: %s: the service database refused %d row(s), set aside as dead "
-                        "letters (on_error='dead_letter'; `splitter dlq list --service %s`), the first (%s)=(%s): %s; "
-                        "%d row(s) copied", service.name, route.describe(), len(letters), service.name,
+                        "letters (%s; `splitter dlq list --service %s`), the first (%s)=(%s): %s; "
+                        "%d row(s) copied", service.name, route.describe(), len(letters), said, service.name,
                         ", ".join(result.relation.key_columns), _values(first.key), first.message, result.rows)
         return result.rows, len(letters)
     result = copy.copy_rows(route, stop_at_first=True)
     if not result.refused:
-        raise FatalError(f"{refusal}; service {service.name} has on_error='stop', so nothing of it was copied") \
-            from refusal
+        raise FatalError(f"{refusal}; {said}, so nothing of it was copied") from refusal
     row = result.refused[0]
     raise FatalError(
         f"initial copy of service {service.name}: {route.describe()}: the service database refused source row "
         f"({', '.join(result.relation.key_columns)})=({_values(row.key)}): {row.message} "
-        f"[constraint {row.constraint or '-'}, SQLSTATE {row.sqlstate}]. Service {service.name} has "
-        f"on_error='stop', so nothing of it was copied: fix the row in the source (`splitter plan` lists every "
-        f"such row), or set on_error='dead_letter' on the service to copy the rest and set such rows aside, then "
-        f"start capture again") from refusal
+        f"[constraint {row.constraint or '-'}, SQLSTATE {row.sqlstate}]. The {said}, so nothing of service "
+        f"{service.name} was copied: fix the row in the source (`splitter plan` lists every such row), or {change} "
+        f"to copy the rest and set such rows aside, then start capture again") from refusal
 
 
 def _values(key: tuple[str | None, ...]) -> str:

@@ -12,8 +12,8 @@ own, so a copy that fails part way keeps the services it finished.  The next sta
 a new snapshot (a temporary slot's), their checkpoints just before its consistent point, and keeps the
 slot: each service skips what its own snapshot holds (`plan_copies`).  A service whose database does not
 answer is copied the same way once it does (capture's `copy_plan`), and is never taken for "not copied".
-Rows a service database refuses are handled by the service's `on_error` (`copy_refusals`); two copies of
-one service never both commit (`ServiceCopy.claim`).
+Rows a service database refuses are handled by their table's `on_error` (its own, else the service's:
+`copy_refusals`); two copies of one service never both commit (`ServiceCopy.claim`).
 Progress: each service is a task (`initial copy <service>`: rows copied of about the catalog's estimate
 of its source tables, the table as its stage), reported while a table is piped (every `ROWS_PER_REPORT`
 rows), after each table and when committed; capture, a daemon, logs it as plain lines at most every
@@ -58,7 +58,7 @@ class CopyResult:
     service: str
     rows: dict[str, int]
     seconds: float
-    dead_letters: int = 0  # rows the service database refused, set aside (on_error = "dead_letter")
+    dead_letters: int = 0  # rows the service database refused, set aside (their table's on_error = "dead_letter")
     already: bool = False  # another copy committed this service first: nothing was copied here
 
 
@@ -127,7 +127,7 @@ def copy_services(settings: Settings, snapshot: str, consistent_lsn: int, servic
     """Copy `services` from `snapshot` (taken at `consistent_lsn`), each service committing on its own.
 
     Every service is attempted even when another fails; the services that committed keep their rows and
-    checkpoints.  A route the service database refuses rows of is copied as its `on_error` says
+    checkpoints.  A route the service database refuses rows of is copied as its table's `on_error` says
     (`copy_refusals`).  `progress` gets each service's reports (default: plain lines in the log, at most
     every `PLAIN_INTERVAL` seconds per service).
     """

@@ -3,7 +3,8 @@
 Owns: the Protocols a sink implements (`ApplySession`: one open transaction that the worker fills with
 `apply`/`apply_one`/`apply_in_savepoint` and ends with `commit` or `abandon`; `RequestSession`: control
 and operator requests served in the same session; `BackfillSession`: backfill chunks and reloaded
-routes; `ScopeSession`: the ownership moves recorded and the write scopes they give; `Sink`: all four),
+routes; `ScopeSession`: the ownership moves recorded and the write scopes they give; `SchemaStopSession`:
+the source schema changes the worker stopped at; `Sink`: all five),
 and the policy the sink must not hold: what a partial update that found no row means (`apply_mode`: a
 backfill miss the copy brings, a replay's expected leniency, or a fatal gap in the target), and what a
 change set aside is stored as and read back as (`dead_letter`, `unreadable_letter`, `stored_change`).
@@ -127,7 +128,19 @@ class ScopeSession(Protocol):
         """Apply the routes named in `scopes` within those scopes from now on (None: nothing of them)."""
 
 
-class Sink(ApplySession, RequestSession, BackfillSession, ScopeSession, Protocol):
+class SchemaStopSession(Protocol):
+    """The source tables' shapes at the checkpoint, and the schema changes the worker stopped at (restarting
+    it acknowledges them)."""
+
+    def record_schema_stop(self, table: str, offset: int, shape: bytes) -> None:
+        """Note, committed at once, that the worker stops at `offset` where `table` took `shape`."""
+
+    def source_shapes(self, checkpoint_offset: int) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """The tables' shapes (schema headers, by table) stored with the checkpoint at `checkpoint_offset` (by
+        `commit`'s `CommitExtras.shapes`), and those it stopped at beyond it."""
+
+
+class Sink(ApplySession, RequestSession, BackfillSession, ScopeSession, SchemaStopSession, Protocol):
     """Everything a worker asks of its service database."""
 
 
@@ -149,10 +162,14 @@ def apply_mode(service: str, replaying: bool) -> ApplyMode:
             log.info("service %s: replay: %d update(s) of %s with unchanged TOASTed columns found no row "
                      "(deleted or re-keyed later in the log); skipped", service, miss.updates, miss.route.describe())
             return "skip"
+        moved_in = "" if miss.route.table.where is None else (
+            f", or they moved rows into the route's row filter ({miss.route.table.where!r}) without the unchanged "
+            f"values a new row needs (REPLICA IDENTITY FULL on {miss.route.source_schema}.{miss.route.source_table} "
+            f"makes every update carry them)")
         raise FatalError(
             f"service {service}: {miss.updates} update(s) of {miss.route.describe()} with "
             f"unchanged TOASTed columns ({', '.join(sorted(miss.unchanged))}) found no row in the target: the "
-            f"target is missing rows the source has (run `splitter verify --service {service}`)")
+            f"target is missing rows the source has (run `splitter verify --service {service}`){moved_in}")
 
     return ApplyMode(replaying, on_missing)
 

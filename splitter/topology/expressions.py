@@ -2,7 +2,9 @@
 
 Owns: `split_qualified` (`schema.table` names), `parse_expression` (one scalar expression, through
 pglast), `expression_columns` (the source columns an expression reads, rejecting forms that cannot
-run per row), and the small, conservative readings `splitter plan` makes of a parse tree
+run per row), the keyword `DEFAULT` in an expression (`uses_default`; `default_value`, what it stands
+for given the target column's default as its catalog prints it; `with_default`, the expression with it
+put in), and the small, conservative readings `splitter plan` makes of a parse tree
 (`plain_column`, `may_be_null`, `possible_values`, `truncated_precision`): each answers only
 when it is sure, and says None otherwise.
 Must not: connect to a database, render SQL (`splitter.topology.sqlrender` does) or know the
@@ -11,11 +13,13 @@ topology's classes (`splitter.topology.model` builds on this module, not the oth
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Protocol
 
 import pglast
 from pglast import ast
+from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
 from splitter.core.errors import ConfigurationError
@@ -80,6 +84,103 @@ def expression_columns(expr: str) -> frozenset[str]:
     if collector.problems:
         raise ConfigurationError(f"expression {expr!r} {collector.problems[0]}")
     return frozenset(collector.columns)
+
+
+# ------------------------------------------------------------------------------ DEFAULT: the target's default
+
+class _DefaultFinder(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found = False
+
+    def visit_SetToDefault(self, ancestors: object, node: ast.SetToDefault) -> None:
+        self.found = True
+
+
+@functools.lru_cache(maxsize=4096)
+def uses_default(expr: str) -> bool:
+    """Whether `expr` says `DEFAULT`: the target column's own default (`coalesce(status, DEFAULT)`)."""
+    finder = _DefaultFinder()
+    finder(parse_expression(expr))
+    return finder.found
+
+
+def only_default(expr: str) -> bool:
+    """Whether `expr` is `DEFAULT` and nothing else (leaving the column out says that: the database fills it)."""
+    return isinstance(parse_expression(expr), ast.SetToDefault)
+
+
+# What a default may be built of to count as a constant: the same value in the copy (computed in the source),
+# the stream (in the target) and verify (in both), at any time.
+_CONSTANT_NODES = (ast.A_Const, ast.TypeCast, ast.TypeName, ast.String, ast.Integer, ast.Float, ast.Boolean,
+                   ast.BitString, ast.A_ArrayExpr)
+
+
+_NOT_CONSTANT_BECAUSE = {"FuncCall": "it calls a function", "SQLValueFunction": "it reads the clock or the session",
+                         "ColumnRef": "it reads a column", "SubLink": "it runs a query"}
+
+
+class _NotConstant(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.culprits: list[str] = []
+
+    def visit(self, ancestors: object, node: ast.Node) -> None:
+        if not isinstance(node, _CONSTANT_NODES):
+            self.culprits.append(type(node).__name__)
+
+    @property
+    def culprit(self) -> str | None:
+        """Why the tree is no constant, the most telling reason first (a call inside arithmetic: the call)."""
+        if not self.culprits:
+            return None
+        return next((_NOT_CONSTANT_BECAUSE[c] for c in self.culprits if c in _NOT_CONSTANT_BECAUSE),
+                    "it is computed")
+
+
+def default_value(default: str | None, *, filled_by: str = "") -> str:
+    """The SQL `DEFAULT` stands for in an expression of a target column whose catalog default is `default`
+    (pg_get_expr's text; None: no default, so NULL, as in an INSERT).
+
+    The default's literal, without the casts around it: the same value a topology would write by hand
+    (`coalesce(status, 'active')`), whose type comes from its context, since the copy computes it in the
+    source, which lacks the service's own types (the apply casts to them).  `filled_by`: "identity" or
+    "generated" when the database computes the column itself.  Raises ConfigurationError unless the
+    default is a constant, which the copy, the stream and verify all compute the same: not a function
+    call (now(), nextval()), not an identity.
+    """
+    if filled_by:
+        raise ConfigurationError(f"the column is {'an identity' if filled_by == 'identity' else 'a generated'} "
+                                 "column, which no constant stands for")
+    if default is None:
+        return "NULL"
+    node = parse_expression(default)
+    checker = _NotConstant()
+    checker(node)
+    if checker.culprit is not None:
+        raise ConfigurationError(f"its default {default!r} is not a constant ({checker.culprit}): the copy, the "
+                                 "stream and verify could each compute another value; write the value in the "
+                                 "expression instead")
+    return RawStream()(_unwrap_casts(node))
+
+
+class _DefaultReplacer(Visitor):
+    def __init__(self, value: ast.Node) -> None:
+        super().__init__()
+        self.value = value
+
+    def visit_SetToDefault(self, ancestors: object, node: ast.SetToDefault) -> ast.Node:
+        return self.value
+
+
+@functools.lru_cache(maxsize=4096)
+def with_default(expr: str, value: str) -> str:
+    """`expr` with each `DEFAULT` replaced by `value` (from `default_value`); `expr` itself when it has none."""
+    if not uses_default(expr):
+        return expr
+    node = parse_expression(expr)
+    _DefaultReplacer(parse_expression(value))(node)
+    return RawStream()(node)
 
 
 # ------------------------------------------------------------------------------ readings for the plan
@@ -192,11 +293,15 @@ def truncated_precision(expr: str) -> int | None:
 
 __all__ = [
     "SourceColumns",
+    "default_value",
     "expression_columns",
     "may_be_null",
+    "only_default",
     "parse_expression",
     "plain_column",
     "possible_values",
     "split_qualified",
     "truncated_precision",
+    "uses_default",
+    "with_default",
 ]

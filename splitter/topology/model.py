@@ -1,6 +1,7 @@
 """The topology model: which service takes which source table, keyed how, with which column expressions.
 
-Owns: the declarative classes `topology.py` is written with, loading that file, and the checks that
+Owns: the declarative classes `topology.py` is written with, loading that file, which `on_error` a row
+of a table gets (`effective_on_error`: the table's own, else its service's), and the checks that
 need no database (expressions parse, names are unique, keys are projected, every expression refers to
 columns by plain names).  Every problem is reported with the file and line of the declaration.
 Must not: connect to a database (schema-aware checks live in `splitter.ops.plan`), render SQL
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from splitter.core.errors import ConfigurationError
-from splitter.topology.expressions import expression_columns, split_qualified
+from splitter.topology.expressions import expression_columns, only_default, split_qualified, uses_default
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,27 @@ def _declaration_origin() -> Origin:
 
 
 ON_ERROR_POLICIES = ("stop", "dead_letter")
+
+
+def effective_on_error(service: Service, table: Table | None = None) -> str:
+    """What happens to a row of `table` the service database refuses: the table's own `on_error` when it sets
+    one, else `service`'s.  `table` None (what belongs to no table: a record that cannot be read): the service's."""
+    if table is not None and table.on_error is not None:
+        return table.on_error
+    return service.on_error
+
+
+def on_error_said(service: Service, table: Table | None, instead: str) -> tuple[str, str]:
+    """For messages: where the `effective_on_error` of `table` is declared, and how to make it `instead`."""
+    policy = effective_on_error(service, table)
+    if table is None:
+        return f"service {service.name} has on_error={policy!r}", f"set on_error={instead!r} on service {service.name}"
+    if table.on_error is not None:
+        return (f"table {table.name} of service {service.name} has on_error={policy!r}",
+                f"set on_error={instead!r} on table {table.name}")
+    return (f"service {service.name} has on_error={policy!r} and table {table.name} sets none of its own",
+            f"set on_error={instead!r} on table {table.name} (Table(..., on_error={instead!r})) or on service "
+            f"{service.name}")
 
 
 @dataclass(frozen=True)
@@ -71,7 +93,9 @@ class Table:
 
     `columns` maps each target column to a SQL expression over the source row's columns (plain
     names).  `key` names the target columns that identify a row (a unique index in the target must
-    cover exactly them); their expressions may read only the source primary key.
+    cover exactly them); their expressions may read only the source primary key.  `on_error`: what happens
+    to a row of this table the service database refuses, "stop" or "dead_letter" as the service's; None
+    (the default) takes the service's (`effective_on_error`).
     """
 
     name: str
@@ -80,6 +104,10 @@ class Table:
     columns: Mapping[str, str]
     # What the stream writes: everything (topology.py's tables); reverse tables built in code narrow it.
     scope: WriteScope = FULL
+    on_error: str | None = None
+    # A row filter: a SQL boolean over the source row (plain names); only rows for which it is true are in
+    # the target, as with PostgreSQL's publication row filters (NULL counts as false).
+    where: str | None = None
     origin: Origin = field(default_factory=_declaration_origin, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,11 +115,15 @@ class Table:
         object.__setattr__(self, "columns", dict(self.columns))
 
     def source_columns_read(self) -> frozenset[str]:
-        """Every source column any of this table's expressions reads."""
-        out: set[str] = set()
+        """Every source column any of this table's expressions, or its row filter, reads."""
+        out: set[str] = set(self.filter_columns())
         for expr in self.columns.values():
             out |= expression_columns(expr)
         return frozenset(out)
+
+    def filter_columns(self) -> frozenset[str]:
+        """The source columns the row filter reads (none without a filter)."""
+        return expression_columns(self.where) if self.where is not None else frozenset()
 
     def key_source_columns(self) -> frozenset[str]:
         """The source columns the key expressions read (must be within the source primary key)."""
@@ -110,7 +142,8 @@ class Service:
     tables: tuple[Table, ...]
     schema: str = "public"
     # What the worker does when the service database rejects a change: "stop" (and alert), or
-    # "dead_letter" (isolate the rejected rows into splitter.dead_letters and go on).
+    # "dead_letter" (isolate the rejected rows into splitter.dead_letters and go on); a table may set its own
+    # (`Table.on_error`, `effective_on_error`).
     on_error: str = "stop"
     origin: Origin = field(default_factory=_declaration_origin, compare=False)
 
@@ -245,6 +278,9 @@ def _problems(topology: Topology) -> Iterable[str]:
         targets: set[tuple[str, str]] = set()
         for table in service.tables:
             where = f"{table.origin}: {service.name}.{table.name}"
+            if table.on_error is not None and table.on_error not in ON_ERROR_POLICIES:
+                yield (f"{where}: table {table.name!r} has on_error={table.on_error!r}; choose one of "
+                       f"{', '.join(ON_ERROR_POLICIES)}, or leave it out to take the service's ({service.on_error!r})")
             try:
                 target = service.target(table)
                 split_qualified(table.source, topology.source_schema)
@@ -261,8 +297,24 @@ def _problems(topology: Topology) -> Iterable[str]:
             for k in table.key:
                 if k not in table.columns:
                     yield f"{where}: key column {k!r} is not among its columns"
+            if table.where is not None:
+                yield from _filter_problems(where, table.where)
             for column, expr in table.columns.items():
                 try:
                     expression_columns(expr)
                 except ConfigurationError as exc:
                     yield f"{where}.{column}: {exc}"
+                    continue
+                if only_default(expr):
+                    yield (f"{where}.{column}: expression {expr!r} is only DEFAULT: leave the column out of the "
+                           "topology and the service database fills it with its default")
+
+
+def _filter_problems(where: str, condition: str) -> Iterable[str]:
+    try:
+        expression_columns(condition)
+    except ConfigurationError as exc:
+        yield f"{where}: row filter (where=): {exc}"
+        return
+    if uses_default(condition):
+        yield f"{where}: row filter (where=) {condition!r} says DEFAULT, which only a target column has"

@@ -5,9 +5,11 @@ Owns: turning a `Route` (target table, key, column expressions) into psycopg.sql
     database cannot know (enums and other user-defined types of the source) are read as text;
     backfill reads it from the source table, apply from a staging table of text values, so the
     expressions see the same names and types in both places;
-  * the projection `SELECT <expr> AS <target column> ... FROM (<source relation>) AS src`;
-  * the apply statements (delete by key, update of partially known rows, upsert), within the `WriteScope`
-    the stream has in the target table (frozen columns only inserted, rows perhaps only updated).
+  * the projection `SELECT <expr> AS <target column> ... FROM (<source relation>) AS src`, with `DEFAULT`
+    put in (`column_expression`) and the rows the route's row filter keeps or drops (`row_filter`);
+  * the apply statements (delete by key, upsert, delete of rows the filter drops), within the `WriteScope`
+    the stream has in the target table (frozen columns only inserted, rows perhaps only updated); the
+    partial updates' statements are `splitter.topology.partial_sql`'s, built on these.
 Identifiers are always quoted through psycopg.sql.  Expressions are the topology's own SQL,
 validated by pglast at load.  Type names come from the catalogs (format_type) or a record's header and
 pass `type_names`'s grammar before use.  Must not: execute anything or hold connections.
@@ -17,13 +19,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from psycopg import sql
 
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import ConfigurationError, MalformedMessageError
-from splitter.topology.expressions import expression_columns
+from splitter.topology.expressions import expression_columns, uses_default, with_default
 from splitter.topology.model import FULL, Route, WriteScope
 from splitter.topology.type_names import shown, type_name_problem
 
@@ -55,6 +57,33 @@ class TargetColumn:
     # Cast applied to the expression: set for user-defined types (enums) that have no assignment
     # cast from text; None where PostgreSQL's assignment casts already do the right thing.
     cast: str | None = None
+    # What `DEFAULT` in the column's expression stands for (`expressions.default_value`, read from the
+    # service's catalog); None when the expression has no DEFAULT.
+    default: str | None = None
+
+    def uncast(self) -> TargetColumn:
+        """The column as the source side computes it: the target's types do not exist there."""
+        return replace(self, cast=None)
+
+
+def column_expression(route: Route, column: TargetColumn) -> str:
+    """The SQL of `column`'s expression, with `DEFAULT` replaced by the target column's default."""
+    expr = route.table.columns[column.name]
+    if column.default is not None:
+        return with_default(expr, column.default)
+    if uses_default(expr):
+        raise ConfigurationError(f"{route.table.origin}: {route.describe()}.{column.name}: expression {expr!r} "
+                                 "says DEFAULT, but the target column's default was not read")
+    return expr
+
+
+def topology_sql(text: str) -> sql.SQL:
+    """A topology expression or row filter as SQL text, its `%` doubled.
+
+    psycopg reads `%` as a placeholder's sign in a statement executed with parameters (and leaves it alone
+    in one executed without), so one rule holds for every statement that carries topology SQL: it is executed
+    with parameters, `()` when it takes none.  Then `a % 2` and `LIKE 'x%'` reach the server as written."""
+    return sql.SQL(text.replace("%", "%%"))
 
 
 def qualified(schema: str, table: str) -> sql.Identifier:
@@ -62,18 +91,38 @@ def qualified(schema: str, table: str) -> sql.Identifier:
 
 
 def _expr(route: Route, column: TargetColumn) -> sql.Composable:
-    expression: sql.Composable = sql.SQL("({})").format(sql.SQL(route.table.columns[column.name]))
+    expression: sql.Composable = sql.SQL("({})").format(topology_sql(column_expression(route, column)))
     if column.cast:
         expression = sql.SQL("{}::{}").format(expression, checked_type(column.cast))
     return expression
 
 
+# Which source rows a projection yields, by the route's row filter (`Table.where`).
+ROWS_KEPT = "kept"  # those the filter keeps (every row when the route has none)
+ROWS_DROPPED = "dropped"  # those it leaves out (none when the route has none)
+ROWS_ALL = "all"  # every row: what is matched by key alone (deletes, old keys)
+
+
+def row_filter(route: Route, rows: str) -> sql.Composable | None:
+    """The WHERE condition choosing `rows` of the source relation, None for every row.  NULL counts as false,
+    as in PostgreSQL's publication row filters."""
+    condition = route.table.where
+    if rows == ROWS_ALL or (condition is None and rows == ROWS_KEPT):
+        return None
+    if condition is None:
+        return sql.SQL("false")
+    kept = sql.SQL("coalesce(({}), false)").format(topology_sql(condition))
+    return kept if rows == ROWS_KEPT else sql.SQL("NOT {}").format(kept)
+
+
 def projection(route: Route, target_columns: Sequence[TargetColumn], relation_sql: sql.Composable,
-               extra: Sequence[sql.Composable] = ()) -> sql.Composed:
-    """SELECT of every target column's expression over the source relation `relation_sql`."""
+               extra: Sequence[sql.Composable] = (), rows: str = ROWS_KEPT) -> sql.Composed:
+    """SELECT of every target column's expression over the `rows` of the source relation `relation_sql`."""
     items: list[sql.Composable] = list(extra)
     items += [sql.SQL("{} AS {}").format(_expr(route, c), sql.Identifier(c.name)) for c in target_columns]
-    return sql.SQL("SELECT {} FROM ({}) AS src").format(sql.SQL(", ").join(items), relation_sql)
+    select = sql.SQL("SELECT {} FROM ({}) AS src").format(sql.SQL(", ").join(items), relation_sql)
+    condition = row_filter(route, rows)
+    return select if condition is None else sql.SQL("{} WHERE {}").format(select, condition)
 
 
 def source_table_relation(schema: str, table: str, columns: Sequence[ColumnSchema]) -> sql.Composed:
@@ -93,7 +142,7 @@ def backfill_select(route: Route, source_columns: Sequence[ColumnSchema],
     in the target does the same conversion the apply's explicit cast does.
     """
     relation = source_table_relation(route.source_schema, route.source_table, source_columns)
-    return projection(route, [TargetColumn(c.name) for c in target_columns], relation)
+    return projection(route, [c.uncast() for c in target_columns], relation)
 
 
 # --- apply: staging of text values --------------------------------------------------------------
@@ -133,7 +182,7 @@ def copy_into_stage(relation: RelationSchema) -> sql.Composed:
     )
 
 
-def _staged_relation(relation: RelationSchema, kind: str, *, old_key: bool = False,
+def staged_relation(relation: RelationSchema, kind: str, *, old_key: bool = False,
                      unchanged: bool = False) -> sql.Composed:
     """The source relation read from the staging table: text cast back to the source types."""
     def column(c: ColumnSchema) -> sql.Composable:
@@ -148,7 +197,7 @@ def _staged_relation(relation: RelationSchema, kind: str, *, old_key: bool = Fal
         sql.SQL(", ").join(items), sql.Identifier(stage_name(relation)), where)
 
 
-def _key_match(route: Route, left: str, right: str, prefix: str = "") -> sql.Composed:
+def key_match(route: Route, left: str, right: str, prefix: str = "") -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{}.{} = {}.{}").format(
             sql.Identifier(left), sql.Identifier(k), sql.Identifier(right), sql.Identifier(prefix + k))
@@ -162,9 +211,22 @@ def apply_delete(route: Route, relation: RelationSchema, target_columns: Sequenc
     if not scope.rows:
         return None
     keys = [c for c in target_columns if c.name in route.table.key]
-    staged = projection(route, keys, _staged_relation(relation, KIND_DELETE))
+    staged = projection(route, keys, staged_relation(relation, KIND_DELETE), rows=ROWS_ALL)
     return sql.SQL("DELETE FROM {} AS t USING ({}) AS d WHERE {}").format(
-        qualified(route.target_schema, route.target_table), staged, _key_match(route, "t", "d"))
+        qualified(route.target_schema, route.target_table), staged, key_match(route, "t", "d"))
+
+
+def apply_filtered_out(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
+                       scope: WriteScope = FULL) -> sql.Composed | None:
+    """DELETE of the rows whose staged full row the route's filter leaves out: an update that moves a row out
+    of the filter, or an insert or a backfilled row that never was in (a no-op then).  None without a filter,
+    or when `scope` applies no deletes."""
+    if route.table.where is None or not scope.rows:
+        return None
+    keys = [c for c in target_columns if c.name in route.table.key]
+    staged = projection(route, keys, staged_relation(relation, KIND_UPSERT), rows=ROWS_DROPPED)
+    return sql.SQL("DELETE FROM {} AS t USING ({}) AS d WHERE {}").format(
+        qualified(route.target_schema, route.target_table), staged, key_match(route, "t", "d"))
 
 
 def apply_upsert(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
@@ -181,8 +243,8 @@ def apply_upsert(route: Route, relation: RelationSchema, target_columns: Sequenc
         return sql.SQL("UPDATE {} AS t SET {} FROM ({}) AS n WHERE {}").format(
             qualified(route.target_schema, route.target_table),
             sql.SQL(", ").join(sql.SQL("{} = n.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in updated),
-            projection(route, read, _staged_relation(relation, KIND_UPSERT)), _key_match(route, "t", "n"))
-    staged = projection(route, target_columns, _staged_relation(relation, KIND_UPSERT))
+            projection(route, read, staged_relation(relation, KIND_UPSERT)), key_match(route, "t", "n"))
+    staged = projection(route, target_columns, staged_relation(relation, KIND_UPSERT))
     if updated:
         conflict = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in updated))
@@ -197,72 +259,6 @@ def apply_upsert(route: Route, relation: RelationSchema, target_columns: Sequenc
         sql.SQL(", ").join(sql.Identifier(k) for k in route.table.key),
         conflict,
     )
-
-
-def columns_known_despite(route: Route, target_columns: Sequence[TargetColumn],
-                          unchanged: frozenset[str]) -> list[TargetColumn]:
-    """Target columns whose expressions read none of the `unchanged` (unknown) source columns."""
-    return [c for c in target_columns if not (expression_columns(route.table.columns[c.name]) & unchanged)]
-
-
-def apply_partial(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
-                  unchanged: frozenset[str], scope: WriteScope = FULL) -> sql.Composed | None:
-    """UPDATE of rows whose `unchanged` source columns are unknown; they keep their target values.
-
-    Takes two parameters, both the sorted list of unchanged column names the staged rows carry.
-    Returns the staged row numbers (`__row`) of the updates that found their row.  Returns None
-    when every target column depends on the unknown columns (nothing to update, except possibly the
-    key, which `columns_known_despite` always keeps) or is in `scope.frozen` (never updated).
-    """
-    kept = [c for c in columns_known_despite(route, target_columns, unchanged) if c.name not in scope.frozen]
-    if not kept:
-        return None
-    new, old_aliased = _partial_new_and_old(route, relation, target_columns, kept)
-    return sql.SQL("UPDATE {} AS t SET {} FROM ({}) AS n JOIN ({}) AS o USING ({}) WHERE {} RETURNING n.{}").format(
-        qualified(route.target_schema, route.target_table),
-        sql.SQL(", ").join(sql.SQL("{} = n.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
-                           for c in kept),
-        new, old_aliased, sql.Identifier(ROW_COL),
-        _key_match(route, "t", "o", OLD_PREFIX), sql.Identifier(ROW_COL),
-    )
-
-
-def _partial_new_and_old(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
-                         kept: Sequence[TargetColumn]) -> tuple[sql.Composed, sql.Composed]:
-    """Partial rows' new values (`kept` columns) and their old keys (as __old_<key>), both with __row."""
-    keys = [c for c in target_columns if c.name in route.table.key]
-    row = sql.Identifier(ROW_COL)
-    new = projection(route, kept, _staged_relation(relation, KIND_PARTIAL, unchanged=True),
-                     extra=[sql.SQL("src.{}").format(row)])
-    old = projection(route, keys, _staged_relation(relation, KIND_PARTIAL, old_key=True, unchanged=True),
-                     extra=[sql.SQL("src.{}").format(row)])
-    old_aliased = sql.SQL("SELECT o.{}, {} FROM ({}) AS o").format(
-        row,
-        sql.SQL(", ").join(sql.SQL("o.{} AS {}").format(sql.Identifier(k.name), sql.Identifier(OLD_PREFIX + k.name))
-                           for k in keys),
-        old,
-    )
-    return new, old_aliased
-
-
-def delete_partial_move_targets(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
-                                scope: WriteScope = FULL) -> sql.Composed | None:
-    """DELETE the rows at the new keys of partial updates that move a row to another key.
-
-    Only for a replay over a newer state: there the row a move goes to may already exist (the present),
-    while at this point of history it did not.  Takes the same two parameters as `apply_partial`.  None
-    when `scope` deletes no rows or never updates the key (its updates move no row).
-    """
-    keys = [c for c in target_columns if c.name in route.table.key]
-    if not scope.rows or any(k.name in scope.frozen for k in keys):
-        return None
-    new, old_aliased = _partial_new_and_old(route, relation, target_columns, keys)
-    moved = sql.SQL(" OR ").join(
-        sql.SQL("n.{} IS DISTINCT FROM o.{}").format(sql.Identifier(k.name), sql.Identifier(OLD_PREFIX + k.name))
-        for k in keys)
-    return sql.SQL("DELETE FROM {} AS t USING ({}) AS n JOIN ({}) AS o USING ({}) WHERE ({}) AND {}").format(
-        qualified(route.target_schema, route.target_table), new, old_aliased, sql.Identifier(ROW_COL), moved,
-        _key_match(route, "t", "n"))
 
 
 def truncate_target(route: Route, scope: WriteScope = FULL) -> sql.Composed | None:
@@ -282,6 +278,12 @@ def check_route_against(route: Route, relation_columns: Mapping[str, ColumnSchem
             problems.append(
                 f"{route.table.origin}: {route.describe()}.{target_col}: expression {expr!r} reads "
                 f"column(s) {', '.join(sorted(missing))} that {route.source_schema}.{route.source_table} lacks")
+    if route.table.where is not None:
+        missing = route.table.filter_columns() - relation_columns.keys()
+        if missing:
+            problems.append(
+                f"{route.table.origin}: {route.describe()}: row filter {route.table.where!r} reads column(s) "
+                f"{', '.join(sorted(missing))} that {route.source_schema}.{route.source_table} lacks")
     pk = {n for n, c in relation_columns.items() if c.is_key}
     outside = route.table.key_source_columns() - pk
     if outside:
@@ -296,14 +298,18 @@ __all__ = [
     "ConfigurationError",
     "TargetColumn",
     "apply_delete",
-    "apply_partial",
+    "apply_filtered_out",
     "apply_upsert",
     "backfill_select",
     "check_route_against",
+    "column_expression",
     "copy_into_stage",
     "create_stage",
+    "key_match",
     "projection",
     "source_table_relation",
     "stage_columns",
+    "staged_relation",
+    "topology_sql",
     "truncate_target",
 ]

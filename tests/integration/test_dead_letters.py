@@ -20,7 +20,15 @@ from confluent_kafka import Producer
 from splitter.core import envelope
 from splitter.core.exit_codes import FATAL as EXIT_FATAL
 from tests.conftest import KafkaServer
-from tests.integration.test_replay import Pipeline, Stack, make_stack, pipelines, read_topic, run_cli
+from tests.integration.test_replay import (
+    Pipeline,
+    Stack,
+    make_stack,
+    pipelines,
+    read_topic,
+    run_cli,
+    with_table_on_error,
+)
 
 __all__ = ["pipelines"]  # the fixture, imported so pytest finds it here
 
@@ -170,6 +178,10 @@ def test_rejected_values_and_unreadable_records_are_set_aside_or_stop_by_policy(
     assert pipeline.wait_exit("topic") == EXIT_FATAL
     message = str(pipeline.errors["topic"][-1])
     assert "Service topic stops here" in message and "SQLSTATE 23502" in message, message
+    # Every table of topic stops: the batch stops at once, naming its one table and where to change that.
+    assert "(service topic has on_error='stop' and table topics sets none of its own)" in message, message
+    assert "set on_error='dead_letter' on table topics (Table(..., on_error='dead_letter')) or on service topic" \
+        in message, message
     bad = [e for e in read_topic(settings.kafka_bootstrap, settings.topic)
            if e[1].get(envelope.TABLE_HEADER) == b"public.topics" and b"bad-topic" in (e[2] or b"")]
     assert len(bad) == 1
@@ -225,6 +237,64 @@ def test_rejected_values_and_unreadable_records_are_set_aside_or_stop_by_policy(
     assert all(g[7] == "open" for g in auth_letters + post_letters)
     for service in ("auth", "post"):
         assert pipeline.running(service) and not pipeline.errors[service], pipeline.errors[service]
+
+
+def test_a_table_s_own_on_error_sets_its_rows_aside_while_the_service_stops_at_the_others(
+        make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+        unique_name: Callable[[str], str], pipelines: list[Pipeline]) -> None:
+    """Service user keeps on_error="stop"; its table followers says "dead_letter".  A follower row user_db refuses
+    is set aside and the stream goes on (the rest of its transaction, of either table, applies); a users row it
+    refuses stops the worker, naming the table and where to change its policy, and nothing of that batch applies."""
+    stack = make_stack(make_databases, kafka_server.bootstrap, unique_name, ["user"], scale=20)
+    settings = stack.with_topology(with_table_on_error(stack.settings.topology, {"user.followers": "dead_letter"}))
+    user_db = stack.dsn("user")
+    with psycopg.connect(user_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE users.followers ADD CONSTRAINT not_refused CHECK (follower_id NOT LIKE 'refused-%')")
+    pipeline = Pipeline(settings)
+    pipelines.append(pipeline)
+    pipeline.start_all()
+    stack.wait_caught_up(pipeline=pipeline)
+    first_id, taken = (str(v) for v in one_row(stack.source, "SELECT id, username FROM users ORDER BY id LIMIT 1"))
+    follow = "INSERT INTO followers (follower_id, following_id, created_at) VALUES (%s, %s, now())"
+
+    # 1. One source transaction: a follower row user_db refuses, a new user and a follower row it takes.
+    with psycopg.connect(stack.source) as src, src.transaction():
+        src.execute(follow, ("refused-1", first_id))
+        src.execute("INSERT INTO users (id, username, first_name, last_name, password, salt, created_at, updated_at) "
+                    "VALUES ('fine-a', 'someone_unique_a', 'Dee', 'Lettered', 'pw', 'salt', now(), now())")
+        src.execute(follow, ("fine-a", first_id))
+    stack.wait_caught_up(pipeline=pipeline)
+    got = letters(user_db, "user")
+    assert [(g[1], g[2], g[3], g[4], g[7]) for g in got] == [
+        ("public.followers", "c", ["refused-1", first_id], "23514", "open")], got  # the key in column order
+    assert "not_refused" in got[0][5]
+    assert one(user_db, "SELECT username FROM users.users WHERE id = 'fine-a'") == "someone_unique_a"
+    assert one(user_db, "SELECT array_agg(follower_id) FROM users.followers WHERE follower_id IN ('fine-a', "
+                        "'refused-1')") == ["fine-a"]
+    assert pipeline.running("user") and not pipeline.errors["user"], pipeline.errors["user"]
+
+    # 2. A users row user_db refuses (its unique username), with a follower row it would take: users takes the
+    # service's "stop".
+    with psycopg.connect(stack.source) as src, src.transaction():
+        src.execute(follow, ("fine-b", first_id))
+        src.execute(
+            "INSERT INTO users (id, username, first_name, last_name, password, salt, created_at, updated_at) "
+            "VALUES ('dup-b', %s, 'Dee', 'Lettered', 'pw', 'salt', now(), now())", (taken,))
+    assert pipeline.wait_exit("user") == EXIT_FATAL
+    message = str(pipeline.errors["user"][-1])
+    for needle in ("public.users → user.users.users", "source row (id)=(dup-b)", "users_username_key",
+                   "SQLSTATE 23505",
+                   "Service user stops here (service user has on_error='stop' and table users sets none of its own)",
+                   "set on_error='dead_letter' on table users (Table(..., on_error='dead_letter')) or on service user"):
+        assert needle in message, message
+    refused = [e for e in read_topic(settings.kafka_bootstrap, settings.topic)
+               if e[1].get(envelope.TABLE_HEADER) == b"public.users" and b"dup-b" in (e[2] or b"")]
+    after = stack.checkpoint("user")
+    assert len(refused) == 1 and after is not None
+    assert after[1] < int(refused[0][1][envelope.LSN_HEADER]), (after, refused[0][:2])
+    assert one(user_db, "SELECT count(*) FROM users.followers WHERE follower_id = 'fine-b'") == 0
+    assert one(user_db, "SELECT count(*) FROM users.users WHERE id = 'dup-b'") == 0
+    assert len(letters(user_db, "user")) == 1
 
 
 def test_a_row_rejected_late_in_a_large_transaction_is_dead_lettered_and_the_rest_applied(

@@ -155,7 +155,10 @@ def _break_schemas(dbs: dict[str, str]) -> None:
           "ALTER TABLE topics ALTER post_count TYPE bigint")
     _exec(dbs["post_db"], "ALTER TABLE post.posts DROP COLUMN image")
     _exec(dbs["topic_db"], "ALTER TABLE topic.topics ADD COLUMN archived boolean NOT NULL")
-    _exec(dbs["comment_db"], "ALTER TABLE comment.comments ALTER parent_id SET NOT NULL")
+    _exec(dbs["comment_db"], "ALTER TABLE comment.comments ALTER parent_id SET NOT NULL",
+          # An insert can give it the source's value (OVERRIDING SYSTEM VALUE), an update cannot.
+          "ALTER TABLE comment.comments ALTER reply_count DROP DEFAULT, "
+          "ALTER reply_count ADD GENERATED ALWAYS AS IDENTITY")
     _exec(dbs["user_db"], "ALTER TABLE users.users ALTER first_name TYPE varchar(50)")
     # PostgreSQL cannot drop an enum label: replace the type by one without 'admin'.
     _exec(dbs["auth_db"],
@@ -204,6 +207,7 @@ def test_broken_schemas_are_reported(dbs: dict[str, str]) -> None:
         (ERROR, "target-column-missing", "post", "post.posts", "image"),
         (ERROR, "target-column-unfilled", "topic", "topic.topics", "archived"),
         (ERROR, "not-null-from-nullable", "comment", "comment.comments", "parent_id"),
+        (ERROR, "generated-always", "comment", "comment.comments", "reply_count"),
         (ERROR, "enum-label-missing", "auth", "auth.users", "role"),
         (ERROR, "incompatible-type", "notification", "notification.notifications", "is_read"),
         (ERROR, "key-not-unique", "interaction", "interaction.post_saves", None),

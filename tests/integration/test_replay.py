@@ -143,6 +143,16 @@ def subset(services: Sequence[str], on_error: dict[str, str] | None = None) -> T
     return dataclasses.replace(full.subset(services), services=chosen)
 
 
+def with_table_on_error(topology: Topology, policies: dict[str, str]) -> Topology:
+    """`topology` with the tables named "service.table" in `policies` given their own on_error."""
+    services = tuple(dataclasses.replace(s, tables=tuple(
+        dataclasses.replace(t, on_error=policies[f"{s.name}.{t.name}"]) if f"{s.name}.{t.name}" in policies else t
+        for t in s.tables)) for s in topology.services)
+    named = {f"{s.name}.{t.name}" for s in services for t in s.tables}
+    assert set(policies) <= named, f"unknown table in {policies}"
+    return dataclasses.replace(topology, services=services)
+
+
 def make_stack(make_databases: Callable[..., dict[str, str]], kafka: str, unique_name: Callable[[str], str],
                services: Sequence[str], *, scale: int = 30, on_error: dict[str, str] | None = None) -> Stack:
     topology = subset(services, on_error)

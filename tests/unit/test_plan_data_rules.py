@@ -12,7 +12,7 @@ import dataclasses
 from connectors.pg.inspect import ColumnFacts, IndexFacts, TableFacts, TypeInfo
 from connectors.pg.plan_data import ENUM, LENGTH, NOT_NULL, UNIQUE, DataViolations
 from splitter.core.envelope import ColumnSchema, RelationSchema
-from splitter.ops.plan import ERROR, WARNING, ExprCheck, SlotFacts, SourceFacts, TargetFacts
+from splitter.ops.plan import ERROR, WARNING, ExprCheck, Finding, SlotFacts, SourceFacts, TargetFacts
 from splitter.ops.plan.data import data_checks, data_findings
 from splitter.topology.model import Service, Table, Topology
 
@@ -85,3 +85,29 @@ def test_a_violation_is_an_error_under_stop_and_a_warning_under_dead_letter() ->
         assert "by 3 source row(s): 2 value(s)" in finding.message
         assert "(name)=(ann) in (id)=(u1) and (id)=(u4); (name)=(bob) in (id)=(u2) and (id)=(u3)" in finding.message
         assert f"on_error='{on_error}'" in finding.message
+
+
+def _duplicates_finding(service: Service) -> Finding:
+    topology, source, target = _facts(service)
+    check = next(c for c in data_checks(topology, source, {"user": target}) if c.constraint == "users_name")
+    (finding,) = data_findings([DataViolations(check, ("id",), rows=2, groups=1, first=((("u1",), ("u4",)),),
+                                               values=(("ann",),))])
+    return finding
+
+
+def test_a_violation_is_judged_by_the_table_s_own_on_error_when_it_sets_one() -> None:
+    """A table's on_error overrides its service's, both ways; the message says which one decides and where to
+    change it (the table alone, when it sets its own)."""
+    for service_policy, table_policy, severity in (("stop", "dead_letter", WARNING), ("dead_letter", "stop", ERROR)):
+        service = _service(service_policy)
+        finding = _duplicates_finding(dataclasses.replace(service, tables=(
+            dataclasses.replace(service.tables[0], on_error=table_policy),)))
+        assert (finding.severity, finding.code, finding.table) == (severity, "data-duplicates", "users.users")
+        assert f"table users of service user has on_error='{table_policy}'" in finding.message, finding.message
+        if severity == ERROR:
+            assert "or set on_error='dead_letter' on table users to set them aside" in finding.message, finding.message
+    # Without one of its own, the table takes the service's, and either place changes it.
+    finding = _duplicates_finding(_service("stop"))
+    assert finding.severity == ERROR
+    assert "service user has on_error='stop' and table users sets none of its own" in finding.message
+    assert "on table users (Table(..., on_error='dead_letter')) or on service user" in finding.message

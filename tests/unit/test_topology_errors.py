@@ -109,6 +109,18 @@ CASES: dict[str, tuple[str, str]] = {
     ),
 )
 """, "service 'user' has on_error='ignore'; choose one of stop, dead_letter"),
+    "bad on_error of a table": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", on_error="dead_letter", tables=(
+            Table("users", source="users", key=("id",), columns={"id": "id"}),
+            Table("followers", source="followers", key=("id",), columns={"id": "id"}, on_error="skip"),  # <- HERE
+        )),
+    ),
+)
+""", "user.followers: table 'followers' has on_error='skip'; choose one of stop, dead_letter, or leave it out to "
+     "take the service's ('dead_letter')"),
 }
 
 
@@ -156,6 +168,37 @@ CASES.update({
         _shared('{"a": ("name",), "b": ("bio",)}', b_columns='"id": "id", "bio": "bio", "card": "name || bio"',
                 here="table"),
         "b.users.card reads columns owned by 'b' (bio) and by others (name)"),
+    "expression that is only DEFAULT": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("user", database="user_db", tables=(
+            Table("users", source="users", key=("id",), columns={"id": "id", "state": "DEFAULT"}),  # <- HERE
+        )),
+    ),
+)
+""", "user.users.state: expression 'DEFAULT' is only DEFAULT: leave the column out of the topology"),
+    "row filter that does not parse": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("post", database="post_db", tables=(
+            Table("posts", source="posts", key=("id",), columns={"id": "id"}, where="status <>"),  # <- HERE
+        )),
+    ),
+)
+""", "post.posts: row filter (where=): expression 'status <>' does not parse"),
+    "row filter that says DEFAULT": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("post", database="post_db", tables=(
+            Table("posts", source="posts", key=("id",), columns={"id": "id"},  # <- HERE
+                  where="status = DEFAULT"),
+        )),
+    ),
+)
+""", "row filter (where=) 'status = DEFAULT' says DEFAULT, which only a target column has"),
     "shared table without ownership": (
         """TOPOLOGY = Topology(source_database="src", services=(  # <- HERE
     Service("a", database="a_db", tables=(Table("users", source="users", key=("id",), columns={"id": "id"}),)),

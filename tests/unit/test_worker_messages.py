@@ -7,6 +7,7 @@ from pathlib import Path
 from connectors.kafka.consumer import OffsetGoneError
 from splitter.pipeline.config import build_settings
 from splitter.pipeline.worker import Worker
+from splitter.pipeline.worker.tally import log_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,8 +16,8 @@ def test_a_gone_position_names_the_loss_and_the_recovery_commands() -> None:
     settings = build_settings(topology_path=str(ROOT / "topology.py"), source_dsn="dbname=bento_social",
                               kafka="k:9092", env={})
     worker = Worker(settings, "interaction")
-    worker._position = (41, 0x16B3748, 0)
-    message = str(worker._gone(OffsetGoneError("bento_social.changes", 42, "Broker: Offset out of range")))
+    gone = OffsetGoneError("bento_social.changes", 42, "Broker: Offset out of range")
+    message = str(log_gone("interaction", str(gone), 41, 0x16B3748, worker._names))
     assert message.startswith("service interaction: offset 42 of topic 'bento_social.changes' is not in the log "
                               "any more (Broker: Offset out of range)")
     assert "It applied the log up to offset 41 (commit LSN 0/16B3748)" in message

@@ -3,7 +3,8 @@
 One module per kind of state: `schema` (DDL and checkpoints), `control` (hold requests), `dead_letters`,
 `backfills`, `verify_progress`, `cutover`, `components` (why a component stopped for good or is degraded),
 `log_identity` (which change log a position is in), `ownership_moves` (the ownership moves a worker
-applied).  The schema's name is defined here, once, with
+applied), `source_shapes` (the source tables' shapes at the checkpoint, the schema changes a worker stopped
+at).  The schema's name is defined here, once, with
 `ensure_tables`, the one way its tables are created.
 """
 

@@ -14,7 +14,15 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from connectors.pg.state import STATE_SCHEMA, components, dead_letters, ensure_tables, ownership_moves, verify_progress
+from connectors.pg.state import (
+    STATE_SCHEMA,
+    components,
+    dead_letters,
+    ensure_tables,
+    ownership_moves,
+    source_shapes,
+    verify_progress,
+)
 from connectors.pg.state import backfills as backfill_store
 from splitter.core.lsn import lsn_to_str, str_to_lsn
 
@@ -65,7 +73,7 @@ class Checkpoint:
 
 def ensure_state_schema(conn: psycopg.Connection) -> None:
     ensure_tables(conn, [*_STATE_DDL, *dead_letters.DDL, *backfill_store.DDL, *components.DDL, *ownership_moves.DDL,
-                         *verify_progress.DDL])
+                         *verify_progress.DDL, *source_shapes.DDL])
 
 
 def read_checkpoint(conn: psycopg.Connection, service: str) -> Checkpoint | None:

@@ -6,7 +6,8 @@ string column its expression may overflow, every enum column its expression may 
 schemas already prove safe is not queried, so a plan on the shipped schemas runs one data query),
 `source_enforces` (the one rule for "the source's unique indexes already guarantee this target index",
 which the schema rules use too) and `data_findings` (what gathering found, as findings: an ERROR when
-the service stops on a refused row, a WARNING when its copy sets such rows aside as dead letters).
+the copy stops on a refused row of the table, a WARNING when it sets such rows aside as dead letters:
+the table's `on_error`, else its service's).
 Must not: read a database (gather runs the checks through connectors.pg.plan_data) or print.
 """
 
@@ -14,14 +15,42 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from connectors.pg.inspect import IndexFacts, TableFacts
+from connectors.pg.inspect import ColumnFacts, IndexFacts, TableFacts
 from connectors.pg.plan_data import ENUM, LENGTH, NOT_NULL, UNIQUE, DataCheck, DataViolations
+from splitter.core.errors import ConfigurationError
 from splitter.ops.plan.conversions import length_at_risk
 from splitter.ops.plan.facts import ERROR, WARNING, Finding, SourceFacts, TargetFacts, Unreachable, target_name
-from splitter.topology.expressions import expression_columns, may_be_null, plain_column, possible_values
-from splitter.topology.model import Route, Topology
+from splitter.topology.expressions import (
+    default_value,
+    expression_columns,
+    may_be_null,
+    plain_column,
+    possible_values,
+    uses_default,
+    with_default,
+)
+from splitter.topology.model import Route, Topology, effective_on_error, on_error_said
 
 _LIMITED_STRINGS = {"varchar", "bpchar"}  # `name` truncates silently instead of refusing
+
+
+def default_meaning(expr: str, column: ColumnFacts | None) -> str | None:
+    """What `DEFAULT` in `expr` stands for in the plan's probes of target column `column`: None when `expr` has
+    no DEFAULT; NULL where the column is unknown or its default is no constant (`rules` reports that)."""
+    if not uses_default(expr):
+        return None
+    if column is None:
+        return "NULL"
+    try:
+        return default_value(column.default, filled_by=column.filled_by)
+    except ConfigurationError:
+        return "NULL"
+
+
+def planned_expression(expr: str, column: ColumnFacts | None) -> str:
+    """`expr` as the plan reads it: with the target column's default in place of `DEFAULT`."""
+    meaning = default_meaning(expr, column)
+    return expr if meaning is None else with_default(expr, meaning)
 
 
 def source_enforces(route: Route, index: IndexFacts, source: TableFacts) -> bool:
@@ -66,23 +95,26 @@ def _route_checks(route: Route, source: SourceFacts, target: TargetFacts) -> lis
             names = tuple(str(c) for c in index.columns)
             casts = tuple(tgt_table.columns[c].type.display if tgt_table.columns[c].type.builtin else None
                           for c in names)
-            checks.append(DataCheck(UNIQUE, route, names, index.name, casts=casts))
-    for name, expr in route.table.columns.items():
+            checks.append(DataCheck(UNIQUE, route, names, index.name, casts=casts, defaults=tuple(
+                default_meaning(route.table.columns[c], tgt_table.columns[c]) for c in names)))
+    for name, declared in route.table.columns.items():
         tcol = tgt_table.columns.get(name)
         if tcol is None or name not in ok:
             continue
+        expr = planned_expression(declared, tcol)
+        defaults = (default_meaning(declared, tcol),)
         if tcol.not_null and may_be_null(expr, src_table) is not False:
-            checks.append(DataCheck(NOT_NULL, route, (name,), "NOT NULL"))
+            checks.append(DataCheck(NOT_NULL, route, (name,), "NOT NULL", defaults=defaults))
         result = source.results[(route.service.name, route.target_schema, route.target_table, name)].result
         if tcol.type.name in _LIMITED_STRINGS and result is not None and result.category in ("S", "E"):
             limit = length_at_risk(expr, result, tcol.type, src_table)
             if limit is not None:
-                checks.append(DataCheck(LENGTH, route, (name,), tcol.type.display, limit=limit))
+                checks.append(DataCheck(LENGTH, route, (name,), tcol.type.display, limit=limit, defaults=defaults))
         labels = tcol.type.enum_labels
         if labels is not None:
             values = possible_values(expr, src_table)
             if values is None or not values <= set(labels):
-                checks.append(DataCheck(ENUM, route, (name,), tcol.type.display, labels=labels))
+                checks.append(DataCheck(ENUM, route, (name,), tcol.type.display, labels=labels, defaults=defaults))
     return checks
 
 
@@ -150,13 +182,13 @@ def data_findings(results: Sequence[DataViolations] | Unreachable) -> list[Findi
             continue
         if not found.rows:
             continue
-        if route.service.on_error == "dead_letter":
+        said, change = on_error_said(route.service, route.table, "dead_letter")
+        if effective_on_error(route.service, route.table) == "dead_letter":
             severity, outcome = WARNING, ("the initial copy sets them aside as dead letters of service "
-                                          f"{route.service.name} (on_error='dead_letter') and copies the rest")
+                                          f"{route.service.name} ({said}) and copies the rest")
         else:
             severity, outcome = ERROR, (f"the initial copy of service {route.service.name} would stop at the "
-                                        f"first (on_error='stop'): fix them in {source}, or set "
-                                        f"on_error='dead_letter' to set them aside")
+                                        f"first ({said}): fix them in {source}, or {change} to set them aside")
         out.append(Finding(severity, _CODES[check.kind], f"{_what(found)} ({source} {_first(found)}); {outcome}",
                            **where))
     return out

@@ -91,6 +91,8 @@ class SourceFacts:
     results: Mapping[RouteColumn, ExprCheck]
     # Routed tables' columns as the cutover's reverse preflight reads them (what a reverse stream can write).
     writeback: Mapping[tuple[str, str], Sequence[SourceColumn]] = field(default_factory=dict)
+    # Planning each route's row filter (`Table.where`), by (service, target schema, target table).
+    filters: Mapping[tuple[str, str, str], ExprCheck] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from connectors.pg import inspect, plan_data
+from connectors.pg import inspect, plan_data, plan_probes
 from connectors.pg.catalog import target_columns
 from connectors.pg.client import Connection
 from connectors.pg.cutover_sql import writeback_columns
@@ -34,7 +34,7 @@ from connectors.pg.state import STATE_SCHEMA
 from splitter.core.dsn import SOURCE_DATABASE, dsn_origin, mask_dsn, service_database
 from splitter.core.envelope import RelationSchema
 from splitter.core.errors import ConfigurationError, FatalError
-from splitter.ops.plan.data import data_checks
+from splitter.ops.plan.data import data_checks, default_meaning
 from splitter.ops.plan.facts import ExprCheck, RouteColumn, SlotFacts, SourceFacts, TargetFacts, Unreachable
 from splitter.pipeline.config import Settings
 from splitter.topology.expressions import expression_columns
@@ -65,13 +65,13 @@ def _plan_source_expressions(conn: Connection[Any], route: Route, relation: Rela
     """Plan the route's projection (backfill's own SELECT) with LIMIT 0; per column where it fails."""
     names = _readable(route, relation)
     ident = (route.service.name, route.target_schema, route.target_table)
-    types = inspect.projection_types(conn, route, relation, names, dsn) if names else []
+    types = plan_probes.projection_types(conn, route, relation, names, dsn) if names else []
     raw: dict[str, tuple[int, int] | ExprCheck] = {}
     if not isinstance(types, QueryFailure):
         raw.update(zip(names, types, strict=True))
     else:
         for name in names:  # find which expressions fail, each with its own message
-            one = inspect.projection_types(conn, route, relation, [name], dsn)
+            one = plan_probes.projection_types(conn, route, relation, [name], dsn)
             if isinstance(one, QueryFailure):
                 raw[name] = _failed(one)
             else:
@@ -79,6 +79,16 @@ def _plan_source_expressions(conn: Connection[Any], route: Route, relation: Rela
     resolved = inspect.resolve_types(conn, [v for v in raw.values() if isinstance(v, tuple)])
     return {(*ident, name): (v if isinstance(v, ExprCheck) else ExprCheck(result=resolved.get(v)))
             for name, v in raw.items()}
+
+
+def _plan_filter(conn: Connection[Any], route: Route, relation: RelationSchema, dsn: str) -> ExprCheck:
+    """Plan the route's row filter in the source: its result type, or why PostgreSQL refused it."""
+    if route.table.filter_columns() - {c.name for c in relation.columns}:
+        return ExprCheck()  # a column it reads is missing: reported as such
+    found = plan_probes.filter_type(conn, route, relation, dsn)
+    if isinstance(found, QueryFailure):
+        return _failed(found)
+    return ExprCheck(result=inspect.resolve_types(conn, found).get(found[0]))
 
 
 def _slot_facts(conn: Connection[Any], slot: str) -> SlotFacts:
@@ -110,15 +120,19 @@ def gather_source(conn: Connection[Any], topology: Topology, *, slot: str, publi
         if key in tables:
             relations[key] = relation_schema(conn, *key)
             writeback[key] = writeback_columns(conn, *key)
+    filters: dict[tuple[str, str, str], ExprCheck] = {}
     for route in topology.routes():
         relation = relations.get((route.source_schema, route.source_table))
         if relation is not None:
             results.update(_plan_source_expressions(conn, route, relation, dsn))
+            if route.table.where is not None:
+                filters[(route.service.name, route.target_schema, route.target_table)] = _plan_filter(
+                    conn, route, relation, dsn)
     return SourceFacts(
         wal_level=settings.wal_level, max_replication_slots=settings.max_replication_slots,
         replication_slots_used=settings.replication_slots_used, max_wal_senders=settings.max_wal_senders,
         wal_senders_used=settings.wal_senders_used, slot=slot_facts, role=role, publication=pub, tables=tables,
-        relations=relations, results=results, writeback=writeback)
+        relations=relations, results=results, writeback=writeback, filters=filters)
 
 
 def _apply_columns(conn: Connection[Any], route: Route, table: TableFacts) -> dict[str, TargetColumn]:
@@ -126,9 +140,10 @@ def _apply_columns(conn: Connection[Any], route: Route, table: TableFacts) -> di
     try:
         return {c.name: c for c in target_columns(conn, route)}
     except ConfigurationError:
-        # Some column is missing (reported by the rules): mirror the sink's rule for the others,
-        # an explicit cast to user-defined types, none for built-ins.
-        return {name: TargetColumn(name, None if col.type.builtin else col.type.display)
+        # Some column is missing, or a DEFAULT has no constant (reported by the rules): mirror the sink's rule
+        # for the others, an explicit cast to user-defined types, none for built-ins.
+        return {name: TargetColumn(name, None if col.type.builtin else col.type.display,
+                                   default_meaning(route.table.columns[name], col))
                 for name, col in table.columns.items() if name in route.table.columns}
 
 
@@ -148,7 +163,7 @@ def gather_target(conn: Connection[Any], service: str, routes: Sequence[Route],
         for name in _readable(route, relation):
             if name not in apply_cols:
                 continue
-            failure = inspect.explain_apply(conn, route, apply_cols[name], relation, dsn)
+            failure = plan_probes.explain_apply(conn, route, apply_cols[name], relation, dsn)
             if failure is not None:
                 results[(service, route.target_schema, route.target_table, name)] = _failed(failure)
     return TargetFacts(role=role, tables=tables, results=results)

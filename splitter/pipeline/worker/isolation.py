@@ -3,21 +3,28 @@
 Owns: the apply mode of each batch (a replay re-applies, over a newer state, what the database already
 saw: see `splitter.pipeline.sink.apply_mode`), the rows parked behind an open dead letter, the source
 transactions to read again row by row because the database rejected a row in them after their first
-parts had gone, and the row-by-row apply itself: each change the database rejects, and each later
-change of a parked row, becomes a dead letter, the rest are applied (a source transaction that applies
-whole is not taken apart).  Must not: commit (`commit` does).
+parts had gone, and the row-by-row apply itself: each change the database rejects (unless its table's
+`on_error` stops the worker: the caller's `RefusedRow` decides), and each later change of a parked row,
+becomes a dead letter, the rest are applied (a source transaction that applies whole is not taken
+apart).  Must not: commit (`commit` does) or read a policy (`on_error` does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from connectors.pg.sink_values import ApplyMode
+from connectors.pg.sink_values import ApplyMode, Rejected
 from connectors.pg.state.dead_letters import DeadLetter
 from splitter.core.batching import by_transaction
+from splitter.core.envelope import RelationSchema, RowChange
+from splitter.core.errors import FatalError
 from splitter.pipeline.sink import ApplySession, ParkedKeys, apply_mode, dead_letter, source_key
 from splitter.pipeline.worker.source_order import apply_transaction
 from splitter.pipeline.worker.state import Unit
+
+#: Called with (offset, change, relation, rejection) for each change the database refused applied alone, before
+#: it is set aside; raises (FatalError) when the change's table says stop (`on_error.Rejections.row`).
+RefusedRow = Callable[[int, RowChange, RelationSchema, Rejected], None]
 
 
 def _unit_key(unit: Unit) -> tuple[str, tuple[str | None, ...]]:
@@ -57,7 +64,7 @@ class ApplyModes:
                 or bool(self.parked and any(_unit_key(u) in self.parked for u in units)))
 
 
-def apply_each(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mode: ApplyMode,
+def apply_each(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mode: ApplyMode, refused: RefusedRow,
                service: str | None = None) -> list[DeadLetter]:
     """Apply changes one by one in the open transaction; the dead letters to store with its commit.
 
@@ -65,7 +72,8 @@ def apply_each(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mo
     unapplied, so a later retry replays that row's changes in their original order.  With `service`
     (units of whole source transactions), a transaction with no parked row is first tried whole
     (`source_order.apply_transaction`: a swap applies there, never one row at a time); only a transaction
-    it refuses goes row by row.
+    it refuses goes row by row.  `refused` decides each change the database refuses; when it raises, the
+    open transaction is rolled back (nothing of the batch is committed) and the error goes on.
     """
     stored: list[DeadLetter] = []
     for run in _transactions(units):
@@ -73,7 +81,11 @@ def apply_each(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mo
             ((commit_lsn, steps),) = by_transaction((change, relation) for _, change, relation in run)
             if apply_transaction(sink, service, commit_lsn, steps, mode) is None:
                 continue
-        stored += _one_by_one(sink, run, parked, mode)
+        try:
+            stored += _one_by_one(sink, run, parked, mode, refused)
+        except FatalError:
+            sink.abandon()
+            raise
     return stored
 
 
@@ -87,7 +99,8 @@ def _transactions(units: Sequence[Unit]) -> list[list[Unit]]:
     return runs
 
 
-def _one_by_one(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mode: ApplyMode) -> list[DeadLetter]:
+def _one_by_one(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, mode: ApplyMode,
+                refused: RefusedRow) -> list[DeadLetter]:
     stored: list[DeadLetter] = []
     for offset, change, relation in units:
         key = source_key(change, relation)
@@ -97,6 +110,7 @@ def _one_by_one(sink: ApplySession, units: Sequence[Unit], parked: ParkedKeys, m
             continue
         rejected = sink.apply_one(change, relation, mode, "applying changes one by one")
         if rejected is not None:
+            refused(offset, change, relation, rejected)
             stored.append(dead_letter(offset, change, relation, rejected.sqlstate, rejected.message))
             if key is not None:
                 parked.add((change.table, key))

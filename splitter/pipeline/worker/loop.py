@@ -21,21 +21,20 @@ from connectors.pg.sink import ServiceSink
 from connectors.pg.state.dead_letters import DeadLetter, Request
 from connectors.pg.state.schema import FROM_BEGINNING, Checkpoint
 from splitter.core import envelope, messages
-from splitter.core.errors import DataRejectedError, FatalError, MalformedMessageError
-from splitter.core.lsn import lsn_to_str
+from splitter.core.errors import FatalError, MalformedMessageError
 from splitter.pipeline.config import Settings
 from splitter.pipeline.sink import Sink
 from splitter.pipeline.worker import on_error, requests
-from splitter.pipeline.worker.commit import Committer
+from splitter.pipeline.worker.commit import AtCheckpoint, Committer
 from splitter.pipeline.worker.dead_letter_topic import DeadLetterTopic
 from splitter.pipeline.worker.isolation import ApplyModes
 from splitter.pipeline.worker.log_guard import LogGuard
 from splitter.pipeline.worker.pacing import READ_RECORDS, Pacing
 from splitter.pipeline.worker.parts import LargeTransactions
-from splitter.pipeline.worker.schema_policy import SchemaPolicy
+from splitter.pipeline.worker.schema_policy import SchemaChangeError, SchemaPolicy
 from splitter.pipeline.worker.scopes import Moves, WriteScopes
 from splitter.pipeline.worker.state import OpenTxn, Pending, WorkerStats
-from splitter.pipeline.worker.tally import Tally, refused, skip_and_recopy
+from splitter.pipeline.worker.tally import Tally, log_gone, refused
 from splitter.pipeline.worker.window import BackfillWindow, read_watermark, reload_routes
 
 log = logging.getLogger(__name__)
@@ -53,6 +52,7 @@ class Worker:
         # Source columns the topology reads, per source table: a schema change touching them stops the service.
         self._schema = SchemaPolicy(self.service.name, self.routes)
         self.stats = WorkerStats()
+        self._rejections = on_error.Rejections(lambda: (self.service, self.routes), self.stats)  # as reloaded
         self._letters: list[DeadLetter] = []
         self._modes = ApplyModes(self.service.name)
         self._dlq = DeadLetterTopic(settings, self.service.name)
@@ -101,14 +101,15 @@ class Worker:
         name = self.service.name
         self._sink = sink
         self._consumer = consumer
-        self._commit = Committer(name, sink, consumer, self._dlq, self._modes, self.stats, self._on_rejected)
-        self._parts = LargeTransactions(name, sink, self._modes, self.settings.max_txn_changes, self._on_rejected)
+        self._commit = Committer(name, sink, consumer, self._dlq, self._modes, self.stats, self._rejections)
+        self._parts = LargeTransactions(name, sink, self._modes, self.settings.max_txn_changes, self._rejections)
         self._backfill = BackfillWindow(sink, self._schema)
         self._scopes = WriteScopes(name, sink)
 
     def _stream(self, stop: threading.Event, sink: Sink, consumer: ChangeLogConsumer, cp: Checkpoint) -> None:
         self._bind(sink, consumer)
         self._modes.parked = sink.parked_keys()
+        self._schema.start(*sink.source_shapes(cp.offset))
         self._rewind(cp)
         self._guard.expect(cp)
         self.stats.transactions_applied = sink.transactions_applied
@@ -143,7 +144,7 @@ class Worker:
                 records = consumer.read(READ_RECORDS, timeout=pacing.read_timeout(self._pending), keep=keep)
                 pacing.read(full=len(records) >= READ_RECORDS)
             except OffsetGoneError as exc:
-                raise self._gone(exc) from exc
+                raise log_gone(self.service.name, str(exc), *self._position[:2], self._names) from exc
             self._rewound = False
             for record in records:
                 if isinstance(record, Skimmed):
@@ -184,13 +185,6 @@ class Worker:
         self._consumer.seek(resume_at)
         log.info("service %s: holding at %X as requested", self.service.name, pause_at)
 
-    def _gone(self, exc: OffsetGoneError) -> FatalError:
-        name = self.service.name
-        return FatalError(
-            f"service {name}: {exc}. It applied the log up to offset {self._position[0]} (commit LSN "
-            f"{lsn_to_str(self._position[1])}); the changes after that can no longer be read, so it stops rather "
-            f"than go on without them. {skip_and_recopy(name, '<the earliest offset the log holds>', self._names)}")
-
     @property
     def _names(self) -> str:
         return ", ".join(sorted({r.table.name for r in self.routes}))
@@ -203,6 +197,7 @@ class Worker:
         self._letters = []  # records past the checkpoint: reading them again sets them aside again
         self._reset_batch()
         self._tally.reset()
+        self._schema.rewound(self._position[0])  # what was read up to here was judged
         self._position = (cp.offset, cp.commit_lsn, int(cp.source_ts.timestamp() * 1000) if cp.source_ts else 0)
         self._applied_lsn = cp.commit_lsn
         self.stats.applied_lsn, self.stats.applied_offset = cp.commit_lsn, cp.offset
@@ -233,12 +228,14 @@ class Worker:
         started = time.monotonic()
         source_ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms else None
         checkpoint = Checkpoint(self.settings.topic, 0, offset, lsn, source_ts)
-        stored = self._commit.commit(self._pending, checkpoint, paused, self._letters, self._parts.pending, moves)
+        recorded = AtCheckpoint(moves, self._schema.shapes_through(offset))
+        stored = self._commit.commit(self._pending, checkpoint, paused, self._letters, self._parts.pending, recorded)
         if stored is None:
             # The parts applied before went with the rollback: read it all again, row by row.
             self._reread_isolated(self._position[1])
             return
         self._parts.settled()
+        self._schema.committed(offset)
         self._letters = []
         st = self.stats
         st.last_apply_seconds = time.monotonic() - started
@@ -251,9 +248,6 @@ class Worker:
         open_txn = self._open
         self._reset_batch()
         self._open = open_txn
-
-    def _on_rejected(self, exc: DataRejectedError) -> None:
-        on_error.rejected_row(self.service, exc, self.stats)  # the service as reloaded, if it was
 
     def _reread_isolated(self, through_lsn: int) -> None:
         log.warning("service %s: a large transaction was rejected after parts of it were applied; reading it "
@@ -282,7 +276,7 @@ class Worker:
     # -- records ------------------------------------------------------------------------------
 
     def _reject_record(self, record: LogRecord, exc: MalformedMessageError) -> None:
-        """A record that is not a valid splitter event: dead letter it, or stop, by the service's policy."""
+        """A record that is not a valid splitter event: dead letter it, or stop, by the service's own policy."""
         self._letters.append(on_error.unreadable_record(self.service, record, exc))
         if self._open is None and self._tally.reading is None and not self._pending.transactions:
             self._position = (record.offset, self._position[1], self._position[2])
@@ -378,7 +372,10 @@ class Worker:
             open_txn = None
         if open_txn is None:
             open_txn = self._open = OpenTxn(lsn, -1, record.offset)
-        relation = self._schema.relation(table, headers.get(envelope.SCHEMA_HEADER), record.offset)
+        try:
+            relation = self._schema.relation(table, headers.get(envelope.SCHEMA_HEADER), record.offset)
+        except SchemaChangeError as exc:
+            raise self._refuse(exc) from None  # what came before the changing transaction is applied
         open_txn.changes.append((record.offset, change, relation))
         open_txn.last_sequence = change.sequence
         if self._parts.due(open_txn):
@@ -407,10 +404,13 @@ class Worker:
         self._open = None
 
     def _refuse(self, error: FatalError) -> FatalError:
-        """A transaction that does not add up: roll back its parts, commit what came before it, stop."""
+        """A transaction that does not add up, or a schema change in it to stop at: roll back its parts, commit
+        what came before it, stop (a type change's new shape is recorded: the restart takes it)."""
         self._drop_open()
         first = self._position[0]  # the read position is still before the refused transaction
         self._letters = [d for d in self._letters if d.kafka_offset <= first]
         if self._pending.transactions:
             self._flush()
+        if isinstance(error, SchemaChangeError) and error.shape is not None:
+            self._sink.record_schema_stop(error.table, error.offset, error.shape)
         return error

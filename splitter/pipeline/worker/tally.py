@@ -5,8 +5,9 @@ messages; `source.sequence` of a row is how many came before it) and writes that
 record (`CommitMarker.events`).  A worker counts every record of the transaction it is reading, of every
 table, before it skips the tables it does not route, and at the commit record refuses a transaction whose
 records do not add up.  Owns: that count, where the copy being read began (capture sends a transaction
-again whole after a crash; a row whose sequence goes back begins the new copy), and the error that refuses
-a transaction.  Must not: apply, commit or move the read position (the loop does, and applies nothing of
+again whole after a crash; a row whose sequence goes back begins the new copy), the error that refuses
+a transaction, and the stops that tell an operator to go past a gap (`log_gone`, `skip_and_recopy`).
+Must not: apply, commit or move the read position (the loop does, and applies nothing of
 a refused transaction), or decode more of a record than its sequence.
 """
 
@@ -100,6 +101,14 @@ def refused(service: str, marker: CommitMarker, read: Reading, commit_offset: in
         f"{marker.events} record(s), the log holds {read.count}{why}. Nothing of it was applied, and the service "
         f"stops here whatever its on_error (a record missing from the log is not a row to set aside). "
         f"{skip_and_recopy(service, commit_offset + 1, tables)}")
+
+
+def log_gone(service: str, why: str, offset: int, lsn: int, tables: str) -> FatalError:
+    """The stop of a worker whose log no longer holds what follows its checkpoint (at `offset`, `lsn`)."""
+    return FatalError(
+        f"service {service}: {why}. It applied the log up to offset {offset} (commit LSN {lsn_to_str(lsn)}); the "
+        f"changes after that can no longer be read, so it stops rather than go on without them. "
+        f"{skip_and_recopy(service, '<the earliest offset the log holds>', tables)}")
 
 
 def skip_and_recopy(service: str, from_offset: int | str, tables: str) -> str:

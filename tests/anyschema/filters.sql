@@ -1,0 +1,13 @@
+-- The source of the row-filter tests: posts split by predicate, docs with REPLICA IDENTITY FULL.
+CREATE TABLE posts (
+    id     integer PRIMARY KEY,
+    status text,
+    author integer NOT NULL,
+    body   text
+);
+CREATE TABLE docs (
+    id        integer PRIMARY KEY,
+    published boolean NOT NULL DEFAULT false,
+    body      text
+);
+ALTER TABLE docs REPLICA IDENTITY FULL;
