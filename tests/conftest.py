@@ -11,6 +11,7 @@ Must not: know the project's schema or topology (DDL and topology fixtures live 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -40,6 +41,8 @@ SERVICE_DBS: tuple[str, ...] = (
 ALL_DBS: tuple[str, ...] = (SOURCE_DB, *SERVICE_DBS)
 
 PG_DSN_ENV = "SPLITTER_TEST_PG_DSN"
+#: Debian's PostgreSQL 15 (`.ci/run` installs it): a server of another major version, where a test needs one.
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 KAFKA_ENV = "SPLITTER_TEST_KAFKA"
 
 
@@ -177,6 +180,18 @@ def drop_databases(admin_dsn: str, names: Sequence[str]) -> None:
                     break
         for name in existing:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        _drop_idle_origins(admin)
+
+
+def _drop_idle_origins(admin: psycopg.Connection) -> None:
+    """Drop the replication origins no session uses.  Origins belong to the cluster, not to a database, and
+    each one that ever tracked progress holds one of the server's `max_replication_slots` origin states
+    until it is dropped: without this, the suite's distinct service names ran the shared server out of them
+    ("could not find free replication state slot").  Tests run one at a time, so an origin in use is the
+    running test's own."""
+    for (name,) in admin.execute("SELECT roname FROM pg_replication_origin").fetchall():
+        with contextlib.suppress(psycopg.errors.ObjectInUse):
+            admin.execute("SELECT pg_replication_origin_drop(%s)", [name])
 
 
 def _drop_subscriptions(dsn: str) -> None:

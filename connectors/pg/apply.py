@@ -172,37 +172,38 @@ class Applier:
         conn = self._conn
         relation = changes.relation
         columns = self._columns[id(route)]
+        # No statement here takes parameters: they carry the topology's SQL and the tables' names, where a
+        # `%` is no placeholder (sqlrender.topology_sql).
         if changes.deletes and (delete := sqlrender.apply_delete(route, relation, columns, scope)) is not None:
-            conn.execute(delete, ())
+            conn.execute(delete)
         if changes.partial:
             groups: dict[frozenset[str], list[int]] = {}
             for n, partial in partial_rows.items():
                 groups.setdefault(partial.unchanged, []).append(n)
             for unchanged, rows in groups.items():
-                names = sorted(unchanged)
                 left = partial_sql.delete_partial_filtered_out(route, relation, columns, unchanged, scope)
                 if left is not None:  # moved out of the route's row filter
-                    conn.execute(left, (names, names))
-                    kept = partial_sql.partial_rows_kept(route, relation, columns)
-                    inside = {r[0] for r in conn.execute(kept, (names,)).fetchall()}
+                    conn.execute(left)
+                    kept = partial_sql.partial_rows_kept(route, relation, columns, unchanged)
+                    inside = {r[0] for r in conn.execute(kept).fetchall()}
                     rows = [n for n in rows if n in inside]
                 stmt = partial_sql.apply_partial(route, relation, columns, unchanged, scope)
                 if stmt is None:
                     continue
                 if mode.replaying:
                     # Over the present state, the key a row moves to may already be taken by its own future.
-                    moves = partial_sql.delete_partial_move_targets(route, relation, columns, scope)
+                    moves = partial_sql.delete_partial_move_targets(route, relation, columns, unchanged, scope)
                     if moves is not None:
-                        conn.execute(moves, (names, names))
-                found = {r[0] for r in conn.execute(stmt, (names, names)).fetchall()}
+                        conn.execute(moves)
+                found = {r[0] for r in conn.execute(stmt).fetchall()}
                 lost = [n for n in rows if n not in found]
-                if lost and scope.rows:
+                if lost and scope.rows and not partial_sql.outside_filter_when_missing(route, unchanged):
                     self._missing(route, unchanged, lost, partial_rows, relation, mode)
         if changes.full:
             if (left := sqlrender.apply_filtered_out(route, relation, columns, scope)) is not None:
-                conn.execute(left, ())  # moved out of the route's row filter, or never in it
+                conn.execute(left)  # moved out of the route's row filter, or never in it
             if (upsert := sqlrender.apply_upsert(route, relation, columns, scope)) is not None:
-                conn.execute(upsert, ())
+                conn.execute(upsert)
 
     def _missing(self, route: Route, unchanged: frozenset[str], lost: list[int],
                  partial_rows: Mapping[int, PartialRow], relation: RelationSchema, mode: ApplyMode) -> None:

@@ -129,29 +129,29 @@ def _source_key_expression(target_column: str, column: _Column, source_type: str
 
 
 def _absent_query(route: Route, relation: RelationSchema, exprs: Sequence[sql.Composable],
-                  key_range: KeyRange) -> tuple[sql.Composed, list[str | None]]:
+                  key_range: KeyRange, present_json: str) -> sql.Composed:
+    # Values inlined, no parameters: the text carries source names, which may hold a `%` (sqlrender).
     types = {c.name: c.sql_type for c in relation.columns}
-    typed = [sql.SQL("%s::{}").format(checked_type(types[k])) for k in relation.key_columns]
+
+    def bound(key: Key) -> sql.Composed:
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(
+            sql.SQL("{}::{}").format(sql.Literal(v), checked_type(types[k]))
+            for k, v in zip(relation.key_columns, key, strict=True)))
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(exprs))
-    bound = sql.SQL("ROW({})").format(sql.SQL(", ").join(typed))
     conditions: list[sql.Composable] = []
-    params: list[str | None] = []
     if key_range.after is not None:
-        conditions.append(sql.SQL("{} > {}").format(row, bound))
-        params += list(key_range.after)
+        conditions.append(sql.SQL("{} > {}").format(row, bound(key_range.after)))
     if key_range.through is not None:
-        conditions.append(sql.SQL("{} <= {}").format(row, bound))
-        params += list(key_range.through)
+        conditions.append(sql.SQL("{} <= {}").format(row, bound(key_range.through)))
     where = sql.SQL("WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
     names = [sql.Identifier(f"k{i}") for i in range(len(exprs))]
     present = sql.SQL(", ").join(sql.SQL("(p.k->>{})::{}").format(sql.Literal(i), checked_type(types[k]))
                                  for i, k in enumerate(relation.key_columns))
-    query = sql.SQL("SELECT {texts} FROM (SELECT {exprs} FROM {target} AS t {where} "
-                    "EXCEPT SELECT {present} FROM jsonb_array_elements(%s::jsonb) AS p(k)) AS a ({names})").format(
+    return sql.SQL("SELECT {texts} FROM (SELECT {exprs} FROM {target} AS t {where} "
+                   "EXCEPT SELECT {present} FROM jsonb_array_elements({json}::jsonb) AS p(k)) AS a ({names})").format(
         texts=sql.SQL(", ").join(sql.SQL("a.{}::text").format(n) for n in names),
         exprs=sql.SQL(", ").join(exprs), target=qualified(route.target_schema, route.target_table),
-        where=where, present=present, names=sql.SQL(", ").join(names))
-    return query, params
+        where=where, present=present, json=sql.Literal(present_json), names=sql.SQL(", ").join(names))
 
 
 def absent_keys(conn: psycopg.Connection, routes: Sequence[Route], relation: RelationSchema, key_range: KeyRange,
@@ -176,6 +176,6 @@ def absent_keys(conn: psycopg.Connection, routes: Sequence[Route], relation: Rel
         facts = _columns(conn, route.target_schema, route.target_table, targets)
         exprs = [_source_key_expression(t, facts[t], types[k], c) for t, k, c in zip(targets, keys, collatable,
                                                                                           strict=True)]
-        query, params = _absent_query(route, relation, exprs, key_range)
-        found.update(tuple(r) for r in conn.execute(query, [*params, present_json]).fetchall())
+        found.update(tuple(r) for r in conn.execute(_absent_query(route, relation, exprs, key_range,
+                                                                  present_json)).fetchall())
     return sorted(found, key=lambda k: tuple("" if v is None else v for v in k))

@@ -42,13 +42,6 @@ def wrap_db_error(exc: psycopg.Error, what: str, *dsns: str) -> Exception:
     return kind(mask_secrets(f"{what}: {exc}".strip(), *dsns))
 
 
-def copy_statement(conn: psycopg.Connection, statement: sql.Composable) -> str:
-    """The text of a COPY whose SQL is written for execution with parameters (a statement carrying topology
-    SQL, whose `%` `sqlrender.topology_sql` doubles): psycopg's copy() merges no parameters, so the `%%` are
-    undone here, as a parameterised execute would; a stray placeholder raises TypeError."""
-    return statement.as_string(conn) % ()
-
-
 #: The settings a value's text form depends on (and the zone of timestamptz conversions), pinned in every
 #: session splitter opens, whatever the server's, the database's or the role's defaults say: values cross
 #: from one database to another as text, so both ends must print and read them alike.  A source database

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.catalog import target_columns
-from connectors.pg.client import connect, copy_statement, lock_key, wrap_db_error
+from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.copy_rows import RowCopy, copy_route_rows, refusal_message
 from connectors.pg.source import relation_schema
 from connectors.pg.state import dead_letters
@@ -57,7 +57,7 @@ def copy_route(source: psycopg.Connection, target: psycopg.Connection, route: Ro
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sqlrender.qualified(route.target_schema, route.target_table),
         sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
-    copy_out = copy_statement(source, sql.SQL("COPY ({}) TO STDOUT").format(select))
+    copy_out = sql.SQL("COPY ({}) TO STDOUT").format(select)
     with source.cursor() as out_cur, target.cursor() as in_cur:
         with out_cur.copy(copy_out) as out, in_cur.copy(copy_in) as inp:
             for piped, chunk in enumerate(out, start=1):
@@ -170,21 +170,22 @@ class ChunkReader:
     def after(self, conn: psycopg.Connection, last_key: Sequence[Any] | None) -> list[dict[str, Any]]:
         """The next chunk: the first rows with a key above `last_key` (from the first key if None)."""
         where: sql.Composable = sql.SQL("")
-        params: list[Any] = []
         if last_key is not None:
-            typed_params = sql.SQL(", ").join(sql.SQL("%s::{}").format(self._key_types[k]) for k in self._key_cols)
-            where = sql.SQL("WHERE {} > ({})").format(self._key_tuple, typed_params)
-            params = list(last_key)
-        return self._read(conn, where, params)
+            typed = sql.SQL(", ").join(sql.SQL("{}::{}").format(sql.Literal(v), self._key_types[k])
+                                       for k, v in zip(self._key_cols, last_key, strict=True))
+            where = sql.SQL("WHERE {} > ({})").format(self._key_tuple, typed)
+        return self._read(conn, where)
 
     def keys(self, conn: psycopg.Connection, keys: list[list[str | None]]) -> list[dict[str, Any]]:
         """The rows of `keys` (each key's column values as text, in key-column order) that still exist."""
-        where = sql.SQL("WHERE {} IN (SELECT {} FROM jsonb_array_elements(%s::jsonb) AS e)").format(
+        where = sql.SQL("WHERE {} IN (SELECT {} FROM jsonb_array_elements({}::jsonb) AS e)").format(
             self._key_tuple, sql.SQL(", ").join(sql.SQL("(e->>{})::{}").format(sql.Literal(i), self._key_types[k])
-                                                for i, k in enumerate(self._key_cols)))
-        return self._read(conn, where, [orjson.dumps(keys).decode()])
+                                                for i, k in enumerate(self._key_cols)),
+            sql.Literal(orjson.dumps(keys).decode()))
+        return self._read(conn, where)
 
-    def _read(self, conn: psycopg.Connection, where: sql.Composable, params: list[Any]) -> list[dict[str, Any]]:
+    def _read(self, conn: psycopg.Connection, where: sql.Composable) -> list[dict[str, Any]]:
+        # Values inlined, no parameters: the text carries source names, which may hold a `%` (sqlrender).
         rows = conn.execute(sql.SQL("SELECT {} FROM {} AS src {} ORDER BY {} LIMIT {}").format(
-            self._select_cols, self._relation, where, self._order, sql.Literal(self._chunk_rows)), params).fetchall()
+            self._select_cols, self._relation, where, self._order, sql.Literal(self._chunk_rows))).fetchall()
         return [dict(zip(self._names, r, strict=True)) for r in rows]

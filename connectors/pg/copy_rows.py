@@ -22,7 +22,6 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.catalog import target_columns
-from connectors.pg.client import copy_statement
 from connectors.pg.source import relation_schema
 from splitter.core.dsn import mask_secrets
 from splitter.core.envelope import RelationSchema
@@ -115,7 +114,7 @@ def copy_route_rows(source: psycopg.Connection[Any], target: psycopg.Connection[
                     raise _Stopped from exc
 
     try:
-        with source.transaction(), source.cursor() as cur, cur.copy(copy_statement(source, ordered)) as out:
+        with source.transaction(), source.cursor() as cur, cur.copy(ordered) as out:
             out.set_types(["text"] * (width + len(columns)))
             batch: list[tuple[Any, ...]] = []
             for row in out.rows():

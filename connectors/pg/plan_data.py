@@ -79,21 +79,20 @@ def _projected(check: DataCheck, relation: RelationSchema) -> sql.Composed:
                                                             relation.columns), extra=[key])
 
 
-def _row_query(check: DataCheck, relation: RelationSchema) -> tuple[sql.Composed, list[Any]]:
+def _row_query(check: DataCheck, relation: RelationSchema) -> sql.Composed:
     value = sql.SQL("p.{}").format(sql.Identifier(check.columns[0]))
-    params: list[Any] = []
     if check.kind == NOT_NULL:
         where = sql.SQL("{} IS NULL").format(value)
     elif check.kind == LENGTH:
         where = sql.SQL("length(rtrim({}::text, ' ')) > {}").format(value, sql.Literal(check.limit))
     else:
-        where = sql.SQL("{} IS NOT NULL AND {}::text <> ALL(%s::text[])").format(value, value)
-        params.append(list(check.labels))
+        where = sql.SQL("{} IS NOT NULL AND {}::text <> ALL({}::text[])").format(
+            value, value, sql.Literal(list(check.labels)))
     # The window counts every offending row before the top-N sort keeps the first few.
     query = sql.SQL("SELECT p.{key}, count(*) OVER () FROM ({proj}) AS p WHERE {where} ORDER BY p.{key} "
                     "LIMIT {first}").format(key=sql.Identifier(_KEY), proj=_projected(check, relation), where=where,
                                             first=sql.Literal(FIRST))
-    return query, params
+    return query
 
 
 def _unique_query(check: DataCheck, relation: RelationSchema) -> sql.Composed:
@@ -114,15 +113,14 @@ def run_check(conn: psycopg.Connection[Any], check: DataCheck, relation: Relatio
     keys = tuple(relation.key_columns)
     try:
         if check.kind == UNIQUE:
-            rows = conn.execute(_unique_query(check, relation), ()).fetchall()
+            rows = conn.execute(_unique_query(check, relation)).fetchall()
             if not rows:
                 return DataViolations(check, keys)
             groups, total = int(rows[0][3]), int(rows[0][4])
             first = tuple((tuple(k1), tuple(k2)) for k1, k2, *_ in rows)
             return DataViolations(check, keys, rows=total - groups, groups=groups, first=first,
                                   values=tuple(tuple(v) for _, _, v, *_ in rows))
-        query, params = _row_query(check, relation)
-        found = conn.execute(query, params).fetchall()
+        found = conn.execute(_row_query(check, relation)).fetchall()
         if not found:
             return DataViolations(check, keys)
         return DataViolations(check, keys, rows=int(found[0][1]), first=tuple((tuple(k),) for k, _ in found))

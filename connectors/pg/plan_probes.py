@@ -37,7 +37,7 @@ def _result_types(conn: psycopg.Connection[Any], query: sql.Composed,
     """Run `query`; the (type oid, typmod) of each result column, or why it failed."""
     try:
         with conn.cursor() as cur:
-            cur.execute(query, ())
+            cur.execute(query)
             res = cur.pgresult
             if res is None:
                 return []

@@ -239,7 +239,7 @@ class ServiceSink:
             raise wrap_db_error(exc, f"service {self.service}: cannot record the schema change it stops at",
                                 self._dsn) from exc
 
-    def source_shapes(self, checkpoint_offset: int) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    def source_shapes(self, checkpoint_offset: int) -> tuple[dict[str, bytes], frozenset[tuple[str, bytes]]]:
         """The tables' shapes stored with the checkpoint (at `checkpoint_offset`), and those this worker stopped
         at beyond it (restarting it acknowledged them)."""
         try:

@@ -91,7 +91,7 @@ class SourceSession:
 
     def rows(self, plan: TablePlan, chunks: Sequence[int]) -> Iterator[tuple[Any, ...]]:
         """The source rows of `chunks` as (chunk, *column texts), streamed."""
-        return stream_rows(self.conn, source_rows(plan), (list(chunks),),
+        return stream_rows(self.conn, source_rows(plan, chunks), None,
                            f"reading {plan.route.describe()} in the source", self.dsn)
 
     def close(self) -> None:

@@ -35,6 +35,7 @@ How a table is compared, and why this shape:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -134,10 +135,8 @@ def source_chunks_copy(plan: TablePlan) -> sql.Composed:
     """
     n = sql.Literal(plan.chunk_rows)
     nkeys = len(plan.key_index)
-    # `%%`: written as for a parameterised execute, as every statement carrying topology SQL is
-    # (`client.copy_statement` undoes it).
     first = sql.SQL(", ").join(
-        sql.SQL("max({}) FILTER (WHERE (rn - 1) %% {} = 0)").format(_k(i), n) for i in range(nkeys))
+        sql.SQL("max({}) FILTER (WHERE (rn - 1) % {} = 0)").format(_k(i), n) for i in range(nkeys))
     return sql.SQL(
         "COPY (SELECT (rn - 1) / {n} AS chunk, count(*), md5(string_agg(md5(r), '' ORDER BY rn)), {first} "
         "FROM (SELECT {keys}, r, row_number() OVER (ORDER BY {keys}, r) AS rn FROM ({keyed}) AS s) AS a "
@@ -191,22 +190,28 @@ def differing_chunks() -> sql.Composed:
     ).format(bad=sql.Identifier(BAD_CHUNKS), src=sql.Identifier(SRC_CHUNKS), tgt=sql.Identifier(TGT_CHUNKS))
 
 
-def target_rows(plan: TablePlan) -> sql.Composed:
-    """The rows of the differing chunks in the target (chunk numbers as parameter 1, bigint[])."""
+def _chunks(chunks: Sequence[int]) -> sql.Composed:
+    """The chunk numbers as a bigint[] literal (inlined: statements carrying names take no parameters)."""
+    return sql.SQL("{}::bigint[]").format(sql.Literal("{" + ",".join(str(int(c)) for c in chunks) + "}"))
+
+
+def target_rows(plan: TablePlan, chunks: Sequence[int]) -> sql.Composed:
+    """The rows of the differing `chunks` in the target."""
     vals = sql.SQL(", ").join(sql.SQL("x.{}").format(_v(i)) for i in range(len(plan.columns)))
     # Ordered as the window already sorted them (chunk only grows along it), so no second sort.
     return sql.SQL(
         "SELECT x.chunk, {vals} FROM ({assigned}) AS x "
-        "WHERE x.b IS NULL AND x.chunk = ANY(%s::bigint[]) ORDER BY {keys}, x.b, x.r"
-    ).format(vals=vals, assigned=_assigned(plan, with_values=True), keys=_key_order(plan, "x."))
+        "WHERE x.b IS NULL AND x.chunk = ANY({chunks}) ORDER BY {keys}, x.b, x.r"
+    ).format(vals=vals, assigned=_assigned(plan, with_values=True), chunks=_chunks(chunks),
+             keys=_key_order(plan, "x."))
 
 
-def source_rows(plan: TablePlan) -> sql.Composed:
-    """The rows of the differing chunks in the source (chunk numbers as parameter 1, bigint[])."""
+def source_rows(plan: TablePlan, chunks: Sequence[int]) -> sql.Composed:
+    """The rows of the differing `chunks` in the source."""
     vals = sql.SQL(", ").join(sql.SQL("a.{}").format(_v(i)) for i in range(len(plan.columns)))
-    # `= ANY` of a bound array is hashed by PostgreSQL (14+); ordered as the window sorted them.
+    # `= ANY` of a constant array is hashed by PostgreSQL (14+); ordered as the window sorted them.
     return sql.SQL(
         "SELECT a.chunk, {vals} FROM (SELECT s.*, (row_number() OVER (ORDER BY {keys}, r) - 1) / {n} AS chunk "
-        "FROM ({keyed}) AS s) AS a WHERE a.chunk = ANY(%s::bigint[]) ORDER BY {akeys}, a.r"
+        "FROM ({keyed}) AS s) AS a WHERE a.chunk = ANY({chunks}) ORDER BY {akeys}, a.r"
     ).format(vals=vals, keys=_key_order(plan), n=sql.Literal(plan.chunk_rows), keyed=_keyed(plan, "source"),
-             akeys=_key_order(plan, "a."))
+             chunks=_chunks(chunks), akeys=_key_order(plan, "a."))

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.pg.catalog import declared_columns
-from connectors.pg.client import connect, copy_statement, wrap_db_error
+from connectors.pg.client import connect, wrap_db_error
 from connectors.pg.state import verify_progress
 from connectors.pg.state.control import HoldState, hold_state
 from connectors.pg.state.schema import ensure_state_schema
@@ -86,7 +86,7 @@ class TargetSession:
         try:
             self._drop_temporaries()
             self.conn.execute(create_source_chunks(plan))
-            with source.conn.cursor().copy(copy_statement(source.conn, source_chunks_copy(plan))) as out, \
+            with source.conn.cursor().copy(source_chunks_copy(plan)) as out, \
                     self.conn.cursor().copy(sql.SQL("COPY pg_temp.{} FROM STDIN").format(
                         sql.Identifier(SRC_CHUNKS))) as into:
                 for data in out:
@@ -112,7 +112,7 @@ class TargetSession:
 
     def rows(self, plan: TablePlan, chunks: Sequence[int]) -> Iterator[tuple[Any, ...]]:
         """The target rows of `chunks` as (chunk, *column texts), streamed."""
-        return stream_rows(self.conn, target_rows(plan), (list(chunks),),
+        return stream_rows(self.conn, target_rows(plan, chunks), None,
                            f"reading {plan.route.describe()} in the target", self._dsn)
 
     def finish_table(self) -> None:

@@ -135,9 +135,9 @@ class SchemaStopSession(Protocol):
     def record_schema_stop(self, table: str, offset: int, shape: bytes) -> None:
         """Note, committed at once, that the worker stops at `offset` where `table` took `shape`."""
 
-    def source_shapes(self, checkpoint_offset: int) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    def source_shapes(self, checkpoint_offset: int) -> tuple[dict[str, bytes], frozenset[tuple[str, bytes]]]:
         """The tables' shapes (schema headers, by table) stored with the checkpoint at `checkpoint_offset` (by
-        `commit`'s `CommitExtras.shapes`), and those it stopped at beyond it."""
+        `commit`'s `CommitExtras.shapes`), and the (table, shape) pairs it stopped at beyond it."""
 
 
 class Sink(ApplySession, RequestSession, BackfillSession, ScopeSession, SchemaStopSession, Protocol):

@@ -157,11 +157,31 @@ def default_value(default: str | None, *, filled_by: str = "") -> str:
     node = parse_expression(default)
     checker = _NotConstant()
     checker(node)
-    if checker.culprit is not None:
-        raise ConfigurationError(f"its default {default!r} is not a constant ({checker.culprit}): the copy, the "
+    literal = _unwrap_casts(node)
+    culprit = checker.culprit or (_CLOCK_WORD if _clock_word(node, literal) else None)
+    if culprit is not None:
+        raise ConfigurationError(f"its default {default!r} is not a constant ({culprit}): the copy, the "
                                  "stream and verify could each compute another value; write the value in the "
                                  "expression instead")
-    return RawStream()(_unwrap_casts(node))
+    return RawStream()(literal)
+
+
+# Date and time input reads these words as the clock ('now'::timestamptz is the time of the cast): a default
+# written `('now'::text)::date`, as older schemas have it, is built of a literal and casts alone.
+_CLOCK_WORDS = frozenset({"now", "today", "tomorrow", "yesterday"})
+_CLOCK_TYPES = frozenset({"date", "time", "timetz", "timestamp", "timestamptz"})
+_CLOCK_WORD = "a date or time cast of 'now', 'today', 'tomorrow' or 'yesterday' reads the clock"
+
+
+def _clock_word(default: ast.Node, literal: ast.Node) -> bool:
+    """Whether `default` casts a clock word (`literal`, its casts unwrapped) to a date or time type."""
+    value = literal.val if isinstance(literal, ast.A_Const) else None
+    if not (isinstance(value, ast.String) and (value.sval or "").strip().lower() in _CLOCK_WORDS):
+        return False
+    if not isinstance(default, ast.TypeCast) or default.typeName is None:
+        return False
+    names = default.typeName.names or ()
+    return bool(names) and isinstance(names[-1], ast.String) and names[-1].sval in _CLOCK_TYPES
 
 
 class _DefaultReplacer(Visitor):

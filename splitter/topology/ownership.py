@@ -267,6 +267,14 @@ def ownership_problems(topology: Topology) -> list[str]:
         problems += _declaration_problems(where, decl, routes, names)
     for table, routes in by_table.items():
         services = sorted({r.service.name for r in routes})
+        owner = seen[table].rows if table in seen else services[0] if len(services) == 1 else None
+        for r in routes:
+            if r.table.where is not None and r.service.name == owner:
+                problems.append(
+                    f"{r.table.origin}: {r.describe()} has a row filter ({r.table.where!r}) but owns the rows of "
+                    f"{'.'.join(table)}: after its cutover a TRUNCATE in its database would come back as a "
+                    f"DELETE of every source row, also of those outside its filter; a filtered route can only "
+                    f"be a read copy: give the rows to a service that takes them all (Ownership(rows=...))")
         if len(services) > 1 and table not in seen:
             problems.append(f"{topology.origin}: source table {'.'.join(table)} is taken by services "
                             f"{', '.join(services)} but no Ownership in `shared` says who owns its rows and "

@@ -42,8 +42,10 @@ def columns_known_despite(route: Route, target_columns: Sequence[TargetColumn],
 def partial_rows(route: Route, unchanged: frozenset[str]) -> str:
     """Which partial updates with `unchanged` columns apply, by the route's row filter: those it keeps, when
     it reads none of them; all of them, when it reads only those (the row's place in or out of the filter
-    cannot have changed, so it is in the target exactly when it was).  Raises FatalError when the filter reads
-    both: whether the row is in cannot be known from the change."""
+    cannot have changed, so it is in the target exactly when it was, and one that finds no row was out:
+    `outside_filter_when_missing`).  Raises FatalError when the filter reads both unchanged and sent columns
+    (pgoutput sends every value that is not TOASTed, changed or not): whether the row is in cannot be known
+    from the change."""
     reads = route.table.filter_columns()
     if not reads & unchanged:
         return ROWS_KEPT
@@ -51,16 +53,22 @@ def partial_rows(route: Route, unchanged: frozenset[str]) -> str:
         return ROWS_ALL
     raise FatalError(
         f"{route.describe()}: an update leaves {', '.join(sorted(reads & unchanged))} unchanged (TOASTed, not "
-        f"sent) and changes {', '.join(sorted(reads - unchanged))}, and the row filter {route.table.where!r} "
+        f"sent) and sends {', '.join(sorted(reads - unchanged))}, and the row filter {route.table.where!r} "
         f"reads both, so whether the row is in the target cannot be known; set REPLICA IDENTITY FULL on "
         f"{route.source_schema}.{route.source_table} (its updates then carry every column)")
+
+
+def outside_filter_when_missing(route: Route, unchanged: frozenset[str]) -> bool:
+    """Whether a partial update with `unchanged` columns that finds no row is a row the route's filter leaves
+    out (it was never in the target), not a row missing from it: so when the filter reads only unchanged
+    columns, whose verdict the update cannot have changed (`partial_rows` is ROWS_ALL)."""
+    return route.table.where is not None and partial_rows(route, unchanged) == ROWS_ALL
 
 
 def apply_partial(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
                   unchanged: frozenset[str], scope: WriteScope = FULL) -> sql.Composed | None:
     """UPDATE of rows whose `unchanged` source columns are unknown; they keep their target values.
 
-    Takes two parameters, both the sorted list of unchanged column names the staged rows carry.
     Returns the staged row numbers (`__row`) of the updates that found their row.  Returns None
     when every target column depends on the unknown columns (nothing to update, except possibly the
     key, which `columns_known_despite` always keeps) or is in `scope.frozen` (never updated).  Only the
@@ -69,7 +77,8 @@ def apply_partial(route: Route, relation: RelationSchema, target_columns: Sequen
     kept = [c for c in columns_known_despite(route, target_columns, unchanged) if c.name not in scope.frozen]
     if not kept:
         return None
-    new, old_aliased = _partial_new_and_old(route, relation, target_columns, kept, partial_rows(route, unchanged))
+    new, old_aliased = _partial_new_and_old(route, relation, target_columns, kept, partial_rows(route, unchanged),
+                                            unchanged)
     return sql.SQL("UPDATE {} AS t SET {} FROM ({}) AS n JOIN ({}) AS o USING ({}) WHERE {} RETURNING n.{}").format(
         qualified(route.target_schema, route.target_table),
         sql.SQL(", ").join(sql.SQL("{} = n.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
@@ -80,14 +89,15 @@ def apply_partial(route: Route, relation: RelationSchema, target_columns: Sequen
 
 
 def _partial_new_and_old(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
-                         kept: Sequence[TargetColumn], rows: str) -> tuple[sql.Composed, sql.Composed]:
+                         kept: Sequence[TargetColumn], rows: str,
+                         unchanged: frozenset[str]) -> tuple[sql.Composed, sql.Composed]:
     """The `rows` of the partial rows: new values (`kept` columns) and old keys (as __old_<key>), both with
     __row (the filter judges the new row; the old keys join them whatever it says)."""
     keys = [c for c in target_columns if c.name in route.table.key]
     row = sql.Identifier(ROW_COL)
-    new = projection(route, kept, staged_relation(relation, KIND_PARTIAL, unchanged=True),
+    new = projection(route, kept, staged_relation(relation, KIND_PARTIAL, unchanged=unchanged),
                      extra=[sql.SQL("src.{}").format(row)], rows=rows)
-    old = projection(route, keys, staged_relation(relation, KIND_PARTIAL, old_key=True, unchanged=True),
+    old = projection(route, keys, staged_relation(relation, KIND_PARTIAL, old_key=True, unchanged=unchanged),
                      extra=[sql.SQL("src.{}").format(row)], rows=ROWS_ALL)
     old_aliased = sql.SQL("SELECT o.{}, {} FROM ({}) AS o").format(
         row,
@@ -99,17 +109,17 @@ def _partial_new_and_old(route: Route, relation: RelationSchema, target_columns:
 
 
 def delete_partial_move_targets(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
-                                scope: WriteScope = FULL) -> sql.Composed | None:
+                                unchanged: frozenset[str], scope: WriteScope = FULL) -> sql.Composed | None:
     """DELETE the rows at the new keys of partial updates that move a row to another key.
 
     Only for a replay over a newer state: there the row a move goes to may already exist (the present),
-    while at this point of history it did not.  Takes the same two parameters as `apply_partial`.  None
-    when `scope` deletes no rows or never updates the key (its updates move no row).
+    while at this point of history it did not.  None when `scope` deletes no rows or never updates the key
+    (its updates move no row).
     """
     keys = [c for c in target_columns if c.name in route.table.key]
     if not scope.rows or any(k.name in scope.frozen for k in keys):
         return None
-    new, old_aliased = _partial_new_and_old(route, relation, target_columns, keys, ROWS_KEPT)
+    new, old_aliased = _partial_new_and_old(route, relation, target_columns, keys, ROWS_KEPT, unchanged)
     moved = sql.SQL(" OR ").join(
         sql.SQL("n.{} IS DISTINCT FROM o.{}").format(sql.Identifier(k.name), sql.Identifier(OLD_PREFIX + k.name))
         for k in keys)
@@ -121,22 +131,23 @@ def delete_partial_move_targets(route: Route, relation: RelationSchema, target_c
 def delete_partial_filtered_out(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
                                 unchanged: frozenset[str], scope: WriteScope = FULL) -> sql.Composed | None:
     """DELETE the rows at the old keys of partial updates whose new row the route's filter leaves out (moved
-    out of it).  Takes the same two parameters as `apply_partial`.  None without a filter to judge them by
+    out of it).  None without a filter to judge them by
     (none, or one reading only unchanged columns: `partial_rows`) or when `scope` deletes no rows."""
     if route.table.where is None or not scope.rows or partial_rows(route, unchanged) != ROWS_KEPT:
         return None
     keys = [c for c in target_columns if c.name in route.table.key]
-    new, old_aliased = _partial_new_and_old(route, relation, target_columns, keys, ROWS_DROPPED)
+    new, old_aliased = _partial_new_and_old(route, relation, target_columns, keys, ROWS_DROPPED, unchanged)
     return sql.SQL("DELETE FROM {} AS t USING ({}) AS n JOIN ({}) AS o USING ({}) WHERE {}").format(
         qualified(route.target_schema, route.target_table), new, old_aliased, sql.Identifier(ROW_COL),
         key_match(route, "t", "o", OLD_PREFIX))
 
 
-def partial_rows_kept(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn]) -> sql.Composed:
-    """The staged row numbers (`__row`) of the partial updates the route's row filter keeps.  Takes one
-    parameter, the sorted list of unchanged column names the staged rows carry."""
+def partial_rows_kept(route: Route, relation: RelationSchema, target_columns: Sequence[TargetColumn],
+                      unchanged: frozenset[str]) -> sql.Composed:
+    """The staged row numbers (`__row`) of the partial updates with `unchanged` columns the route's row filter
+    keeps."""
     keys = [c for c in target_columns if c.name in route.table.key]
-    return projection(route, keys, staged_relation(relation, KIND_PARTIAL, unchanged=True),
+    return projection(route, keys, staged_relation(relation, KIND_PARTIAL, unchanged=unchanged),
                       extra=[sql.SQL("src.{}").format(sql.Identifier(ROW_COL))], rows=ROWS_KEPT)
 
 
@@ -145,6 +156,7 @@ __all__ = [
     "columns_known_despite",
     "delete_partial_filtered_out",
     "delete_partial_move_targets",
+    "outside_filter_when_missing",
     "partial_rows",
     "partial_rows_kept",
 ]

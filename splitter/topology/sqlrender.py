@@ -78,12 +78,13 @@ def column_expression(route: Route, column: TargetColumn) -> str:
 
 
 def topology_sql(text: str) -> sql.SQL:
-    """A topology expression or row filter as SQL text, its `%` doubled.
+    """A topology expression or row filter as SQL text.
 
-    psycopg reads `%` as a placeholder's sign in a statement executed with parameters (and leaves it alone
-    in one executed without), so one rule holds for every statement that carries topology SQL: it is executed
-    with parameters, `()` when it takes none.  Then `a % 2` and `LIKE 'x%'` reach the server as written."""
-    return sql.SQL(text.replace("%", "%%"))
+    psycopg reads `%` as a placeholder's sign in a statement executed with parameters (and leaves the text
+    alone in one executed without), and neither `sql.Identifier` nor `sql.Literal` doubles it.  So one rule
+    holds for every statement that carries topology SQL or a source's or service's names (`a % 2`, `LIKE
+    'x%'`, a column "disc%"): it takes no parameters; values go in as `sql.Literal`."""
+    return sql.SQL(text)
 
 
 def qualified(schema: str, table: str) -> sql.Identifier:
@@ -183,16 +184,18 @@ def copy_into_stage(relation: RelationSchema) -> sql.Composed:
 
 
 def staged_relation(relation: RelationSchema, kind: str, *, old_key: bool = False,
-                     unchanged: bool = False) -> sql.Composed:
-    """The source relation read from the staging table: text cast back to the source types."""
+                    unchanged: frozenset[str] | None = None) -> sql.Composed:
+    """The source relation read from the staging table: text cast back to the source types; with `unchanged`,
+    only the partial rows whose unchanged (unsent) columns are those."""
     def column(c: ColumnSchema) -> sql.Composable:
         stored = OLD_PREFIX + c.name if old_key and c.is_key else c.name
         return sql.SQL("s.{}::{} AS {}").format(
             sql.Identifier(stored), checked_type(c.sql_type), sql.Identifier(c.name))
     items = [sql.SQL("s.{}").format(sql.Identifier(ROW_COL)), *(column(c) for c in relation.columns)]
     where = sql.SQL("s.{} = {}").format(sql.Identifier(KIND_COL), sql.Literal(kind))
-    if unchanged:
-        where = sql.SQL("{} AND s.{} = %s::text[]").format(where, sql.Identifier(UNCHANGED_COL))
+    if unchanged is not None:
+        where = sql.SQL("{} AND s.{} = {}::text[]").format(
+            where, sql.Identifier(UNCHANGED_COL), sql.Literal(sorted(unchanged)))
     return sql.SQL("SELECT {} FROM pg_temp.{} AS s WHERE {}").format(
         sql.SQL(", ").join(items), sql.Identifier(stage_name(relation)), where)
 

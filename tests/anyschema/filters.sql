@@ -3,7 +3,8 @@ CREATE TABLE posts (
     id     integer PRIMARY KEY,
     status text,
     author integer NOT NULL,
-    body   text
+    body   text,
+    "share%" integer DEFAULT 0  -- not routed, but staged and copied: a `%` in a name is no placeholder
 );
 CREATE TABLE docs (
     id        integer PRIMARY KEY,

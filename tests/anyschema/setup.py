@@ -21,10 +21,8 @@ from psycopg import sql
 from devtools.embedded.postgres import EmbeddedPostgres
 from tests import roles
 from tests.anyschema.values import VALUES, XML_VALUES
+from tests.conftest import PG15_BIN as PG15_BIN  # the other versions' binaries are named here
 from tests.harness import PipelineEnv
-
-#: Debian's PostgreSQL 15 (`.ci/run` installs it): a source or target of another major version.
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def _wheel_bin(package: str) -> Path | None:

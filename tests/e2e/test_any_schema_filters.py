@@ -1,4 +1,5 @@
-"""Row filters (`Table(..., where=...)`) through the initial copy, the stream, verify and backfill.
+"""Row filters (`Table(..., where=...)`) through the initial copy, the stream, verify, backfill and, after the
+rows' owner (unfiltered: a filtered route can only be a read copy) cut over, the reverse stream.
 
 An update that moves a row into a route's filter becomes an insert in that service, one that moves it out a
 delete, as PostgreSQL's row filters do; one table is split between two services by a predicate.  Updates
@@ -20,12 +21,15 @@ from splitter.ops.plan import ERROR, WARNING, build_plan
 from tests.anyschema import setup
 from tests.conftest import KafkaServer
 
-DATABASES = ("live_db", "even_db", "odd_db", "pages_db")
+DATABASES = ("all_db", "live_db", "even_db", "odd_db", "marked_db", "pages_db")
 #: (database, table, what it must hold: a query on the source written by hand)
 EXPECTED = (
+    ("all_db", "posts", "SELECT id, status, author, body FROM posts"),
+    ("all_db", "docs", "SELECT id, published, body FROM docs"),
     ("live_db", "posts", "SELECT id, status, author, body FROM posts WHERE status NOT LIKE 'del%'"),
     ("even_db", "posts", "SELECT id, status, author, body FROM posts WHERE author % 2 = 0"),
     ("odd_db", "posts", "SELECT id, status, author, body FROM posts WHERE author % 2 = 1"),
+    ("marked_db", "posts", "SELECT id, status, author, body FROM posts WHERE body LIKE '%x%'"),
     ("pages_db", "docs", "SELECT id, published, body FROM docs WHERE published"),
 )
 #: A value PostgreSQL stores out of line (TOASTed) and, unchanged, leaves out of an update.
@@ -69,7 +73,7 @@ def test_row_filters_through_copy_stream_verify_and_backfill(
     plan = build_plan(env.settings())
     assert [f for f in plan.findings if f.severity == ERROR] == []
     full_identity = {f.service for f in plan.findings if f.code == "filter-needs-full-identity"}
-    assert full_identity == {"live", "even", "odd"}  # docs has REPLICA IDENTITY FULL: no warning for pages
+    assert full_identity == {"live", "even", "odd", "marked"}  # docs has REPLICA IDENTITY FULL: no warning for pages
     assert all(f.severity == WARNING for f in plan.findings if f.code == "filter-needs-full-identity")
 
     env.start("run", "run")
@@ -83,7 +87,8 @@ def test_row_filters_through_copy_stream_verify_and_backfill(
             "UPDATE posts SET author = 7 WHERE id = 4",  # from even to odd
             "UPDATE posts SET id = 40, status = 'moved' WHERE id = 10",  # a new key, kept
             "DELETE FROM posts WHERE id = 11",  # never was in live
-            # The body is unchanged (TOASTed, not sent), and the filter reads only changed columns.
+            # The body is unchanged (TOASTed, not sent), and live's filter reads only sent columns; marked's
+            # reads only the body, so these rows, never in marked, stay out of it.
             "UPDATE posts SET status = 'deleted' WHERE id = 5",  # out of live
             "UPDATE posts SET status = 'published' WHERE id = 6",  # stays in live and in even
             # REPLICA IDENTITY FULL: capture sends the unchanged body from the old row.
@@ -92,7 +97,7 @@ def test_row_filters_through_copy_stream_verify_and_backfill(
         ])
         env.wait_caught_up(timeout=120)
         _assert_filtered(env.dsns)
-        for service in ("live", "even", "odd", "pages"):
+        for service in ("all", "live", "even", "odd", "marked", "pages"):
             assert env.command("verify", "--service", service) == 0, env.logs()
 
         with psycopg.connect(env.dsns["live_db"]) as conn:  # a kept row lost, a dropped row let in
@@ -108,7 +113,25 @@ def test_row_filters_through_copy_stream_verify_and_backfill(
         setup.execute(env.source, ["UPDATE posts SET author = 9 WHERE id = 6"])
         _wait_for(env, "moved rows into the route's row filter ('author % 2 = 1')")
         assert "REPLICA IDENTITY FULL on public.posts" in env.logs()
-        env.wait_caught_up(timeout=60, services=["live", "even", "pages"])
+        env.wait_caught_up(timeout=60, services=["all", "live", "even", "marked", "pages"])
         assert _rows(env.dsns["even_db"], "SELECT id FROM posts WHERE id = 6") == set()
+
+        # Cut over `all`, the rows' owner: its own writes flow back into the source through the reverse stream,
+        # and from there into the filtered read copies that keep them, and out of those they leave.
+        assert env.command("cutover", "--service", "all", "--yes", "--max-lag", "10s", "--timeout", "60s") == 0, \
+            env.logs()
+        setup.execute(env.dsns["all_db"], ["INSERT INTO posts VALUES (50, 'draft', 50, 'written in all')",
+                                           "UPDATE posts SET body = 'edited in all' WHERE id = 2",
+                                           "UPDATE posts SET status = 'deleted' WHERE id = 3"])
+        expected = {("2", "edited in all"), ("3", "deleted"), ("50", "written in all")}
+        deadline = time.monotonic() + 60
+        while _rows(env.source, "SELECT id, coalesce(body, status) FROM posts WHERE id IN (2, 50) "
+                                "UNION ALL SELECT id, status FROM posts WHERE id = 3") != expected:
+            assert time.monotonic() < deadline, env.logs()
+            time.sleep(0.5)
+        env.wait_caught_up(timeout=60, services=["live", "even"])
+        assert _rows(env.dsns["even_db"], "SELECT id, body FROM posts WHERE id IN (2, 50)") == {
+            ("2", "edited in all"), ("50", "written in all")}
+        assert _rows(env.dsns["live_db"], "SELECT id FROM posts WHERE id IN (2, 3, 50)") == {("2",), ("50",)}
     finally:
         env.stop_all()

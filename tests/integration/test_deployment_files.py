@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from devtools import fixtures
 from devtools.embedded.postgres import EmbeddedPostgres
 from splitter.topology.loading import load_topology
+from tests.conftest import PG15_BIN
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
@@ -45,7 +46,6 @@ GRAFANA_VARS = {"$__rate_interval": "1m", "$service": ".+"}
 KAFKA_BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 COMPOSE_VARS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "KAFKA_CLUSTER_ID", "SPLITTER_DB_PASSWORD")
 ROLE_SCRIPT = ROOT / "deploy" / "postgres" / "splitter-role.sql"
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def load_yaml(text: str) -> Any:

@@ -18,7 +18,7 @@ from confluent_kafka.cimpl import NewTopic
 from devtools.embedded.kafka import EmbeddedKafka
 from devtools.embedded.postgres import EmbeddedPostgres
 from devtools.embedded.process import EmbeddedServerError
-from tests.conftest import ALL_DBS, KafkaServer, PgServer
+from tests.conftest import ALL_DBS, PG15_BIN, KafkaServer, PgServer
 
 
 def test_pg_has_logical_wal(pg_server: PgServer) -> None:
@@ -157,9 +157,6 @@ def test_broker_kill_and_restart_on_same_port(tmp_path: Path) -> None:
         topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
         assert "before-kill" not in topics  # memory storage: a restarted broker is empty
     assert not broker.running
-
-
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 @pytest.mark.skipif(not (PG15_BIN / "postgres").exists(), reason="Debian postgresql-15 not installed")

@@ -28,7 +28,7 @@ from splitter.ops.plan import ERROR, build_plan
 from splitter.pipeline.config import Settings
 from splitter.topology.loading import load_topology
 from tests import roles
-from tests.conftest import KafkaServer
+from tests.conftest import PG15_BIN, KafkaServer
 from tests.harness import prepare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +124,6 @@ def test_a_publication_the_role_cannot_extend_names_the_statement_for_its_owner(
 
 
 
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 @pytest.mark.skipif(not (PG15_BIN / "postgres").exists(), reason="Debian postgresql-15 not installed")

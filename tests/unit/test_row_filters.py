@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from connectors.pg.client import copy_statement, wrap_db_error
+from connectors.pg.client import wrap_db_error
 from splitter.core.envelope import ColumnSchema, RelationSchema
 from splitter.core.errors import FatalError, RetryableError
 from splitter.ops.plan import ERROR, WARNING, collect_findings
@@ -60,15 +60,28 @@ def test_only_a_filtered_route_deletes_the_rows_its_filter_drops() -> None:
 
 
 def test_percent_signs_reach_the_server_as_written() -> None:
-    """`%` is psycopg's placeholder sign: doubled in the statement, undone by the parameterised execute (or by
-    copy_statement for a COPY, which merges no parameters)."""
+    """`%` is psycopg's placeholder sign in a statement with parameters, and neither identifiers nor literals
+    double it: statements carrying topology SQL or names take no parameters, so the text is sent as written."""
     route = _route("status NOT LIKE 'del%' AND id % 2 = 0")
-    statement = sql.SQL("COPY ({}) TO STDOUT").format(
-        sqlrender.projection(route, COLUMNS[:1], sql.SQL("SELECT 1")))
-    assert "LIKE 'del%%' AND id %% 2 = 0" in _text(statement)
-    assert "LIKE 'del%' AND id % 2 = 0" in copy_statement(None, statement)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):  # a placeholder in a COPY is a bug, not a value
-        copy_statement(None, sql.SQL("COPY (SELECT %s) TO STDOUT"))  # type: ignore[arg-type]
+    relation = RelationSchema("public", "disc%", (ColumnSchema("id", "integer", True),
+                                                  ColumnSchema("status", "text", False),
+                                                  ColumnSchema("body%", "text", False)))
+    unchanged = frozenset({"body%"})
+    columns = [TargetColumn("id"), TargetColumn("status")]
+    statements = [
+        sqlrender.projection(route, COLUMNS[:1], sql.SQL("SELECT 1")),
+        sqlrender.apply_delete(route, relation, columns), sqlrender.apply_upsert(route, relation, columns),
+        sqlrender.apply_filtered_out(route, relation, columns),
+        partial_sql.apply_partial(route, relation, columns, unchanged),
+        partial_sql.delete_partial_filtered_out(route, relation, columns, unchanged),
+        partial_sql.delete_partial_move_targets(route, relation, columns, unchanged),
+        partial_sql.partial_rows_kept(route, relation, columns, unchanged),
+    ]
+    for n, statement in enumerate(statements):
+        text = _text(statement)
+        assert "%s" not in text and "%%" not in text, text  # no placeholder: executed without parameters
+        assert ("LIKE 'del%' AND id % 2 = 0" in text) == (n != 1), text  # a delete matches by key alone
+    assert "'{body%}'::text[]" in _text(statements[4])
 
 
 def test_which_partial_updates_the_filter_can_judge() -> None:
@@ -80,18 +93,14 @@ def test_which_partial_updates_the_filter_can_judge() -> None:
     on_body = _route("body <> ''")
     assert partial_sql.partial_rows(on_body, frozenset({"body"})) == ROWS_ALL
     assert partial_sql.delete_partial_filtered_out(on_body, RELATION, COLUMNS, frozenset({"body"})) is None
+    # A partial update that finds no row was out of such a filter: no row is missing.
+    assert partial_sql.outside_filter_when_missing(on_body, frozenset({"body"}))
+    assert not partial_sql.outside_filter_when_missing(route, frozenset({"body"}))
+    assert not partial_sql.outside_filter_when_missing(_route(None), frozenset({"body"}))
     # Both: whether the row is in cannot be known from the change.
     both = _route("status <> 'deleted' AND body <> ''")
     with pytest.raises(FatalError, match=r"reads both.*REPLICA IDENTITY FULL on public\.posts"):
         partial_sql.partial_rows(both, frozenset({"body"}))
-
-
-def test_partial_statements_take_the_parameters_their_callers_pass() -> None:
-    route = _route("status <> 'deleted'")
-    unchanged = frozenset({"body"})
-    assert _text(partial_sql.apply_partial(route, RELATION, COLUMNS, unchanged)).count("%s") == 2
-    assert _text(partial_sql.delete_partial_filtered_out(route, RELATION, COLUMNS, unchanged)).count("%s") == 2
-    assert _text(partial_sql.partial_rows_kept(route, RELATION, COLUMNS)).count("%s") == 1
 
 
 def test_a_filter_reading_a_missing_column_is_named() -> None:

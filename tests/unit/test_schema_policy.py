@@ -44,7 +44,7 @@ def test_a_dropped_column_stops_and_only_topology_py_can_change_that() -> None:
 
 def test_the_restart_takes_the_acknowledged_shape_and_no_other() -> None:
     restarted = SchemaPolicy("svc", ROUTES)
-    restarted.start({}, {"public.items": _header("bigint")})
+    restarted.start({}, {("public.items", _header("bigint"))})
     restarted.relation(b"public.items", _header("integer"), 5)  # the changing transaction, read again
     restarted.relation(b"public.items", _header("bigint"), 7)  # went on
     with pytest.raises(SchemaChangeError, match="bigint -> numeric"):
@@ -63,7 +63,7 @@ def test_the_shape_stored_with_the_checkpoint_is_the_next_starts_baseline() -> N
     stored = {"public.items": _header("integer", "added")}
 
     second = SchemaPolicy("svc", ROUTES)
-    second.start(stored, {})
+    second.start(stored, set())
     with pytest.raises(SchemaChangeError, match="integer -> bigint"):
         second.relation(b"public.items", _header("bigint", "added"), 8)
 
@@ -71,7 +71,7 @@ def test_the_shape_stored_with_the_checkpoint_is_the_next_starts_baseline() -> N
 def test_reading_again_from_the_checkpoint_judges_nothing_it_read_before() -> None:
     """A replay goes back through older shapes of the log: no change to stop at, and the stored shape follows."""
     policy = SchemaPolicy("svc", ROUTES)
-    policy.start({"public.items": _header("bigint")}, {})
+    policy.start({"public.items": _header("bigint")}, set())
     policy.relation(b"public.items", _header("bigint"), 50)
     policy.committed(50)
     policy.rewound(50)  # a replay from offset 10: the history there had n integer
@@ -80,3 +80,20 @@ def test_reading_again_from_the_checkpoint_judges_nothing_it_read_before() -> No
     policy.relation(b"public.items", _header("bigint"), 30)  # the change, gone through before
     with pytest.raises(SchemaChangeError, match="bigint -> numeric"):  # a new one past what was read
         policy.relation(b"public.items", _header("numeric"), 51)
+
+
+def test_a_column_only_the_row_filter_reads_is_read_too() -> None:
+    filtered = tuple(Topology("src", (Service("svc", database="svc_db", tables=(
+        Table("items", source="items", key=("id",), columns={"id": "id"}, where="n > 0"),)),)).routes())
+    policy = SchemaPolicy("svc", filtered)
+    policy.relation(b"public.items", _header("integer"), 1)
+    with pytest.raises(SchemaChangeError, match="changed the type of n integer -> bigint"):
+        policy.relation(b"public.items", _header("bigint"), 2)
+
+
+def test_two_changes_stopped_at_before_the_checkpoint_passed_the_first_are_both_taken() -> None:
+    restarted = SchemaPolicy("svc", ROUTES)
+    restarted.start({"public.items": _header("integer")},
+                    {("public.items", _header("bigint")), ("public.items", _header("numeric"))})
+    restarted.relation(b"public.items", _header("bigint"), 5)
+    restarted.relation(b"public.items", _header("numeric"), 6)

@@ -27,6 +27,8 @@ from tests.unit.test_plan_rules import INT4, TEXT, keyed, source_facts, target_f
     ("ARRAY[1, 2]", "ARRAY[1, 2]"),
     ("true", "TRUE"),
     ("'it''s'::text", "'it''s'"),
+    ("'now'::text", "'now'"),  # the word, in a text column
+    ("'epoch'::timestamp without time zone", "'epoch'"),  # a fixed instant
     (None, "NULL"),  # no default: DEFAULT is NULL, as in an INSERT
 ])
 def test_a_constant_default_stands_for_its_literal(catalog: str | None, meaning: str) -> None:
@@ -38,6 +40,9 @@ def test_a_constant_default_stands_for_its_literal(catalog: str | None, meaning:
     ("nextval('t_id_seq'::regclass)", "calls a function"),
     ("CURRENT_TIMESTAMP", "reads the clock or the session"),
     ("(random() * 10)::integer", "calls a function"),
+    # Literals and casts alone, but date and time input reads these words as the clock.
+    ("('now'::text)::date", "reads the clock"),
+    ("'today'::timestamp without time zone", "reads the clock"),
 ])
 def test_a_computed_default_is_refused_naming_it(catalog: str, because: str) -> None:
     with pytest.raises(ConfigurationError, match="not a constant") as raised:

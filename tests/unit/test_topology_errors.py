@@ -199,6 +199,16 @@ CASES.update({
     ),
 )
 """, "row filter (where=) 'status = DEFAULT' says DEFAULT, which only a target column has"),
+    "row filter on the rows' owner": (
+        """TOPOLOGY = Topology(
+    source_database="src",
+    services=(
+        Service("post", database="post_db", tables=(
+            Table("posts", source="posts", key=("id",), columns={"id": "id"}, where="status <> 'x'"),  # <- HERE
+        )),
+    ),
+)
+""", "post.public.posts has a row filter (\"status <> 'x'\") but owns the rows of public.posts"),
     "shared table without ownership": (
         """TOPOLOGY = Topology(source_database="src", services=(  # <- HERE
     Service("a", database="a_db", tables=(Table("users", source="users", key=("id",), columns={"id": "id"}),)),

@@ -4,7 +4,7 @@ service database.
 Owns: `splitter.source_shapes` (one row per service and source table: the schema header of the table's
 shape at the checkpoint and the log offset that shape began at), written in the checkpoint's transaction
 (`store`), read as the next start's baseline (`stored`) and cut back by a replay's rewind (`forget_after`);
-and `splitter.schema_stops` (the offset and new shape of a type change the worker stopped at): recorded
+and `splitter.schema_stops` (the offset and new shape of each type change the worker stopped at): recorded
 before it exits (`record_stop`); restarting it is the operator's acknowledgement, so the next start reads
 the shapes it may now take (`acknowledged`), forgetting those its checkpoint has passed.  Must not: judge a
 shape (`splitter.pipeline.worker.schema_policy` does), or commit.
@@ -36,7 +36,7 @@ DDL = [
             kafka_offset bigint NOT NULL,
             shape bytea NOT NULL,
             stopped_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (service, source_table)
+            PRIMARY KEY (service, source_table, kafka_offset)
         )"""
     ).format(SCHEMA),
 ]
@@ -72,19 +72,20 @@ def record_stop(conn: psycopg.Connection, service: str, table: str, offset: int,
     """Note, in the open transaction, that `service` stopped at `offset` where `table` took `shape`."""
     conn.execute(
         sql.SQL("INSERT INTO {}.schema_stops (service, source_table, kafka_offset, shape) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (service, source_table) DO UPDATE SET kafka_offset = EXCLUDED.kafka_offset, "
-                "shape = EXCLUDED.shape, stopped_at = now()").format(SCHEMA),
+                "ON CONFLICT (service, source_table, kafka_offset) DO UPDATE SET shape = EXCLUDED.shape, "
+                "stopped_at = now()").format(SCHEMA),
         (service, table, offset, shape))
 
 
-def acknowledged(conn: psycopg.Connection, service: str, checkpoint_offset: int) -> dict[str, bytes]:
-    """The shapes `service` stopped at beyond `checkpoint_offset`, by source table (in the open transaction;
-    the stops at or before it were gone through, and are deleted)."""
+def acknowledged(conn: psycopg.Connection, service: str, checkpoint_offset: int) -> frozenset[tuple[str, bytes]]:
+    """The (source table, shape) pairs `service` stopped at beyond `checkpoint_offset`, in the open transaction
+    (the stops at or before it were gone through, and are deleted; several of one table may wait: two type
+    changes before the checkpoint passes the first)."""
     conn.execute(sql.SQL("DELETE FROM {}.schema_stops WHERE service = %s AND kafka_offset <= %s").format(SCHEMA),
                  (service, checkpoint_offset))
     rows = conn.execute(sql.SQL("SELECT source_table, shape FROM {}.schema_stops WHERE service = %s").format(SCHEMA),
                         (service,)).fetchall()
-    return {str(table): bytes(shape) for table, shape in rows}
+    return frozenset((str(table), bytes(shape)) for table, shape in rows)
 
 
 __all__ = ["DDL", "acknowledged", "forget_after", "record_stop", "store", "stored"]

@@ -17,7 +17,8 @@ def register(sub: Any, shared: SharedOptions) -> None:
         sub, "dlq", parents=shared.client,
         summary="list, show, retry or drop a service's dead letters",
         description="Dead letters are the changes a service database refused (a constraint, a type) and its "
-                    "topology said to set aside (on_error = \"dead_letter\"). List or show them; retry them "
+                    "topology said to set aside (on_error = \"dead_letter\", of the service or of the table). "
+                    "List or show them; retry them "
                     "once the cause is fixed, or drop them for good. Retry and drop are done by the service's "
                     "running worker, which this command asks and waits for.",
         examples=["splitter dlq list --service post",

@@ -6,7 +6,8 @@ service takes, each service database's preflight (the role's rights, table privi
 route's columns (missing tables and columns, expressions PostgreSQL refused, lossy conversions,
 NULLs into NOT NULL, unmapped columns, the key's unique index, uniqueness the source does not
 enforce), with the data rules' findings (`data`: rows the targets' constraints would refuse) and the
-ownership rules' (`ownership`: what an owner's reverse stream could not write back).
+ownership rules' (`ownership`: what an owner's reverse stream could not write back) and those of a route's
+row filter, `DEFAULT`s and partitioned source (`sql_rules`).
 Each finding names service, table, column and the topology line.
 Must not: read a database or print: every rule is a function of the facts (unit-tested on facts
 written by hand in tests/unit/test_plan_rules.py).
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from connectors.pg.inspect import TABLE_PRIVILEGES, ColumnFacts, SourceRole, TableFacts
+from connectors.pg.inspect import TABLE_PRIVILEGES, SourceRole, TableFacts
 from connectors.pg.plan_data import DataViolations
 from connectors.pg.state import STATE_SCHEMA
 from splitter.core.envelope import ColumnSchema, RelationSchema
-from splitter.core.errors import ConfigurationError
+from splitter.ops.plan.collector import Collector
 from splitter.ops.plan.conversions import conversion_findings
 from splitter.ops.plan.data import data_findings, planned_expression, source_enforces
 from splitter.ops.plan.facts import (
@@ -35,23 +36,10 @@ from splitter.ops.plan.facts import (
     target_name,
 )
 from splitter.ops.plan.ownership import ownership_findings
-from splitter.topology.expressions import default_value, expression_columns, may_be_null, split_qualified, uses_default
+from splitter.ops.plan.sql_rules import default_rules, filter_rules, partition_rules
+from splitter.topology.expressions import expression_columns, may_be_null, split_qualified, uses_default
 from splitter.topology.model import Route, Topology
 from splitter.topology.sqlrender import check_route_against
-
-
-class _Collector:
-    def __init__(self) -> None:
-        self.findings: list[Finding] = []
-
-    def add(self, severity: str, code: str, message: str, *, route: Route | None = None,
-            service: str | None = None, table: str | None = None, column: str | None = None,
-            origin: str | None = None) -> None:
-        if route is not None:
-            service = service or route.service.name
-            table = table or target_name(route)
-            origin = origin or str(route.table.origin)
-        self.findings.append(Finding(severity, code, message, service, table, column, origin))
 
 
 def collect_findings(topology: Topology, source: SourceFacts | Unreachable,
@@ -60,7 +48,7 @@ def collect_findings(topology: Topology, source: SourceFacts | Unreachable,
                      data: Sequence[DataViolations] | Unreachable = ()) -> list[Finding]:
     """Every finding for `topology` given what the databases said (and what checking the source's rows
     against the targets' constraints found, `data`); ERRORs first, then WARNINGs, INFOs."""
-    out = _Collector()
+    out = Collector()
     out.findings += data_findings(data)
     if isinstance(source, Unreachable):
         out.add(ERROR, source.code, source.describe())
@@ -81,7 +69,7 @@ def collect_findings(topology: Topology, source: SourceFacts | Unreachable,
     return sorted(out.findings, key=lambda f: SEVERITY_RANK[f.severity])
 
 
-def _source_preflight(out: _Collector, topology: Topology, source: SourceFacts, slot: str,
+def _source_preflight(out: Collector, topology: Topology, source: SourceFacts, slot: str,
                       publication: str) -> None:
     if source.wal_level != "logical":
         out.add(ERROR, "wal-level", f"source has wal_level = {source.wal_level}; logical replication needs "
@@ -162,7 +150,7 @@ def _source_preflight(out: _Collector, topology: Topology, source: SourceFacts, 
                 f"publication {publication!r} does not publish truncate; a TRUNCATE in the source is not applied")
 
 
-def _must_own(out: _Collector, role: SourceRole, tables: Iterable[TableFacts], what: str) -> None:
+def _must_own(out: Collector, role: SourceRole, tables: Iterable[TableFacts], what: str) -> None:
     if role.superuser:
         return
     for table in tables:
@@ -172,7 +160,7 @@ def _must_own(out: _Collector, role: SourceRole, tables: Iterable[TableFacts], w
                     table=table.qualified)
 
 
-def _unrouted(out: _Collector, topology: Topology, source: SourceFacts) -> None:
+def _unrouted(out: Collector, topology: Topology, source: SourceFacts) -> None:
     routed = set(topology.source_tables())
     listed: set[tuple[str, str]] = set()
     for name in topology.unrouted:
@@ -192,7 +180,7 @@ def _unrouted(out: _Collector, topology: Topology, source: SourceFacts) -> None:
                     origin=str(topology.origin))
 
 
-def _target_preflight(out: _Collector, service: str, routes: Sequence[Route], target: TargetFacts) -> None:
+def _target_preflight(out: Collector, service: str, routes: Sequence[Route], target: TargetFacts) -> None:
     role = target.role
     if not role.superuser:
         if not role.can_create and not role.state_schema_exists:
@@ -228,7 +216,7 @@ def _target_preflight(out: _Collector, service: str, routes: Sequence[Route], ta
                     f"role {role.name!r} lacks {', '.join(lacking)} on {table.qualified}", route=route)
 
 
-def _route_rules(out: _Collector, route: Route, source: SourceFacts | None, target: TargetFacts | None) -> None:
+def _route_rules(out: Collector, route: Route, source: SourceFacts | None, target: TargetFacts | None) -> None:
     src_key = (route.source_schema, route.source_table)
     src_table = source.tables.get(src_key) if source else None
     relation = source.relations.get(src_key) if source else None
@@ -240,12 +228,9 @@ def _route_rules(out: _Collector, route: Route, source: SourceFacts | None, targ
     if relation is not None:
         unreadable = _source_columns(out, route, relation)
     if route.table.where is not None and source is not None and src_table is not None:
-        _filter_rules(out, route, source, src_table)
-    if src_table is not None and src_table.partitioned:
-        out.add(WARNING, "partition-truncate-not-sent",
-                f"{src_table.qualified} is partitioned and published through its root: a TRUNCATE of the whole "
-                f"table reaches {route.describe()}, a TRUNCATE of one partition alone does not (PostgreSQL sends "
-                f"none); delete such rows instead, or backfill after it", route=route)
+        filter_rules(out, route, source, src_table)
+    if src_table is not None:
+        partition_rules(out, route, src_table)
 
     tgt_table = target.tables.get((route.target_schema, route.target_table)) if target else None
     if target is not None and tgt_table is None:
@@ -283,7 +268,7 @@ def _route_rules(out: _Collector, route: Route, source: SourceFacts | None, targ
         if tcol is None or src_table is None:
             continue
         tcol_where = f"{tgt_table.qualified}." if tgt_table else ""
-        if _default_rules(out, route, column, expr, tcol, f"{tcol_where}{column}"):
+        if default_rules(out, route, column, expr, tcol, f"{tcol_where}{column}"):
             continue
         read = planned_expression(expr, tcol)
         if src_check is not None and src_check.result is not None:
@@ -309,42 +294,7 @@ def _route_rules(out: _Collector, route: Route, source: SourceFacts | None, targ
             _unique_rules(out, route, src_table, tgt_table)
 
 
-_BOOLEAN_OID = 16
-
-
-def _filter_rules(out: _Collector, route: Route, source: SourceFacts, src_table: TableFacts) -> None:
-    """The route's row filter: it must plan as a boolean in the source; and updates it can judge only whole."""
-    where = route.table.where
-    check = source.filters.get((route.service.name, route.target_schema, route.target_table))
-    if check is not None and check.error is not None and check.sqlstate != "42501":
-        out.add(ERROR, "filter-fails", f"row filter {where!r} fails in the source: {check.error}", route=route)
-    elif check is not None and check.result is not None and check.result.oid != _BOOLEAN_OID:
-        out.add(ERROR, "filter-not-boolean", f"row filter {where!r} yields {check.result.display}, not boolean",
-                route=route)
-    toasted = sorted(c for c in route.table.source_columns_read()
-                     if (col := src_table.columns.get(c)) is not None and col.storage in ("x", "e"))
-    if toasted and src_table.replica_identity != "f":
-        out.add(WARNING, "filter-needs-full-identity",
-                f"row filter {where!r}: an update that leaves a large value of {', '.join(toasted)} unchanged does "
-                f"not carry it, so a row such an update moves into the filter cannot be written and the worker "
-                f"stops; ALTER TABLE {src_table.qualified} REPLICA IDENTITY FULL makes every update whole",
-                route=route)
-
-
-def _default_rules(out: _Collector, route: Route, column: str, expr: str, tcol: ColumnFacts, where: str) -> bool:
-    """`DEFAULT` in `expr` where no constant stands for it (reported; True: the column's other rules are moot)."""
-    if not uses_default(expr):
-        return False
-    try:
-        default_value(tcol.default, filled_by=tcol.filled_by)
-    except ConfigurationError as exc:
-        out.add(ERROR, "default-not-constant", f"{where}: expression {expr!r} says DEFAULT, but {exc}",
-                route=route, column=column)
-        return True
-    return False
-
-
-def _source_columns(out: _Collector, route: Route, relation: RelationSchema) -> set[str]:
+def _source_columns(out: Collector, route: Route, relation: RelationSchema) -> set[str]:
     """Columns reading source columns that do not exist; reported through sqlrender's own check."""
     columns: Mapping[str, ColumnSchema] = {c.name: c for c in relation.columns}
     bad = [name for name, expr in route.table.columns.items() if expression_columns(expr) - columns.keys()]
@@ -363,7 +313,7 @@ def _source_columns(out: _Collector, route: Route, relation: RelationSchema) -> 
     return set(bad)
 
 
-def _unmapped_target_columns(out: _Collector, route: Route, table: TableFacts) -> None:
+def _unmapped_target_columns(out: Collector, route: Route, table: TableFacts) -> None:
     for name, col in table.columns.items():
         if name in route.table.columns:
             continue
@@ -379,7 +329,7 @@ def _unmapped_target_columns(out: _Collector, route: Route, table: TableFacts) -
                     route=route, column=name)
 
 
-def _key_rules(out: _Collector, route: Route, table: TableFacts) -> None:
+def _key_rules(out: Collector, route: Route, table: TableFacts) -> None:
     key = set(route.table.key)
     if any(i.plain and (i.primary or i.unique) and set(i.columns) == key for i in table.indexes):
         return
@@ -391,7 +341,7 @@ def _key_rules(out: _Collector, route: Route, table: TableFacts) -> None:
             route=route)
 
 
-def _unique_rules(out: _Collector, route: Route, source: TableFacts, target: TableFacts) -> None:
+def _unique_rules(out: Collector, route: Route, source: TableFacts, target: TableFacts) -> None:
     for index in target.indexes:
         if not (index.primary or index.unique) or source_enforces(route, index, source):
             continue

@@ -359,7 +359,10 @@ class Worker:
             self._schema.set_routes(self.routes)
             self._sink.set_routes(self.routes)
             self._scopes.routes_changed(self.settings.topology, self.routes)
-        self._backfill.on_mark(mark, record.offset, lsn, message.ts_ms, self._applied_lsn, self._pending)
+        try:
+            self._backfill.on_mark(mark, record.offset, lsn, message.ts_ms, self._applied_lsn, self._pending)
+        except SchemaChangeError as exc:  # the chunk was read in a shape the log has not reached (or left)
+            raise self._refuse(exc) from None
 
     def _on_row(self, record: LogRecord, headers: dict[str, bytes], table: bytes, lsn: int) -> None:
         change = envelope.decode_row(record.value)

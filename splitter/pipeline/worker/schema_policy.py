@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from splitter.core.envelope import RelationSchema
 from splitter.core.errors import FatalError, MalformedMessageError
-from splitter.topology.expressions import expression_columns
 from splitter.topology.model import Route
 from splitter.topology.sqlrender import stage_columns
 from splitter.topology.type_names import column_name_problem, shown, type_name_problem
@@ -52,12 +51,10 @@ class SchemaChangeError(FatalError):
 
 
 def columns_read(routes: Sequence[Route]) -> dict[str, set[str]]:
-    """Source columns the topology reads, per source table (`schema.table`)."""
+    """Source columns the topology reads, per source table (`schema.table`): its expressions' and row filters'."""
     reads: dict[str, set[str]] = {}
     for r in routes:
-        cols = reads.setdefault(f"{r.source_schema}.{r.source_table}", set())
-        for expr in r.table.columns.values():
-            cols |= expression_columns(expr)
+        reads.setdefault(f"{r.source_schema}.{r.source_table}", set()).update(r.table.source_columns_read())
     return reads
 
 
@@ -73,16 +70,16 @@ class SchemaPolicy:
         self._current: dict[str, RelationSchema] = {}  # each table's shape at the read position
         self._committed: dict[str, RelationSchema] = {}  # ... at the checkpoint
         self._moved: list[tuple[int, str, bytes]] = []  # (offset, table, header) where a shape began, unstored
-        self._acknowledged: dict[str, bytes] = {}  # table -> a new shape restarting the worker accepted
+        self._acknowledged: frozenset[tuple[str, bytes]] = frozenset()  # (table, new shape) a restart accepted
         self._judged_through = -1  # changes first seen at or before this offset were judged in this run
 
-    def start(self, stored: Mapping[str, bytes], acknowledged: Mapping[str, bytes]) -> None:
+    def start(self, stored: Mapping[str, bytes], acknowledged: Collection[tuple[str, bytes]]) -> None:
         """Begin at a checkpoint: `stored` are the tables' shapes there (schema headers, by table), kept with
         it; `acknowledged` the new shapes the worker stopped at before this start: restarting it after such a
         stop is the operator's word that the change may go through."""
         self._committed = {table: read_relation(table, header) for table, header in stored.items()}
         self._current = dict(self._committed)
-        self._acknowledged = dict(acknowledged)
+        self._acknowledged = frozenset(acknowledged)
         self._moved = []
 
     def relation(self, table: bytes, header: bytes | None, offset: int) -> RelationSchema:
@@ -144,7 +141,7 @@ class SchemaPolicy:
             before = {c.name: c.sql_type for c in previous.columns}
             changed = sorted(c for c in self._reads.get(name, set())
                              if c in before and before[c] != types[c])
-            if changed and (header is None or self._acknowledged.get(name) != header):
+            if changed and (header is None or (name, header) not in self._acknowledged):
                 details = ", ".join(f"{c} {before[c]} -> {types[c]}" for c in changed)
                 raise SchemaChangeError(
                     f"service {self._service}: source table {name} changed the type of {details} (at log offset "

@@ -137,8 +137,9 @@ class BackfillWindow:
         job, rows = self._sink.backfill_chunk(mark.job_id, mark.chunk)
         if job is None:
             return
-        relation = read_relation(table, job.relation_header.encode())
-        self._schema.check(relation, offset)
+        header = job.relation_header.encode()
+        relation = read_relation(table, header)
+        self._schema.check(relation, offset, header)
         keys = relation.key_columns
         copied = skipped = 0
         copied_keys: list[list[str | None]] = []
