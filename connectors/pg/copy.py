@@ -25,7 +25,7 @@ from connectors.pg.catalog import target_columns
 from connectors.pg.client import connect, lock_key, wrap_db_error
 from connectors.pg.copy_rows import RowCopy, copy_route_rows, refusal_message
 from connectors.pg.source import relation_schema
-from connectors.pg.state import dead_letters
+from connectors.pg.state import dead_letters, source_shapes
 from connectors.pg.state.schema import Checkpoint, read_checkpoint, write_checkpoint
 from splitter.core.dsn import SOURCE_DATABASE, mask_secrets, service_database
 from splitter.core.envelope import RelationSchema
@@ -129,9 +129,16 @@ class ServiceCopy:
         except psycopg.Error as exc:
             raise wrap_db_error(exc, self._what, *self._dsns) from exc
 
-    def write_checkpoint(self, service: str, checkpoint: Checkpoint) -> None:
+    def write_checkpoint(self, service: str, checkpoint: Checkpoint, routes: Sequence[Route]) -> None:
+        """The copy's checkpoint, with the routes' source tables' shapes at its snapshot: the baseline the
+        worker's schema policy starts from (a type change before a table's first streamed row stops it)."""
         try:
             write_checkpoint(self.target, service, checkpoint)
+            shapes = {}
+            for route in routes:
+                relation = relation_schema(self.source, route.source_schema, route.source_table)
+                shapes[relation.qualified] = (checkpoint.offset, relation.header_bytes())
+            source_shapes.store(self.target, service, shapes)
         except psycopg.Error as exc:
             raise wrap_db_error(exc, self._what, *self._dsns) from exc
 

@@ -175,7 +175,7 @@ def copy_services(settings: Settings, snapshot: str, consistent_lsn: int, servic
                 stage = f"{route.describe()}, {i + 1}/{len(routes)} tables"
                 if i + 1 < len(routes):
                     report(stage)
-            copy.write_checkpoint(service.name, checkpoint)
+            copy.write_checkpoint(service.name, checkpoint, routes)
             copy.commit()
             report(stage, finished=True)
         except BaseException:

@@ -215,3 +215,26 @@ def test_a_worker_stopped_by_a_type_change_goes_on_after_the_documented_remedy(
         _assert_same(env, "widened_int")
     finally:
         env.stop_all()
+
+
+def test_a_type_change_between_the_initial_copy_and_the_first_streamed_row_stops_the_worker(
+        make_databases: Callable[..., dict[str, str]], kafka_server: KafkaServer,
+        unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    """The copy stores the tables' shapes at its snapshot with its checkpoint: the worker's first row of a table
+    is judged against them, so a change made before the worker streamed anything of it still stops it."""
+    env = _prepare(make_databases, kafka_server.bootstrap, unique_name, tmp_path, ())
+    try:
+        deadline = time.monotonic() + 120
+        while not _rows(env.dsns["widened_int_db"], "SELECT 1 FROM pg_tables WHERE schemaname = 'splitter' "
+                        "AND tablename = 'checkpoints'") or not _rows(
+                env.dsns["widened_int_db"], "SELECT 1 FROM splitter.checkpoints WHERE service = 'widened_int'"):
+            assert time.monotonic() < deadline, env.logs()
+            time.sleep(0.5)
+        setup.execute(env.source, ["ALTER TABLE widened_int ALTER COLUMN n TYPE bigint",
+                                   "INSERT INTO widened_int VALUES (20, 5000000000, 'after the copy')"])
+        env.start_worker("widened_int")
+        said = _stopped(env, "widened_int")
+        assert "source table public.widened_int changed the type of n integer -> bigint" in said, said
+        assert _rows(env.dsns["widened_int_db"], "SELECT id FROM widened_int WHERE id = 20") == []
+    finally:
+        env.stop_all()
