@@ -147,6 +147,17 @@ def execute(dsn: str, statements: Sequence[str]) -> None:
             conn.execute(statement.encode())
 
 
+def repaired_by_backfill(env: PipelineEnv, service: str, table: str, damage: Sequence[str],
+                         check: Callable[[], None]) -> None:
+    """`damage` (statements in the service's database) makes verify differ; a backfill of `table` mends it:
+    `check` holds and verify is clean again."""
+    execute(env.dsns[f"{service}_db"], damage)
+    assert env.command("verify", "--service", service) == 1
+    assert env.command("backfill", "--service", service, "--table", table) == 0, env.logs()
+    check()
+    assert env.command("verify", "--service", service) == 0, env.logs()
+
+
 Row = tuple[tuple[str | None, str | None], ...]
 _COLUMNS_PER_READ = 800
 
