@@ -7,12 +7,17 @@ a worker does not keep (`Skimmed`: their headers and sequence only, in the one p
 fetched), whether a read reached the end of the log (`at_end`), and telling a position the log no
 longer holds (`OffsetGoneError`) from other read failures.  Must not: decode a record's value (beyond a
 skimmed row's sequence), or decide where to read from (the worker does, from its checkpoint).
+
+Other tables' rows are told apart by the record's key where it names the table (`envelope.ROW_KEY_PREFIX`):
+such a row is dropped without its headers being read, since converting them was half of what a record
+cost; the commit record's count of rows per table lets the worker check its own tables without them.  A
+row of a log written before keys named the table comes back `Skimmed`, to be counted as before.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Container
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -85,6 +90,9 @@ class ChangeLogConsumer:
         self.partition = partition
         self._consumer = new_client(Consumer, config, "change-log consumer", extra)
         self._sought: int | None = None
+        # The key prefixes of the tables last asked to keep (built again when the worker's tables change).
+        self._keep: Collection[bytes] | None = None
+        self._kept_keys: tuple[bytes, ...] = ()
         #: True once a read reached the end of what the log holds, until a record arrives after it.
         self.at_end = False
 
@@ -96,10 +104,11 @@ class ChangeLogConsumer:
         self._consumer.assign([TopicPartition(self.topic, self.partition, start)])
 
     def read(self, max_records: int, timeout: float,
-             keep: Container[bytes] | None = None) -> list[LogRecord | Skimmed]:
+             keep: Collection[bytes] | None = None) -> list[LogRecord | Skimmed]:
         """The next records (waiting up to `timeout` for the first).  With `keep` (the tables a worker routes),
-        row records of other tables come back as `Skimmed`, up to the first message record of the read: a
-        message may open a backfill window on another table, so what follows it comes back whole."""
+        row records of other tables are left out (or come back as `Skimmed`, in a log whose keys do not name
+        the table), up to the first message record of the read: a message may open a backfill window on
+        another table, so what follows it comes back whole."""
         try:
             # Wait for the first record only, then take what is already fetched: consume() alone waits for
             # `max_records` or the whole timeout on client versions before 2.13, a latency floor per read.
@@ -113,6 +122,9 @@ class ChangeLogConsumer:
             raise RetryableError(f"reading topic {self.topic!r} failed: {exc}") from exc
         out: list[LogRecord | Skimmed] = []
         at_end = self.at_end
+        if keep is not None and keep is not self._keep:
+            self._keep, self._kept_keys = keep, envelope.row_key_prefixes(keep)
+        kept_keys, row_key = self._kept_keys, envelope.ROW_KEY_PREFIX
         for m in messages:
             err = m.error()
             if err is not None:
@@ -127,6 +139,10 @@ class ChangeLogConsumer:
                     raise FatalError(f"reading topic {self.topic!r} failed: {err.str()}")
                 raise RetryableError(f"reading topic {self.topic!r} failed: {err.str()}")
             at_end = False
+            if keep is not None:
+                key = m.key()
+                if key is not None and key.startswith(row_key) and not key.startswith(kept_keys):
+                    continue  # another table's row: nothing of it is read
             # A consumed message's headers are a list of (name, bytes) pairs (the stubs also allow a produce-side
             # dict); passed on as they are: converting each pair cost the worker 15 % of its time.  Only what a
             # worker reads is taken: every client call costs, for every record of the log, in every worker.

@@ -15,8 +15,14 @@ Headers let a worker route a record before parsing its value:
 
 Three record kinds: `row` (one change, op c/u/d/t; `source.lsn` is the *commit* LSN of its
 transaction and `source.sequence` its position inside it), `commit` (ends a transaction: its
-xid, commit LSN and how many row records it had: transaction boundaries are visible in the log),
-and `message` (a `pg_logical_emit_message` with a `splitter.` prefix: heartbeats, markers).
+xid, commit LSN, how many records it had and how many rows of each table: transaction boundaries are
+visible in the log), and `message` (a `pg_logical_emit_message` with a `splitter.` prefix: heartbeats,
+markers).
+
+A row record's key is `{"table": "schema.table", "key": {primary key}}`, its table first, so that a
+worker drops another service's row from the key alone (`row_key_prefixes`), without reading its headers
+(converting them was half of what reading a record cost).  Logs written before that carry the primary key
+alone, and commit records without `tables`: workers read those as before (`CommitMarker.tables` None).
 
 Unchanged TOASTed values are absent from `after` and listed in `unchanged_toast`, never sent
 as null.  Must not: do I/O, import drivers, or interpret values (they stay text).
@@ -24,7 +30,7 @@ as null.  Must not: do I/O, import drivers, or interpret values (they stay text)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +45,9 @@ SCHEMA_HEADER = "splitter.schema"
 ORIGIN_HEADER = "splitter.origin"
 
 KIND_ROW = b"row"
+#: How every row record's key begins (`encode_row`); a record with another key is read whole.
+ROW_KEY_PREFIX = b'{"table":'
+
 KIND_COMMIT = b"commit"
 KIND_MESSAGE = b"message"
 
@@ -116,6 +125,8 @@ class CommitMarker:
     xid: int
     events: int
     ts_ms: int
+    #: Row records per table ("schema.table"); None in a log written before commits carried them.
+    tables: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +169,7 @@ def encode_row(
     ts_ms: int,
     now_ms: int,
 ) -> tuple[bytes, bytes]:
-    """Return (key, value) of a row record.  The key is the row's primary key as JSON."""
+    """Return (key, value) of a row record.  The key names the table, then holds the row's primary key."""
     value: dict[str, Any] = {
         "before": before,
         "after": after,
@@ -170,13 +181,23 @@ def encode_row(
         value["unchanged_toast"] = list(unchanged_toast)
     image = after if after is not None else before
     key_cols = relation.key_columns
-    key = orjson.dumps({c: image.get(c) for c in key_cols}) if image is not None and key_cols else b""
+    primary_key = {c: image.get(c) for c in key_cols} if image is not None and key_cols else None
+    key = orjson.dumps({"table": relation.qualified, "key": primary_key})
     return key, orjson.dumps(value)
 
 
-def encode_commit(*, commit_lsn: int, end_lsn: int, xid: int, events: int, ts_ms: int) -> bytes:
+def row_key_prefixes(tables: Iterable[bytes]) -> tuple[bytes, ...]:
+    """How the keys of `tables`' row records begin (`bytes.startswith` takes the tuple: one call per record)."""
+    return tuple(ROW_KEY_PREFIX + orjson.dumps(t.decode()) + b"," for t in tables)
+
+
+def encode_commit(*, commit_lsn: int, end_lsn: int, xid: int, events: int, ts_ms: int,
+                  tables: Mapping[str, int]) -> bytes:
+    """A commit record: `events` counts every record of the transaction (rows and transactional messages),
+    `tables` its rows per table ("schema.table"): a worker that never reads other tables' rows checks its own."""
     return orjson.dumps(
-        {"op": "commit", "txId": xid, "lsn": commit_lsn, "end_lsn": end_lsn, "events": events, "ts_ms": ts_ms}
+        {"op": "commit", "txId": xid, "lsn": commit_lsn, "end_lsn": end_lsn, "events": events, "ts_ms": ts_ms,
+         "tables": tables}
     )
 
 
@@ -308,12 +329,26 @@ def row_sequence(raw: bytes | None) -> int | None:
 def decode_commit(raw: bytes | None) -> CommitMarker:
     value = _load(raw, "commit")
     try:
-        return CommitMarker(
+        marker = CommitMarker(
             commit_lsn=int(value["lsn"]), end_lsn=int(value["end_lsn"]), xid=int(value["txId"]),
-            events=int(value["events"]), ts_ms=int(value["ts_ms"]),
+            events=int(value["events"]), ts_ms=int(value["ts_ms"]), tables=_table_counts(value.get("tables")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessageError(f"commit record lacks or mistypes a field: {exc!r}") from exc
+    if marker.tables is not None and sum(marker.tables.values()) > marker.events:
+        raise MalformedMessageError(f"commit record counts more rows in its tables than records ({marker.events})")
+    return marker
+
+
+def _table_counts(raw: Any) -> dict[str, int] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TypeError(f"'tables' is {type(raw).__name__}, not an object")
+    # Every worker reads every commit record: checked as parsed (JSON object keys are text), not copied.
+    if not all(type(n) is int and n >= 0 for n in raw.values()):
+        raise ValueError("'tables' holds a count that is not a whole number")
+    return raw
 
 
 def decode_message(raw: bytes | None) -> ControlMessage:

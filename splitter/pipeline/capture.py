@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connectors.kafka.admin import ensure_topic
 from connectors.kafka.producer import ChangeLogProducer
@@ -73,6 +73,7 @@ class _Txn:
     ts_ms: int
     records: int = 0
     origin: str | None = None  # the replication origin it was applied under (a reverse stream's writes)
+    tables: dict[str, int] = field(default_factory=dict)  # row records per table, for the commit record
 
 
 class CaptureStats:
@@ -277,7 +278,7 @@ class Capture:
             if txn.records:
                 producer.produce(b"", envelope.encode_commit(
                     commit_lsn=txn.commit_lsn, end_lsn=message.end_lsn, xid=txn.xid, events=txn.records,
-                    ts_ms=txn.ts_ms), envelope.commit_headers(txn.commit_lsn, txn.origin))
+                    ts_ms=txn.ts_ms, tables=txn.tables), envelope.commit_headers(txn.commit_lsn, txn.origin))
                 self.stats.transactions += 1
                 self.stats.last_commit_ts_ms = txn.ts_ms
             self._pending.append((producer.produced, message.end_lsn))
@@ -367,6 +368,7 @@ class Capture:
             sequence=txn.records, ts_ms=txn.ts_ms, now_ms=int(time.time() * 1000))
         producer.produce(key, value, envelope.row_headers(rel.header, rel.qualified, txn.commit_lsn, txn.origin))
         txn.records += 1
+        txn.tables[rel.qualified] = txn.tables.get(rel.qualified, 0) + 1
         self.stats.records_produced += 1
         k = (rel.qualified, op)
         self.stats.by_table_op[k] = self.stats.by_table_op.get(k, 0) + 1

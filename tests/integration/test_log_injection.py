@@ -52,7 +52,7 @@ def _forge_transaction(stack: Stack, type_name: str, row_id: str) -> int:
     producer.produce(settings.topic, key=key, value=value,
                      headers=envelope.row_headers(relation.header_bytes(), relation.qualified, lsn))
     producer.produce(settings.topic, value=envelope.encode_commit(commit_lsn=lsn, end_lsn=lsn + 1, xid=xid, events=1,
-                                                                  ts_ms=1),
+                                                                  ts_ms=1, tables={relation.qualified: 1}),
                      headers=envelope.commit_headers(lsn))
     assert producer.flush(10) == 0
     return lsn

@@ -81,7 +81,9 @@ def build_log(bootstrap: str, topic: str, first_ms: int) -> BuiltLog:
             producer.produce(topic, key=key, value=value, timestamp=ts,
                              headers=kafka_headers(envelope.row_headers(header, relation.qualified, lsn)))
         producer.produce(topic, value=envelope.encode_commit(commit_lsn=lsn, end_lsn=lsn + 1, xid=txn,
-                                                             events=len(rows), ts_ms=ts),
+                                                             events=len(rows), ts_ms=ts,
+                                                             tables={POSTS.qualified: POSTS_PER_TXN,
+                                                                     USERS.qualified: USERS_PER_TXN}),
                          timestamp=ts, headers=kafka_headers(envelope.commit_headers(lsn)))
         producer.poll(0)
     assert producer.flush(60) == 0

@@ -95,7 +95,8 @@ def test_no_code_is_both_transient_and_never_recovering() -> None:
 
 
 def test_a_commit_record_is_named_by_its_kind() -> None:
-    value = envelope.encode_commit(commit_lsn=100, end_lsn=120, xid=5, events=3, ts_ms=1)
+    value = envelope.encode_commit(commit_lsn=100, end_lsn=120, xid=5, events=3, ts_ms=1,
+                                   tables={"public.posts": 3})
     for headers in (envelope.commit_headers(100), None):
         text = str(failure(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), TOPIC, FailedRecord.of(b"", value, headers), {}))
         assert "a commit record" in text and "key" not in text.split("bytes")[0], text

@@ -34,7 +34,7 @@ from splitter.pipeline.worker.parts import LargeTransactions
 from splitter.pipeline.worker.schema_policy import SchemaChangeError, SchemaPolicy
 from splitter.pipeline.worker.scopes import Moves, WriteScopes
 from splitter.pipeline.worker.state import OpenTxn, Pending, WorkerStats
-from splitter.pipeline.worker.tally import Tally, log_gone, refused
+from splitter.pipeline.worker.tally import MESSAGE, Tally, log_gone, refused
 from splitter.pipeline.worker.window import BackfillWindow, read_watermark, reload_routes
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,8 @@ class Worker:
             self._backfill.track(table, record.value, headers)
             if lsn <= self._position[1]:
                 return
-            if self._tally.count(record.offset, lsn, envelope.row_sequence(record.value)) and self._open is not None:
+            restarted = self._tally.count(record.offset, lsn, envelope.row_sequence(record.value), table)
+            if restarted and self._open is not None:
                 self._discard_open()  # capture sent the transaction again: this record begins the new copy
             if table in self._tables and not self._scopes.echoed(headers):
                 self._on_row(record, headers, table, lsn)
@@ -301,7 +302,7 @@ class Worker:
             if lsn <= self._position[1]:
                 return
             marker = envelope.decode_commit(record.value)
-            incomplete = self._tally.close(marker, record.offset)
+            incomplete = self._tally.close(marker, record.offset, self._tables)
             if incomplete is not None:
                 raise self._refuse(refused(self.service.name, marker, incomplete, record.offset, self._names))
             if self._open is not None:
@@ -320,7 +321,7 @@ class Worker:
             if lsn <= self._position[1]:
                 return
             if message.transactional:
-                self._tally.count(record.offset, lsn, None)
+                self._tally.count(record.offset, lsn, None, MESSAGE)
                 return
             if self._open is not None:
                 self._discard_open()
