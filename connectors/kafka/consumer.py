@@ -95,6 +95,8 @@ class ChangeLogConsumer:
         self._kept_keys: tuple[bytes, ...] = ()
         #: True once a read reached the end of what the log holds, until a record arrives after it.
         self.at_end = False
+        #: Records the last read took from the log, those left out included (whether the worker is behind).
+        self.taken = 0
 
     def seek(self, next_offset: int | None) -> None:
         """Read from `next_offset` (None: from the earliest record still kept)."""
@@ -114,6 +116,7 @@ class ChangeLogConsumer:
             # `max_records` or the whole timeout on client versions before 2.13, a latency floor per read.
             first = self._consumer.poll(timeout)
             if first is None:
+                self.taken = 0
                 return []
             messages = [first]
             if max_records > 1:
@@ -122,6 +125,7 @@ class ChangeLogConsumer:
             raise RetryableError(f"reading topic {self.topic!r} failed: {exc}") from exc
         out: list[LogRecord | Skimmed] = []
         at_end = self.at_end
+        taken = 0
         if keep is not None and keep is not self._keep:
             self._keep, self._kept_keys = keep, envelope.row_key_prefixes(keep)
         kept_keys, row_key = self._kept_keys, envelope.ROW_KEY_PREFIX
@@ -139,6 +143,7 @@ class ChangeLogConsumer:
                     raise FatalError(f"reading topic {self.topic!r} failed: {err.str()}")
                 raise RetryableError(f"reading topic {self.topic!r} failed: {err.str()}")
             at_end = False
+            taken += 1
             if keep is not None:
                 key = m.key()
                 if key is not None and key.startswith(row_key) and not key.startswith(kept_keys):
@@ -159,7 +164,7 @@ class ChangeLogConsumer:
                 if kind == envelope.KIND_MESSAGE:
                     keep = None
             out.append(LogRecord(m.offset() or 0, m.value(), headers))  # type: ignore[arg-type]
-        self.at_end = at_end
+        self.at_end, self.taken = at_end, taken
         return out
 
     def commit(self, next_offset: int) -> None:

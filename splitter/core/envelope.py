@@ -19,10 +19,11 @@ xid, commit LSN, how many records it had and how many rows of each table: transa
 visible in the log), and `message` (a `pg_logical_emit_message` with a `splitter.` prefix: heartbeats,
 markers).
 
-A row record's key is `{"table": "schema.table", "key": {primary key}}`, its table first, so that a
-worker drops another service's row from the key alone (`row_key_prefixes`), without reading its headers
-(converting them was half of what reading a record cost).  Logs written before that carry the primary key
-alone, and commit records without `tables`: workers read those as before (`CommitMarker.tables` None).
+A row record's key is `["schema.table", {primary key}]`, its table first, so that a worker drops another
+service's row from the key alone (`row_key_prefixes`), without reading its headers (converting them was
+half of what reading a record cost).  Logs written before that carry the primary key alone, a JSON object
+(never an array, whatever the key's columns are named), and commit records without `tables`: workers read
+those as before (`CommitMarker.tables` None).
 
 Unchanged TOASTed values are absent from `after` and listed in `unchanged_toast`, never sent
 as null.  Must not: do I/O, import drivers, or interpret values (they stay text).
@@ -46,7 +47,7 @@ ORIGIN_HEADER = "splitter.origin"
 
 KIND_ROW = b"row"
 #: How every row record's key begins (`encode_row`); a record with another key is read whole.
-ROW_KEY_PREFIX = b'{"table":'
+ROW_KEY_PREFIX = b'["'
 
 KIND_COMMIT = b"commit"
 KIND_MESSAGE = b"message"
@@ -169,7 +170,8 @@ def encode_row(
     ts_ms: int,
     now_ms: int,
 ) -> tuple[bytes, bytes]:
-    """Return (key, value) of a row record.  The key names the table, then holds the row's primary key."""
+    """Return (key, value) of a row record.  The key names the table, then holds the row's primary key (an
+    array: a key written before, the primary key's object alone, cannot be taken for one)."""
     value: dict[str, Any] = {
         "before": before,
         "after": after,
@@ -182,13 +184,13 @@ def encode_row(
     image = after if after is not None else before
     key_cols = relation.key_columns
     primary_key = {c: image.get(c) for c in key_cols} if image is not None and key_cols else None
-    key = orjson.dumps({"table": relation.qualified, "key": primary_key})
+    key = orjson.dumps([relation.qualified, primary_key])
     return key, orjson.dumps(value)
 
 
 def row_key_prefixes(tables: Iterable[bytes]) -> tuple[bytes, ...]:
     """How the keys of `tables`' row records begin (`bytes.startswith` takes the tuple: one call per record)."""
-    return tuple(ROW_KEY_PREFIX + orjson.dumps(t.decode()) + b"," for t in tables)
+    return tuple(b"[" + orjson.dumps(t.decode()) + b"," for t in tables)
 
 
 def encode_commit(*, commit_lsn: int, end_lsn: int, xid: int, events: int, ts_ms: int,

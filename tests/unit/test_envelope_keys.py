@@ -21,13 +21,21 @@ def _key(schema: str, table: str, after: dict[str, str | None], key_columns: tup
 
 def test_a_row_key_holds_its_table_then_its_primary_key() -> None:
     key = _key("public", "posts", {"id": "7", "content": "x"})
-    assert orjson.loads(key) == {"table": "public.posts", "key": {"id": "7"}}
+    assert orjson.loads(key) == ["public.posts", {"id": "7"}]
     assert key.startswith(envelope.ROW_KEY_PREFIX)
     assert key.startswith(envelope.row_key_prefixes([b"public.posts"]))
     # A table whose name another's begins with is not taken for it.
     assert not key.startswith(envelope.row_key_prefixes([b"public.post", b"public.posts_archive"]))
     # A table without a primary key still says which table it is.
-    assert orjson.loads(_key("public", "log", {"a": "1"}, key_columns=())) == {"table": "public.log", "key": None}
+    assert orjson.loads(_key("public", "log", {"a": "1"}, key_columns=())) == ["public.log", None]
+
+
+@pytest.mark.parametrize("columns", [("id",), ("table",), ("table", "key"), ("[",)])
+def test_a_key_the_previous_release_wrote_is_never_taken_for_one_that_names_its_table(
+        columns: tuple[str, ...]) -> None:
+    # It was the primary key's object alone, whatever its columns are called.
+    legacy = orjson.dumps({c: "public.posts" for c in columns})
+    assert not legacy.startswith(envelope.ROW_KEY_PREFIX)
 
 
 @pytest.mark.parametrize("table", ['we"ird', "back\\slash", "ünï", "with,comma"])

@@ -139,10 +139,10 @@ class Worker:
                 continue
             try:
                 self._guard.check(self._position[0] + 1)
-                # Other services' rows come back skimmed, except while a backfill window wants a table's rows.
+                # Other services' rows are left out (the read's `taken` counts them), but while a backfill window is open.
                 keep = self._tables if self._backfill.open is None else None
                 records = consumer.read(READ_RECORDS, timeout=pacing.read_timeout(self._pending), keep=keep)
-                pacing.read(full=len(records) >= READ_RECORDS)
+                pacing.read(full=consumer.taken >= READ_RECORDS)
             except OffsetGoneError as exc:
                 raise log_gone(self.service.name, str(exc), *self._position[:2], self._names) from exc
             self._rewound = False
@@ -172,7 +172,7 @@ class Worker:
             if holding:
                 continue
             moved = self._open is None and self._position[0] > self.stats.applied_offset
-            if pacing.due(self._pending, consumer.at_end, not records, moved):
+            if pacing.due(self._pending, consumer.at_end, consumer.taken == 0, moved):
                 self._flush()
 
     def _hold(self, pause_at: int, lsn: int, offset: int) -> None:
