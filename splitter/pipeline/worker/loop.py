@@ -139,7 +139,7 @@ class Worker:
                 continue
             try:
                 self._guard.check(self._position[0] + 1)
-                # Other services' rows are left out (the read's `taken` counts them), but while a backfill window is open.
+                # Other services' rows are left out (`taken` counts them), except while a backfill window is open.
                 keep = self._tables if self._backfill.open is None else None
                 records = consumer.read(READ_RECORDS, timeout=pacing.read_timeout(self._pending), keep=keep)
                 pacing.read(full=consumer.taken >= READ_RECORDS)
