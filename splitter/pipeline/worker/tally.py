@@ -57,6 +57,10 @@ class Tally:
 
     def __init__(self) -> None:
         self.reading: Reading | None = None
+        # The worker's tables in order, each with the name commit records count it by: every worker checks
+        # every commit record, so they are worked out once per set of tables, not per commit.
+        self._tables: Collection[bytes] | None = None
+        self._names: tuple[tuple[bytes, str], ...] = ()
 
     def reset(self) -> None:
         """Forget the transaction being read (it is read again, or it was an incomplete copy)."""
@@ -130,11 +134,13 @@ class Tally:
                 return None
             return r
         read = r if r is not None else Reading(marker.commit_lsn, offset)
+        if tables is not self._tables:
+            self._tables, self._names = tables, tuple((t, t.decode(errors="replace")) for t in sorted(tables))
         short = []
-        for table in sorted(tables):
-            counted, held = marker.tables.get(table.decode(errors="replace"), 0), read.by_table.get(table, 0)
+        for table, name in self._names:
+            counted, held = marker.tables.get(name, 0), read.by_table.get(table, 0)
             if held != counted:
-                short.append(f"{counted} row(s) of {table.decode(errors='replace')}, the log holds {held}")
+                short.append(f"{counted} row(s) of {name}, the log holds {held}")
         messages = marker.events - sum(marker.tables.values())
         if read.messages < messages:
             short.append(f"{messages} transactional message(s), the log holds {read.messages}")
